@@ -139,9 +139,8 @@ def convert_gguf(gguf: Path, out: Path, sha256: str) -> None:
     A GGUF-loaded model refuses ``save_pretrained``, so the model is rebuilt from its config
     (without ``quantization_config``) and its state dict.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)

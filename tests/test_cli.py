@@ -1,0 +1,169 @@
+"""The ``text2emoji`` command line: outputs, errors and exit codes."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from text2emoji.cli import COMMANDS, build_parser, main
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, dict | None, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, (json.loads(out) if out.strip() else None), err
+
+
+def test_console_script_is_installed():
+    exe = shutil.which("text2emoji") or f"{sys.prefix}/bin/text2emoji"
+    out = subprocess.run([exe, "--version"], capture_output=True, text=True, check=True)
+    assert out.stdout.startswith("text2emoji ")
+
+
+def test_every_subcommand_has_help_for_every_flag():
+    parser = build_parser()
+    for cmd in COMMANDS:
+        sub = parser
+        for word in cmd.path:
+            sub = next(a for a in sub._actions if hasattr(a, "choices") and a.choices and word in a.choices).choices[word]
+        for action in sub._actions:
+            assert action.help, f"{' '.join(cmd.path)} {action.option_strings}: no help text"
+
+
+def test_esr_jsonl(tmp_path, capsys):
+    f = tmp_path / "answers.jsonl"
+    rows = [
+        {"text": "I love cricket! 😍 It is fun.", "trait": "extraversion"},
+        {"text": "Cricket worries me.", "trait": "neuroticism"},
+        {"text": "Let's play 🏏🏏. Now!", "trait": "extraversion"},
+    ]
+    f.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    code, out, _ = run_cli(capsys, "esr", str(f))
+    assert code == 0
+    # sentences: [I love cricket! 😍 | It is fun.] [Cricket worries me.] [Let's play 🏏🏏. | Now!]
+    assert out == {
+        "n_answers": 3, "n_answers_with_emoji": 2, "n_sentences": 5, "n_sentences_with_emoji": 2,
+        "n_emoji": 3, "esr": 2 / 5, "emoji_rate": 2 / 3, "emojis_per_answer": 1.0,
+        "top_emojis": [["🏏", 2], ["😍", 1]],
+    }
+    code, by, _ = run_cli(capsys, "esr", str(f), "--by", "trait")
+    assert code == 0 and set(by) == {"extraversion", "neuroticism"}
+    assert by["extraversion"]["esr"] == 2 / 4 and by["neuroticism"]["esr"] == 0.0
+    assert by["extraversion"]["n_answers"] == 2
+
+
+def test_esr_plain_text(tmp_path, capsys):
+    f = tmp_path / "answers.txt"
+    f.write_text("Hello there 👋\n\nNo emoji here. Two sentences.\n", encoding="utf-8")
+    code, out, _ = run_cli(capsys, "esr", str(f))
+    assert code == 0
+    assert (out["n_answers"], out["n_sentences"], out["esr"], out["emoji_rate"]) == (2, 3, 1 / 3, 0.5)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b'{"text": "ok"}\n{"text": \n', r"answers.jsonl:2: invalid JSON"),
+        (b'{"text": "ok"}\n{"txt": "x"}\n', r"answers.jsonl:2: field 'text' missing"),
+        (b'{"text": 5}\n', r"answers.jsonl:1: field 'text' must be a string, got int"),
+        (b'{"text": "ok"}\n\n{"text": "\xff"}\n', r"answers.jsonl:3: not valid UTF-8"),
+        (b'[1, 2]\n', r"answers.jsonl:1: expected a JSON object, got list"),
+    ],
+)
+def test_esr_bad_input_names_file_and_line(tmp_path, capsys, content, message):
+    f = tmp_path / "answers.jsonl"
+    f.write_bytes(content)
+    code, out, err = run_cli(capsys, "esr", str(f))
+    assert code == 1 and out is None
+    assert err.startswith("text2emoji: error: ") and len(err.strip().splitlines()) == 1
+    assert re.search(message, err)
+
+
+def test_esr_by_missing_field(tmp_path, capsys):
+    f = tmp_path / "a.jsonl"
+    f.write_text('{"text": "a", "trait": "x"}\n{"text": "b"}\n')
+    code, _, err = run_cli(capsys, "esr", str(f), "--by", "trait")
+    assert code == 1 and "a.jsonl:2: field 'trait' missing" in err
+
+
+def test_esr_missing_file(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "esr", str(tmp_path / "nope.jsonl"))
+    assert code == 1 and "nope.jsonl: cannot read" in err
+
+
+def test_config_file_for_esr(tmp_path, capsys):
+    f = tmp_path / "a.jsonl"
+    f.write_text('{"answer": "Hi 👋", "g": 1}\n')
+    cfg = tmp_path / "esr.toml"
+    cfg.write_text('field = "answer"\ntop-k = 1\n')
+    code, out, _ = run_cli(capsys, "esr", str(f), "--config", str(cfg))
+    assert code == 0 and out["n_emoji"] == 1
+    cfg.write_text('fields = "answer"\n')
+    code, _, err = run_cli(capsys, "esr", str(f), "--config", str(cfg))
+    assert code == 1 and "esr.toml: unknown field(s) fields" in err
+
+
+def test_unknown_model_is_one_line_exit_1(capsys):
+    code, _, err = run_cli(capsys, "model", "info", "--model", "gpt-17")
+    assert code == 1
+    assert err == (
+        "text2emoji: error: unknown model 'gpt-17'; valid embedded models: smollm2-135m-instruct "
+        "(or an existing HF directory, or a hub id owner/name)\n"
+    )
+    code, _, err = run_cli(capsys, "model", "fetch", "--model", "gpt-17")
+    assert code == 1 and "valid: smollm2-135m-instruct" in err
+
+
+def test_model_info_local_dir(capsys, tiny_model_dir):
+    code, out, _ = run_cli(capsys, "model", "info", "--model", str(tiny_model_dir), "--device", "cpu")
+    assert code == 0
+    for key in ("name", "architecture", "n_layers", "d_model", "d_mlp", "vocab_size", "has_chat_template", "path"):
+        assert key in out
+    assert out["path"] == str(tiny_model_dir)
+
+
+@pytest.mark.slow
+def test_model_info_embedded(capsys, embedded_dir):
+    code, out, _ = run_cli(capsys, "model", "info")
+    assert code == 0
+    assert out["name"] == "smollm2-135m-instruct"
+    assert (out["n_layers"], out["d_model"], out["d_mlp"], out["vocab_size"]) == (30, 576, 1536, 49152)
+    assert out["has_chat_template"] is True and out["path"] == str(embedded_dir)
+
+
+@pytest.mark.slow
+def test_fetch_corrupted_gguf_exit_1(tmp_path, capsys, monkeypatch, embedded_dir):
+    monkeypatch.setenv("TEXT2EMOJI_CACHE", str(tmp_path / "cache"))
+    bad = tmp_path / "truncated.gguf"
+    bad.write_bytes(b"GGUF" + b"\0" * 100)
+    code, _, err = run_cli(capsys, "model", "fetch", "--gguf", str(bad))
+    assert code == 1 and "truncated.gguf: SHA-256 mismatch" in err
+    assert not (tmp_path / "cache").exists()
+
+
+@pytest.mark.slow
+def test_run_writes_stages_and_reuses_them(tmp_path, capsys, embedded_dir):
+    out_dir = tmp_path / "run"
+    code, summary, _ = run_cli(capsys, "run", "--out", str(out_dir), "--device", "cpu")
+    assert code == 0
+    for stage in ("model", "base_answers", "emoji_metrics"):
+        meta = json.loads((out_dir / stage / "meta.json").read_text())
+        assert meta["status"] == "complete"
+        assert json.loads((out_dir / stage / "config.json").read_text())["config_hash"] == meta["config_hash"]
+    answers = [json.loads(line) for line in (out_dir / "base_answers" / "answers.jsonl").read_text().splitlines()]
+    assert len(answers) == 8 and all(a["text"].strip() for a in answers)
+    # the metrics are those of the answers on disk, recomputed independently here
+    from interp.emojis import emoji_stats
+
+    metrics = json.loads((out_dir / "emoji_metrics" / "metrics.json").read_text())
+    assert metrics == emoji_stats([a["text"] for a in answers]).to_dict()
+    assert summary["base_esr"] == metrics["esr"]
+    finished = json.loads((out_dir / "base_answers" / "meta.json").read_text())["finished"]
+    code, _, err = run_cli(capsys, "run", "--out", str(out_dir), "--device", "cpu")
+    assert code == 0 and "reused" in err and "loading" not in err
+    assert json.loads((out_dir / "base_answers" / "meta.json").read_text())["finished"] == finished

@@ -1,0 +1,135 @@
+"""Model API on tiny local models: sources, loading, 4-bit, adapters, chat, generation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from interp.chat import format_chat
+from interp.generation import DecodeSettings, generate
+from interp.models import (
+    ModelConfig,
+    adapter_disabled,
+    load_model,
+    resolve_source,
+)
+from text2emoji.errors import UserError
+
+
+def test_resolve_source(tmp_path, tiny_model_dir):
+    assert resolve_source("smollm2-135m-instruct").kind == "embedded"
+    assert resolve_source(str(tiny_model_dir)).kind == "local"
+    assert resolve_source("mistralai/Mistral-7B-Instruct-v0.2").kind == "hub"
+    with pytest.raises(UserError, match=r"unknown model 'foo'; valid embedded models: smollm2-135m-instruct"):
+        resolve_source("foo")
+    with pytest.raises(UserError, match=r"model directory ./no/such/dir does not exist; valid embedded models"):
+        resolve_source("./no/such/dir")
+    with pytest.raises(UserError, match="has no config.json"):
+        resolve_source(str(tmp_path))
+
+
+def test_config_rejects_bad_device_and_missing_adapter(tiny_model_dir):
+    with pytest.raises(UserError, match="device: expected cpu, cuda, cuda:N or auto"):
+        ModelConfig(model=str(tiny_model_dir), device="tpu")
+    with pytest.raises(UserError, match="adapter: directory /nope does not exist"):
+        ModelConfig(model=str(tiny_model_dir), adapter="/nope")
+
+
+def test_load_local_dir(tiny_model_dir):
+    lm = load_model(ModelConfig(model=str(tiny_model_dir), device="cpu"))
+    info = lm.info()
+    assert info["architecture"] == "LlamaForCausalLM"
+    assert (info["n_layers"], info["d_model"], info["d_mlp"], info["vocab_size"]) == (2, 64, 128, 128)
+    assert info["has_chat_template"] is False
+    assert info["path"] == str(tiny_model_dir)
+    assert lm.tokenizer.padding_side == "left" and lm.tokenizer.pad_token is not None
+    assert not lm.model.training
+
+
+def test_load_in_4bit_quantizes_and_stays_close(tiny_model_dir):
+    import bitsandbytes as bnb
+
+    full = load_model(ModelConfig(model=str(tiny_model_dir), device="cpu"))
+    q = load_model(ModelConfig(model=str(tiny_model_dir), device="cpu", load_in_4bit=True))
+    down = q.model.model.layers[0].mlp.down_proj
+    assert isinstance(down, bnb.nn.Linear4bit)
+    assert down.weight.quant_state.quant_type == "nf4"
+    ids = torch.randint(3, 128, (2, 9))
+    with torch.no_grad():
+        a, b = full.model(ids).logits, q.model(ids).logits
+    # nf4 is lossy: close in direction, not equal (random weights are hard on 4 bits).
+    cos = torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0)
+    assert 0.9 < cos < 0.99999
+
+
+def _save_random_adapter(model_dir: Path, out: Path) -> Path:
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(model_dir)
+    peft_model = get_peft_model(
+        base, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False)
+    )
+    peft_model.save_pretrained(out)
+    return out
+
+
+def test_adapter_disabled_equals_base_loaded_alone(tiny_model_dir, tmp_path):
+    adapter = _save_random_adapter(tiny_model_dir, tmp_path / "adapter")
+    base = load_model(ModelConfig(model=str(tiny_model_dir), device="cpu"))
+    post = load_model(ModelConfig(model=str(tiny_model_dir), device="cpu", adapter=str(adapter)))
+    ids = torch.randint(3, 128, (2, 9))
+    with torch.no_grad():
+        ref = base.model(ids).logits
+        with_adapter = post.model(ids).logits
+        with adapter_disabled(post.model):
+            without = post.model(ids).logits
+        again = post.model(ids).logits
+    torch.testing.assert_close(without, ref, atol=1e-6, rtol=1e-6)
+    assert (with_adapter - ref).abs().max() > 1e-3
+    torch.testing.assert_close(again, with_adapter)  # the context really re-enables it
+    assert post.info()["adapter"] == str(adapter)
+    with pytest.raises(ValueError, match="needs a model with a PEFT adapter"):
+        with adapter_disabled(base.model):
+            pass
+
+
+def test_chat_fallback_and_template(tiny_model_dir):
+    lm = load_model(ModelConfig(model=str(tiny_model_dir), device="cpu"))
+    assert format_chat(lm.tokenizer, "what are your thoughts", system="be brief") == (
+        "System: be brief\n\nUser: what are your thoughts\n\nAssistant:"
+    )
+    lm.tokenizer.chat_template = (
+        "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}"
+        "{% if add_generation_prompt %}<assistant>{% endif %}"
+    )
+    assert format_chat(lm.tokenizer, "hi") == "<user>hi<assistant>"
+    assert format_chat(lm.tokenizer, [{"role": "user", "content": "hi"}], add_generation_prompt=False) == "<user>hi"
+
+
+def test_generation_batched_equals_one_by_one(tiny_model_dir):
+    lm = load_model(ModelConfig(model=str(tiny_model_dir), device="cpu"))
+    prompts = ["w1 w2 w3 w4 w5 w6", "w7", "w8 w9 w10"]
+    settings = DecodeSettings(max_new_tokens=6)
+    batched = generate(lm.model, lm.tokenizer, prompts, settings, chat=False, batch_size=3)
+    single = [generate(lm.model, lm.tokenizer, [p], settings, chat=False)[0] for p in prompts]
+    assert batched == single
+    assert all(len(t.split()) > 0 for t in batched)
+
+
+def test_sampling_is_seeded(tiny_model_dir):
+    lm = load_model(ModelConfig(model=str(tiny_model_dir), device="cpu"))
+    s = DecodeSettings(max_new_tokens=8, do_sample=True, seed=3)
+    a = generate(lm.model, lm.tokenizer, ["w1 w2"] * 4, s, chat=False)
+    b = generate(lm.model, lm.tokenizer, ["w1 w2"] * 4, s, chat=False)
+    assert a == b
+    assert len(set(a)) > 1  # the 4 samples of one batch differ
+
+
+def test_generation_needs_left_padding(tiny_model_dir):
+    lm = load_model(ModelConfig(model=str(tiny_model_dir), device="cpu"))
+    lm.tokenizer.padding_side = "right"
+    with pytest.raises(ValueError, match="padding_side"):
+        generate(lm.model, lm.tokenizer, ["w1"], chat=False)
