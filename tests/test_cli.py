@@ -91,6 +91,13 @@ def test_esr_by_missing_field(tmp_path, capsys):
     assert code == 1 and "a.jsonl:2: field 'trait' missing" in err
 
 
+def test_esr_by_needs_jsonl(tmp_path, capsys):
+    f = tmp_path / "a.txt"
+    f.write_text("Hi 👋\n")
+    code, _, err = run_cli(capsys, "esr", str(f), "--by", "trait")
+    assert code == 1 and "a.txt: --by needs JSONL input" in err
+
+
 def test_esr_missing_file(tmp_path, capsys):
     code, _, err = run_cli(capsys, "esr", str(tmp_path / "nope.jsonl"))
     assert code == 1 and "nope.jsonl: cannot read" in err

@@ -12,6 +12,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from interp.embedded import DEFAULT_MODEL, EMBEDDED
@@ -72,12 +73,13 @@ def cmd_info(cfg: ModelConfig) -> None:
 
 def cmd_esr(cfg: EsrConfig) -> None:
     from interp.emojis import emoji_stats
-    from interp.textfiles import read_rows
+    from interp.textfiles import detect_format, read_rows
 
+    fmt = detect_format(Path(cfg.file)) if cfg.format == "auto" else cfg.format
+    if cfg.by and fmt == "text":
+        raise UserError(f"{cfg.file}: --by needs JSONL input (plain text has no fields)")
     require = (cfg.by,) if cfg.by else ()
-    rows = read_rows(cfg.file, field=cfg.field, fmt=cfg.format, require=require)
-    if cfg.by and cfg.format == "text":
-        raise UserError("--by needs JSONL input (plain text has no fields)")
+    rows = read_rows(cfg.file, field=cfg.field, fmt=fmt, require=require)
     if cfg.by is None:
         _print_json(emoji_stats([r[cfg.field] for r in rows], cfg.top_k).to_dict())
         return
