@@ -18,6 +18,7 @@ from typing import Any, Literal
 from interp.embedded import DEFAULT_MODEL, EMBEDDED
 from interp.models import ModelConfig
 from text2emoji import __version__
+from text2emoji import data_cli
 from text2emoji.config import Config, ConfigError, add_arguments, config_from_args, option
 from text2emoji.errors import UserError
 from text2emoji.pipeline import RunConfig
@@ -113,6 +114,15 @@ COMMANDS = [
             "load a model and print its facts as JSON"),
     Command(("esr",), EsrConfig, cmd_esr,
             "emoji sentence rate, emoji rate and top emojis of a file of answers, as JSON"),
+    Command(("data", "validate"), data_cli.ValidateConfig, data_cli.cmd_validate,
+            "check Opinion QA files; exit 1 listing every problem by file, row and field"),
+    Command(("data", "stats"), data_cli.StatsConfig, data_cli.cmd_stats,
+            "counts per trait and split, topics, answer lengths, as JSON"),
+    Command(("data", "split"), data_cli.SplitConfig, data_cli.cmd_split,
+            "seeded train/test split by topic (no topic on both sides), stratified by trait"),
+    Command(("data", "quality"), data_cli.QualityConfig, data_cli.cmd_quality,
+            "trait classifier accuracy, diversity, near-duplicates, distinctive words and word "
+            "clouds; JSON and figures under --out"),
 ]
 
 

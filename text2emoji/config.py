@@ -167,6 +167,10 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type[Config]) -> None:
             kwargs["action"] = argparse.BooleanOptionalAction
         elif get_origin(hint) is Literal:
             kwargs["choices"] = list(get_args(hint))
+        elif get_origin(hint) is list and meta.get("positional"):
+            (item,) = get_args(hint)
+            kwargs["type"] = item
+            kwargs["nargs"] = "*" if has_default else "+"
         elif get_origin(hint) is list:
             (item,) = get_args(hint)
             kwargs["type"] = item
@@ -178,7 +182,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type[Config]) -> None:
             kwargs["type"] = str
         if meta.get("positional"):
             kwargs.pop("dest")
-            if has_default:
+            if has_default and "nargs" not in kwargs:
                 kwargs["nargs"] = "?"
             parser.add_argument(f.name, **kwargs)
         else:

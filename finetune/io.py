@@ -1,0 +1,156 @@
+"""Read Opinion QA files (CSV, JSONL, parquet; official or project layout) into raw records.
+
+Reading never stops at the first bad value: text that is not UTF-8 is kept (with surrogate
+escapes) so that :mod:`finetune.validate` can list every problem by file, row and field. Only a
+file that cannot be parsed at all raises :class:`~text2emoji.errors.UserError`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from finetune.schema import OFFICIAL_COLUMNS, REQUIRED, Row
+from text2emoji.errors import UserError
+from text2emoji.runs import atomic_path
+
+BUNDLED = "opinion_qa.jsonl"
+
+
+def bundled_path() -> Path:
+    """The dataset shipped with the package (``finetune/data/opinion_qa.jsonl``)."""
+    return Path(str(resources.files("finetune").joinpath("data", BUNDLED)))
+
+
+@dataclass
+class RawFile:
+    """A file's records with their 1-based row numbers, and the columns it has."""
+
+    path: Path
+    columns: list[str]
+    records: list[tuple[int, dict[str, Any]]]
+    layout: str = "project"  # or "official"
+    problems: list[str] = field(default_factory=list)  # file-level problems found while reading
+
+
+def _decode(raw: bytes) -> str:
+    # surrogateescape keeps undecodable bytes as lone surrogates: the validator finds them.
+    return raw.decode("utf-8", errors="surrogateescape").removeprefix("\ufeff")
+
+
+def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
+    reader = csv.DictReader(io.StringIO(_decode(path.read_bytes()), newline=""))
+    try:
+        records = [(i, dict(rec)) for i, rec in enumerate(reader, start=1)]
+    except csv.Error as e:
+        raise UserError(f"{path}:line {reader.line_num}: CSV parse error: {e}") from e
+    return list(reader.fieldnames or []), records
+
+
+def _read_jsonl(path: Path) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
+    records, columns = [], {}
+    for lineno, line in enumerate(_decode(path.read_bytes()).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}:row {lineno}: invalid JSON ({e.msg} at column {e.colno})") from e
+        if not isinstance(rec, dict):
+            raise UserError(f"{path}:row {lineno}: expected a JSON object, got {type(rec).__name__}")
+        columns.update(dict.fromkeys(rec))
+        records.append((lineno, rec))
+    return list(columns), records
+
+
+def _read_parquet(path: Path) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as e:  # pragma: no cover - pyarrow is a dependency
+        raise UserError(f"{path}: reading parquet needs pyarrow (pip install pyarrow)") from e
+    try:
+        table = pq.read_table(path)
+    except Exception as e:  # pyarrow raises several types for broken files
+        raise UserError(f"{path}: cannot read parquet ({e})") from e
+    return table.column_names, list(enumerate(table.to_pylist(), start=1))
+
+
+def read_raw(path: str | Path) -> RawFile:
+    """Read one file by its suffix (``.csv``, ``.jsonl``/``.json``, ``.parquet``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    readers = {".csv": _read_csv, ".jsonl": _read_jsonl, ".json": _read_jsonl, ".parquet": _read_parquet}
+    if suffix not in readers:
+        raise UserError(f"{path}: unknown format {suffix!r}; use .csv, .jsonl or .parquet")
+    columns, records = readers[suffix](path)
+    layout = "official" if OFFICIAL_COLUMNS["answer"] in columns else "project"
+    return RawFile(path, columns, records, layout)
+
+
+def _split_from_name(path: Path) -> str | None:
+    stem = path.stem.lower()
+    for split in ("train", "test"):
+        if split in stem.replace("-", "_").split("_") or stem == split:
+            return split
+    return None
+
+
+def to_rows(raw: RawFile) -> list[Row]:
+    """Map a file's records to :class:`Row` (values as found; validation judges them)."""
+    names = OFFICIAL_COLUMNS if raw.layout == "official" else {k: k for k in REQUIRED}
+    default_split = _split_from_name(raw.path)
+    rows = []
+    for n, rec in raw.records:
+        def get(col: str) -> str:
+            v = rec.get(col)
+            return "" if v is None else str(v)
+
+        split = rec.get("split") or default_split
+        rows.append(
+            Row(
+                trait=get(names["trait"]).strip().lower(),
+                topic=get(names["topic"]).strip(),
+                question=get(names["question"]).strip(),
+                answer=get(names["answer"]).strip(),
+                split=str(split).strip().lower() if split else None,
+                domain=rec.get("domain"),
+                source=str(raw.path),
+                row=n,
+            )
+        )
+    return rows
+
+
+def missing_columns(raw: RawFile) -> list[str]:
+    names = OFFICIAL_COLUMNS if raw.layout == "official" else {k: k for k in REQUIRED}
+    return [names[k] for k in REQUIRED if names[k] not in raw.columns]
+
+
+def load_rows(paths: list[str | Path] | None = None) -> list[Row]:
+    """Read and validate rows; raise one UserError listing every problem if any.
+
+    Args:
+        paths: files to read (official or project layout); ``None`` = the bundled dataset.
+    """
+    from finetune.validate import validate_files
+
+    report = validate_files(paths or [bundled_path()])
+    if report.problems:
+        shown = "\n  ".join(report.problems[:20])
+        more = f"\n  ... and {len(report.problems) - 20} more" if len(report.problems) > 20 else ""
+        raise UserError(f"{len(report.problems)} problem(s) in the dataset:\n  {shown}{more}")
+    return report.rows
+
+
+def write_jsonl(rows: list[Row], path: str | Path) -> None:
+    """Write rows in the project layout, atomically."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r.to_record(), ensure_ascii=False) + "\n")

@@ -1,0 +1,122 @@
+"""``text2emoji data ...``: validate, stats, split, quality and build for Opinion QA sets."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from interp.embedded import DEFAULT_MODEL
+from text2emoji.config import Config, ConfigError, option
+from text2emoji.errors import UserError
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, ensure_ascii=False))
+
+
+def _tokenizer(name: str) -> Any:
+    """The tokenizer of model ``name`` (embedded, local directory or hub id), without weights."""
+    from transformers import AutoTokenizer
+
+    from interp.embedded import fetch
+    from interp.models import resolve_source
+
+    src = resolve_source(name)
+    path = str(fetch(src.name)) if src.kind == "embedded" else src.path
+    return AutoTokenizer.from_pretrained(path)
+
+
+@dataclass
+class ValidateConfig(Config):
+    """``text2emoji data validate``."""
+
+    paths: list[str] = option(help="dataset files: CSV, JSONL or parquet; official or project layout",
+                              positional=True, metavar="PATH")
+    max_length: int = option(512, help="training max length in tokens (the chat-formatted example)")
+    tokenizer: str = option(DEFAULT_MODEL, help="model whose tokenizer measures lengths; 'none' skips that check")
+
+    def validate(self) -> None:
+        if self.max_length < 1:
+            raise ConfigError(f"max_length: must be >= 1, got {self.max_length}")
+
+
+def cmd_validate(cfg: ValidateConfig) -> None:
+    from finetune.validate import validate_files
+
+    tok = None if cfg.tokenizer == "none" else _tokenizer(cfg.tokenizer)
+    report = validate_files(cfg.paths, tokenizer=tok, max_length=cfg.max_length)
+    for w in report.warnings:
+        print(f"text2emoji: warning: {w}", file=sys.stderr)
+    if report.problems:
+        listing = "\n".join(report.problems)
+        raise UserError(f"{len(report.problems)} problem(s) in {', '.join(cfg.paths)}:\n{listing}")
+    _print_json({"ok": True, "n_rows": len(report.rows), "files": cfg.paths,
+                 "length_checked": tok is not None, "warnings": report.warnings})
+
+
+@dataclass
+class StatsConfig(Config):
+    """``text2emoji data stats``."""
+
+    paths: list[str] = option([], help="dataset files (none: the bundled dataset)",
+                              positional=True, metavar="PATH")
+
+
+def cmd_stats(cfg: StatsConfig) -> None:
+    from finetune.io import load_rows
+    from finetune.split import stats
+
+    _print_json(stats(load_rows(cfg.paths or None)))
+
+
+@dataclass
+class SplitConfig(Config):
+    """``text2emoji data split``."""
+
+    paths: list[str] = option(help="dataset files to split", positional=True, metavar="PATH")
+    out: str = option(help="output JSONL (project layout, with a split field)", hash=False)
+    test_fraction: float = option(0.2, help="share of topics in the test split")
+    seed: int = option(0, help="shuffle seed")
+
+    def validate(self) -> None:
+        if not 0 < self.test_fraction < 1:
+            raise ConfigError(f"test_fraction: must be in (0, 1), got {self.test_fraction}")
+
+
+def cmd_split(cfg: SplitConfig) -> None:
+    from finetune.io import load_rows, write_jsonl
+    from finetune.split import assign_splits, stats
+
+    rows = assign_splits(load_rows(cfg.paths), cfg.test_fraction, cfg.seed)
+    write_jsonl(rows, cfg.out)
+    _print_json({"out": cfg.out, **stats(rows)})
+
+
+@dataclass
+class QualityConfig(Config):
+    """``text2emoji data quality``."""
+
+    paths: list[str] = option([], help="dataset files with a split (none: the bundled dataset)",
+                              positional=True, metavar="PATH")
+    out: str = option("results/dataset", help="run directory; writes out/quality/", hash=False)
+    top_words: int = option(15, help="distinctive words listed (and drawn) per trait")
+    seed: int = option(0, help="classifier seed")
+
+
+def cmd_quality(cfg: QualityConfig) -> None:
+    from finetune.figures import word_clouds
+    from finetune.io import load_rows
+    from finetune.quality import quality_report
+    from text2emoji.runs import open_stage
+
+    rows = load_rows(cfg.paths or None)
+    # cheap (seconds) and the data files may change under the same config: always recompute
+    with open_stage(cfg.out, "quality", cfg, force=True, seed=cfg.seed) as st:
+        report = quality_report(rows, cfg.top_words, cfg.seed)
+        st.write_json("quality.json", report)
+        figures = word_clouds(report, st.dir)
+    summary = {k: report[k] for k in ("classifier_test_accuracy", "near_duplicate_rate", "diversity")}
+    _print_json({**summary, "quality_json": str(st.path("quality.json")),
+                 "figures": [str(p) for p in figures]})
