@@ -108,17 +108,14 @@ def to_rows(raw: RawFile) -> list[Row]:
     default_split = _split_from_name(raw.path)
     rows = []
     for n, rec in raw.records:
-        def get(col: str) -> str:
-            v = rec.get(col)
-            return "" if v is None else str(v)
-
+        text = {k: "" if rec.get(col) is None else str(rec.get(col)).strip() for k, col in names.items()}
         split = rec.get("split") or default_split
         rows.append(
             Row(
-                trait=get(names["trait"]).strip().lower(),
-                topic=get(names["topic"]).strip(),
-                question=get(names["question"]).strip(),
-                answer=get(names["answer"]).strip(),
+                trait=text["trait"].lower(),
+                topic=text["topic"],
+                question=text["question"],
+                answer=text["answer"],
                 split=str(split).strip().lower() if split else None,
                 domain=rec.get("domain"),
                 source=str(raw.path),

@@ -9,7 +9,7 @@ from collections import Counter
 
 import pytest
 
-from finetune.io import read_raw, to_rows, write_jsonl
+from finetune.io import read_raw, write_jsonl
 from finetune.schema import QUESTION_TEMPLATE, TRAITS, Row
 from finetune.split import assign_splits, stats
 from finetune.validate import validate_files

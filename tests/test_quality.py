@@ -9,7 +9,14 @@ from collections import Counter
 
 import pytest
 
-from finetune.quality import distinct_n, log_odds, near_duplicate_rate, quality_report, type_token_ratio, words
+from finetune.quality import (
+    distinct_n,
+    log_odds,
+    near_duplicate_rate,
+    quality_report,
+    type_token_ratio,
+    words,
+)
 from finetune.schema import TRAITS, Row
 
 

@@ -17,8 +17,7 @@ from typing import Any, Literal
 
 from interp.embedded import DEFAULT_MODEL, EMBEDDED
 from interp.models import ModelConfig
-from text2emoji import __version__
-from text2emoji import data_cli
+from text2emoji import __version__, data_cli
 from text2emoji.config import Config, ConfigError, add_arguments, config_from_args, option
 from text2emoji.errors import UserError
 from text2emoji.pipeline import RunConfig
