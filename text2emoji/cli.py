@@ -122,6 +122,9 @@ COMMANDS = [
     Command(("data", "quality"), data_cli.QualityConfig, data_cli.cmd_quality,
             "trait classifier accuracy, diversity, near-duplicates, distinctive words and word "
             "clouds; JSON and figures under --out"),
+    Command(("data", "build"), data_cli.BuildConfig, data_cli.cmd_build,
+            "write new rows from the structured trait prompts with a local model or an "
+            "OpenAI-compatible endpoint; resumable"),
 ]
 
 

@@ -120,3 +120,53 @@ def cmd_quality(cfg: QualityConfig) -> None:
     summary = {k: report[k] for k in ("classifier_test_accuracy", "near_duplicate_rate", "diversity")}
     _print_json({**summary, "quality_json": str(st.path("quality.json")),
                  "figures": [str(p) for p in figures]})
+
+
+@dataclass
+class BuildConfig(Config):
+    """``text2emoji data build``."""
+
+    topics: str = option(help="topics: text file, one per line, or JSONL with topic (and domain)")
+    generator: str = option(
+        DEFAULT_MODEL,
+        help="local chat model (embedded name, HF directory, hub id) or openai:MODEL for an "
+        "OpenAI-compatible endpoint (OPENAI_BASE_URL, OPENAI_API_KEY)",
+    )
+    traits: list[str] = option([], help="traits to write (default: all five)", flag="--traits")
+    out: str = option("results/dataset/built.jsonl", help="output JSONL; rows already there are kept", hash=False)
+    seed: int = option(0, help="sampling seed (retries add to it)")
+    attempts: int = option(3, help="tries per (topic, trait) before it is reported as rejected")
+    batch_size: int = option(8, help="requests per batch")
+    max_new_tokens: int = option(96, help="tokens per answer (local generators)")
+    max_length: int = option(512, help="training max length in tokens")
+    tokenizer: str = option(DEFAULT_MODEL, help="model whose tokenizer measures lengths; 'none' skips that check")
+    device: str = option("auto", help="device for a local generator")
+
+    def validate(self) -> None:
+        from finetune.schema import TRAITS
+
+        bad = [t for t in self.traits if t not in TRAITS]
+        if bad:
+            raise ConfigError(f"traits: unknown {', '.join(bad)}; valid: {', '.join(TRAITS)}")
+        if self.attempts < 1 or self.batch_size < 1:
+            raise ConfigError("attempts and batch_size: must be >= 1")
+
+
+def cmd_build(cfg: BuildConfig) -> None:
+    from finetune.build import build_rows, local_generator, openai_generator, read_topics
+    from finetune.schema import TRAITS
+    from text2emoji.config import save_config
+
+    topics = read_topics(cfg.topics)
+    if cfg.generator.startswith("openai:"):
+        gen = openai_generator(cfg.generator.removeprefix("openai:"))
+    else:
+        gen = local_generator(cfg.generator, cfg.max_new_tokens, cfg.batch_size, cfg.device)
+    save_config(cfg, f"{cfg.out}.config.json")
+    result = build_rows(
+        topics, cfg.traits or list(TRAITS), gen, cfg.out, seed=cfg.seed, attempts=cfg.attempts,
+        batch_size=cfg.batch_size, max_length=cfg.max_length,
+        tokenizer=None if cfg.tokenizer == "none" else _tokenizer(cfg.tokenizer),
+    )
+    _print_json({"out": cfg.out, "written": result.written, "kept": result.skipped_existing,
+                 "rejected": result.rejected})
