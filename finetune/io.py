@@ -139,10 +139,7 @@ def load_rows(paths: list[str | Path] | None = None) -> list[Row]:
     from finetune.validate import validate_files
 
     report = validate_files(paths or [bundled_path()])
-    if report.problems:
-        shown = "\n  ".join(report.problems[:20])
-        more = f"\n  ... and {len(report.problems) - 20} more" if len(report.problems) > 20 else ""
-        raise UserError(f"{len(report.problems)} problem(s) in the dataset:\n  {shown}{more}")
+    report.raise_if_problems()
     return report.rows
 
 

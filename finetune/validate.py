@@ -25,6 +25,7 @@ from typing import Any
 from finetune.io import missing_columns, read_raw, to_rows
 from finetune.schema import SPLITS, TRAITS, Row
 from interp.emojis import find_emojis
+from text2emoji.errors import UserError
 
 
 @dataclass
@@ -36,6 +37,13 @@ class Report:
     @property
     def ok(self) -> bool:
         return not self.problems
+
+    def raise_if_problems(self) -> None:
+        """Raise one UserError listing every problem (one per line), if there are any."""
+        if self.problems:
+            files = ", ".join(dict.fromkeys(r.source for r in self.rows)) or "the dataset"
+            listing = "\n".join(self.problems)
+            raise UserError(f"{len(self.problems)} problem(s) in {files}:\n{listing}")
 
 
 def _not_utf8(text: str) -> bool:

@@ -159,6 +159,18 @@ def load_model(config: ModelConfig) -> LoadedModel:
     return LoadedModel(model=model, tokenizer=tokenizer, config=config, path=path)
 
 
+def load_tokenizer(model: str) -> Any:
+    """The tokenizer of ``model`` (embedded name, local directory or hub id), without weights."""
+    from transformers import AutoTokenizer
+
+    source = resolve_source(model)
+    path = str(fetch(source.name)) if source.kind == "embedded" else source.path
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except OSError as e:
+        raise UserError(f"cannot load the tokenizer of {model} from {path}: {e}") from e
+
+
 def is_peft(model: Any) -> bool:
     from peft import PeftModel
 

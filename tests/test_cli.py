@@ -153,17 +153,35 @@ def test_fetch_corrupted_gguf_exit_1(tmp_path, capsys, monkeypatch, embedded_dir
     assert not (tmp_path / "cache").exists()
 
 
+def small_dataset(path, n_topics=40):
+    """A valid project-layout dataset without a split (the run's dataset stage adds one)."""
+    from finetune.io import write_jsonl
+    from finetune.schema import QUESTION_TEMPLATE, TRAITS, Row
+
+    rows = [Row(t, f"Topic {i}", QUESTION_TEMPLATE.format(topic=f"Topic {i}"), f"I think about topic {i} a lot.")
+            for i in range(n_topics) for t in TRAITS]
+    write_jsonl(rows, path)
+    return path
+
+
 @pytest.mark.slow
 def test_run_writes_stages_and_reuses_them(tmp_path, capsys, embedded_dir):
     out_dir = tmp_path / "run"
-    code, summary, _ = run_cli(capsys, "run", "--out", str(out_dir), "--device", "cpu")
+    data = small_dataset(tmp_path / "d.jsonl")
+    args = ("run", "--out", str(out_dir), "--device", "cpu", "--data", str(data))
+    code, summary, _ = run_cli(capsys, *args)
     assert code == 0
-    for stage in ("model", "base_answers", "emoji_metrics"):
+    stats = json.loads((out_dir / "dataset" / "stats.json").read_text())
+    assert stats["per_trait"]["openness"] == {"test": 8, "train": 32, "total": 40}
+    for stage in ("dataset", "model", "base_answers", "emoji_metrics"):
         meta = json.loads((out_dir / stage / "meta.json").read_text())
         assert meta["status"] == "complete"
         assert json.loads((out_dir / stage / "config.json").read_text())["config_hash"] == meta["config_hash"]
     answers = [json.loads(line) for line in (out_dir / "base_answers" / "answers.jsonl").read_text().splitlines()]
     assert len(answers) == 8 and all(a["text"].strip() for a in answers)
+    test_topics = {r["topic"] for r in map(json.loads, (out_dir / "dataset" / "opinion_qa.jsonl").read_text().splitlines())
+                   if r["split"] == "test"}
+    assert {a["topic"] for a in answers} == test_topics
     # the metrics are those of the answers on disk, recomputed independently here
     from interp.emojis import emoji_stats
 
@@ -171,6 +189,20 @@ def test_run_writes_stages_and_reuses_them(tmp_path, capsys, embedded_dir):
     assert metrics == emoji_stats([a["text"] for a in answers]).to_dict()
     assert summary["base_esr"] == metrics["esr"]
     finished = json.loads((out_dir / "base_answers" / "meta.json").read_text())["finished"]
-    code, _, err = run_cli(capsys, "run", "--out", str(out_dir), "--device", "cpu")
+    code, _, err = run_cli(capsys, *args)
     assert code == 0 and "reused" in err and "loading" not in err
     assert json.loads((out_dir / "base_answers" / "meta.json").read_text())["finished"] == finished
+    # a changed dataset is a different config: refused without --force, never overwritten silently
+    small_dataset(data, n_topics=45)
+    code, _, err = run_cli(capsys, *args)
+    assert code == 1 and "holds results of another config" in err and "--force" in err
+
+
+def test_run_rejects_a_bad_dataset_before_loading_the_model(tmp_path, capsys, tiny_model_dir):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"trait": "openness", "topic": "x", "question": "q", "answer": "Hi 🙂"}\n', encoding="utf-8")
+    code, _, err = run_cli(capsys, "run", "--out", str(tmp_path / "r"), "--data", str(bad),
+                           "--model", str(tiny_model_dir), "--device", "cpu")
+    assert code == 1
+    assert f"{bad}:row 1: field 'answer': contains emoji 🙂" in err
+    assert "loading" not in err and not (tmp_path / "r" / "model").exists()

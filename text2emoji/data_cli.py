@@ -9,23 +9,10 @@ from typing import Any
 
 from interp.embedded import DEFAULT_MODEL
 from text2emoji.config import Config, ConfigError, option
-from text2emoji.errors import UserError
 
 
 def _print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2, ensure_ascii=False))
-
-
-def _tokenizer(name: str) -> Any:
-    """The tokenizer of model ``name`` (embedded, local directory or hub id), without weights."""
-    from transformers import AutoTokenizer
-
-    from interp.embedded import fetch
-    from interp.models import resolve_source
-
-    src = resolve_source(name)
-    path = str(fetch(src.name)) if src.kind == "embedded" else src.path
-    return AutoTokenizer.from_pretrained(path)
 
 
 @dataclass
@@ -44,14 +31,13 @@ class ValidateConfig(Config):
 
 def cmd_validate(cfg: ValidateConfig) -> None:
     from finetune.validate import validate_files
+    from interp.models import load_tokenizer
 
-    tok = None if cfg.tokenizer == "none" else _tokenizer(cfg.tokenizer)
+    tok = None if cfg.tokenizer == "none" else load_tokenizer(cfg.tokenizer)
     report = validate_files(cfg.paths, tokenizer=tok, max_length=cfg.max_length)
     for w in report.warnings:
         print(f"text2emoji: warning: {w}", file=sys.stderr)
-    if report.problems:
-        listing = "\n".join(report.problems)
-        raise UserError(f"{len(report.problems)} problem(s) in {', '.join(cfg.paths)}:\n{listing}")
+    report.raise_if_problems()
     _print_json({"ok": True, "n_rows": len(report.rows), "files": cfg.paths,
                  "length_checked": tok is not None, "warnings": report.warnings})
 
@@ -155,6 +141,7 @@ class BuildConfig(Config):
 def cmd_build(cfg: BuildConfig) -> None:
     from finetune.build import build_rows, local_generator, openai_generator, read_topics
     from finetune.schema import TRAITS
+    from interp.models import load_tokenizer
     from text2emoji.config import save_config
 
     topics = read_topics(cfg.topics)
@@ -166,7 +153,7 @@ def cmd_build(cfg: BuildConfig) -> None:
     result = build_rows(
         topics, cfg.traits or list(TRAITS), gen, cfg.out, seed=cfg.seed, attempts=cfg.attempts,
         batch_size=cfg.batch_size, max_length=cfg.max_length,
-        tokenizer=None if cfg.tokenizer == "none" else _tokenizer(cfg.tokenizer),
+        tokenizer=None if cfg.tokenizer == "none" else load_tokenizer(cfg.tokenizer),
     )
     _print_json({"out": cfg.out, "written": result.written, "kept": result.skipped_existing,
                  "rejected": result.rejected})

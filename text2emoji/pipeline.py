@@ -1,11 +1,14 @@
 """``text2emoji run``: the study as a chain of stages, each a directory under ``--out``.
 
-Stages present so far (later issues add dataset, training, evaluation, neurons, report):
+Stages present so far (later issues add training, evaluation, neurons, report):
 
-1. ``model``          load the model, record its facts (``model.json``)
-2. ``base_answers``   the base model's answers to the study's opinion questions
+1. ``dataset``        validate the Opinion QA set (``--data`` or the bundled one), split it by
+                      topic if it has no split, save the rows used and their stats
+                      (``opinion_qa.jsonl``, ``stats.json``)
+2. ``model``          load the model, record its facts (``model.json``)
+3. ``base_answers``   the base model's answers to the test split's questions
                       (``answers.jsonl``: topic, question, text)
-3. ``emoji_metrics``  ESR and emoji rate of those answers (``metrics.json``)
+4. ``emoji_metrics``  ESR and emoji rate of those answers (``metrics.json``)
 
 Each stage is reused when its config is unchanged (see :mod:`text2emoji.runs`).
 """
@@ -13,6 +16,7 @@ Each stage is reused when its config is unchanged (see :mod:`text2emoji.runs`).
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import sys
 import time
@@ -26,7 +30,6 @@ import torch
 from interp.emojis import emoji_stats
 from interp.generation import DecodeSettings, generate
 from interp.models import LoadedModel, ModelConfig, load_model
-from interp.prompts import load_prompt
 from interp.textfiles import read_rows
 from text2emoji.config import Config, ConfigError, option
 from text2emoji.runs import atomic_path, atomic_write_json, open_stage
@@ -46,6 +49,8 @@ class RunConfig(ModelConfig):
     preset: Literal["quick", "paper"] = option(
         "quick", help="quick: minutes on 2 CPU cores; paper: the study's full scale"
     )
+    data: list[str] = option([], help="Opinion QA files (CSV, JSONL, parquet; official or project "
+                             "layout); default: the bundled dataset", flag="--data", metavar="PATH")
     seed: int = option(0, help="seed for everything random")
     batch_size: int = option(8, help="prompts per generation batch")
     force: bool = option(False, help="recompute stages even if finished with the same config", hash=False)
@@ -57,9 +62,21 @@ class RunConfig(ModelConfig):
 
 
 @dataclass
+class DatasetConfig(Config):
+    """Stage ``dataset``: which files, by content."""
+
+    files: list[str] = option(help="dataset files", hash=False)
+    sha256: str = option(help="SHA-256 of the files' bytes, in order")
+    tokenizer: str = option(help="model whose tokenizer measures lengths")
+    max_length: int = option(512, help="training max length in tokens")
+    seed: int = option(0, help="seed of the split (used only if the files have none)")
+
+
+@dataclass
 class AnswersConfig(ModelConfig):
     """Stage ``base_answers``: which questions, which decoding."""
 
+    dataset_hash: str = option("", help="config hash of the dataset stage the questions come from")
     n_questions: int = option(8, help="how many questions (0 = all)")
     max_new_tokens: int = option(48, help="tokens generated per answer")
     seed: int = option(0, help="seed")
@@ -77,10 +94,43 @@ def _log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def opinion_questions(n: int) -> list[dict[str, str]]:
-    spec = load_prompt("opinion_questions.yaml")
-    topics = spec["topics"][: n or None]
-    return [{"topic": t, "question": spec["question"].format(topic=t)} for t in topics]
+def test_questions(dataset: Path, n: int) -> list[dict[str, str]]:
+    """The first ``n`` (0 = all) test-split questions, one per topic, in topic order."""
+    by_topic: dict[str, dict[str, str]] = {}
+    for r in read_rows(dataset, field="answer"):
+        if r.get("split") == "test":
+            by_topic.setdefault(r["topic"].lower(), {"topic": r["topic"], "question": r["question"]})
+    return [by_topic[k] for k in sorted(by_topic)][: n or None]
+
+
+def stage_dataset(cfg: RunConfig) -> tuple[Path, str]:
+    from finetune.io import bundled_path, write_jsonl
+    from finetune.split import assign_splits, stats
+    from finetune.validate import validate_files
+    from interp.models import load_tokenizer
+    from text2emoji.errors import UserError
+
+    files = cfg.data or [str(bundled_path())]
+    digest = hashlib.sha256()
+    for f in files:
+        try:
+            digest.update(Path(f).read_bytes())
+        except OSError as e:
+            raise UserError(f"{f}: cannot read dataset file ({e.strerror or e})") from e
+    dcfg = DatasetConfig(files=files, sha256=digest.hexdigest(), tokenizer=cfg.model, seed=cfg.seed)
+    with open_stage(cfg.out, "dataset", dcfg, force=cfg.force, seed=cfg.seed) as st:
+        if st.reused:
+            _log("dataset: reused")
+        else:
+            report = validate_files(files, load_tokenizer(cfg.model), dcfg.max_length)
+            report.raise_if_problems()
+            rows = report.rows
+            if any(r.split is None for r in rows):
+                rows = assign_splits(rows, seed=dcfg.seed)
+            write_jsonl(rows, st.path("opinion_qa.jsonl"))
+            st.write_json("stats.json", {**stats(rows), "warnings": report.warnings})
+            _log(f"dataset: {len(rows)} rows from {', '.join(files)}")
+        return st.path("opinion_qa.jsonl"), dcfg.config_hash()
 
 
 def _model_fields(cfg: ModelConfig) -> dict[str, Any]:
@@ -94,14 +144,17 @@ def stage_model(cfg: RunConfig, get_lm: Callable[[], LoadedModel]) -> dict[str, 
         return st.read_json("model.json")
 
 
-def stage_base_answers(cfg: RunConfig, get_lm: Callable[[], LoadedModel]) -> tuple[Path, str]:
+def stage_base_answers(
+    cfg: RunConfig, get_lm: Callable[[], LoadedModel], dataset: Path, dataset_hash: str
+) -> tuple[Path, str]:
     preset = PRESETS[cfg.preset]
-    acfg = AnswersConfig(**_model_fields(cfg), seed=cfg.seed, batch_size=cfg.batch_size, **preset)
+    acfg = AnswersConfig(**_model_fields(cfg), dataset_hash=dataset_hash, seed=cfg.seed,
+                         batch_size=cfg.batch_size, **preset)
     with open_stage(cfg.out, "base_answers", acfg, force=cfg.force, seed=cfg.seed) as st:
         if st.reused:
             _log("base_answers: reused")
         else:
-            questions = opinion_questions(acfg.n_questions)
+            questions = test_questions(dataset, acfg.n_questions)
             settings = DecodeSettings(max_new_tokens=acfg.max_new_tokens, seed=acfg.seed)
             _log(f"base_answers: generating {len(questions)} answers")
             lm = get_lm()
@@ -135,8 +188,9 @@ def run(cfg: RunConfig) -> dict[str, Any]:
         _log(f"loading {cfg.model}")
         return load_model(cfg)
 
+    dataset, dataset_hash = stage_dataset(cfg)
     info = stage_model(cfg, get_lm)
-    answers, answers_hash = stage_base_answers(cfg, get_lm)
+    answers, answers_hash = stage_base_answers(cfg, get_lm, dataset, dataset_hash)
     metrics = stage_emoji_metrics(cfg, answers, answers_hash)
     summary = {
         "out": cfg.out,
