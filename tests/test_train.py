@@ -1,0 +1,133 @@
+"""QLoRA training mechanics on a tiny random-weight model (fallback chat format)."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from finetune.schema import TRAITS, Row
+from finetune.sft_data import IGNORE, collate, encode, length_grouped_batches
+from finetune.train import TrainConfig, TrainingError, train
+from tests.conftest import tiny_tokenizer
+
+
+def _rows(n=24):
+    rows = []
+    for i in range(n):
+        for t in TRAITS:
+            words = " ".join(f"w{(i * 7 + k) % 100}" for k in range(3 + i % 5))
+            rows.append(Row(t, f"t{i}", f"what are your thoughts on w{i}", f"i {words}", "test" if i < 4 else "train"))
+    return rows
+
+
+def _cfg(model_dir, **kw):
+    base = dict(model=str(model_dir), device="cpu", trait="openness", preset="quick", max_steps=4,
+                batch_size=4, eval_rows=8, eval_every=2, save_every=2, r=4, alpha=8, lr=1e-2)
+    return TrainConfig(**{**base, **kw})
+
+
+def test_encode_masks_the_prompt():
+    tok = tiny_tokenizer()
+    ex = encode(tok, Row("openness", "t", "what are your thoughts", "i w1 w2", "train"), 64)
+    n_prompt = sum(label == IGNORE for label in ex.labels)
+    # "User: what are your thoughts\n\nAssistant:" = 6 words; then "i w1 w2" and </s>
+    assert n_prompt == 6 and ex.n_target == 4
+    assert tok.decode(ex.input_ids[n_prompt:]) == "i w1 w2 </s>"
+    with pytest.raises(ValueError, match="over max_length 5"):
+        encode(tok, Row("openness", "t", "what are your thoughts", "i w1 w2", "train"), 5)
+
+
+def test_length_grouping_and_collate():
+    lengths = [5, 1, 9, 3, 7, 2, 8, 4, 6, 10]
+    a = length_grouped_batches(lengths, 3, seed=1, mega=2)
+    assert a == length_grouped_batches(lengths, 3, seed=1, mega=2)
+    assert sorted(i for b in a for i in b) == list(range(10))
+    tok = tiny_tokenizer()
+    exs = [encode(tok, Row("openness", "t", "what", "i " * n, "train"), 64) for n in (1, 4)]
+    batch = collate(exs, pad_id=0)
+    assert batch["input_ids"].shape == (2, len(exs[1]))
+    assert batch["attention_mask"][0].sum() == len(exs[0])
+    assert (batch["labels"][0, len(exs[0]):] == IGNORE).all()
+
+
+def test_train_writes_a_loadable_adapter_and_learns(tiny_model_dir, tmp_path):
+    summary = train(_cfg(tiny_model_dir, max_steps=8, save_every=4), _rows(), tmp_path / "run")
+    assert summary["steps"] == 8
+    assert summary["final_held_out_loss"] < summary["first_held_out_loss"]
+    with open(tmp_path / "run" / "losses.csv") as f:
+        hist = list(csv.DictReader(f))
+    assert hist[0]["step"] == "0" and hist[-1]["step"] == "8"
+
+    import bitsandbytes as bnb
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    peft_model = PeftModel.from_pretrained(base, tmp_path / "run" / "adapter")
+    targets = {n.split(".")[-1] for n, m in peft_model.named_modules() if hasattr(m, "lora_A")}
+    assert targets == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    lora_b = [p for n, p in peft_model.named_parameters() if "lora_B" in n]
+    assert any(p.abs().sum() > 0 for p in lora_b)  # trained: B starts at zero
+    del bnb
+
+
+def test_base_is_really_nf4(tiny_model_dir):
+    import bitsandbytes as bnb
+
+    from finetune.train import load_for_training
+
+    model, _ = load_for_training(_cfg(tiny_model_dir).resolved())
+    down = model.get_base_model().model.layers[0].mlp.down_proj
+    assert isinstance(down.base_layer, bnb.nn.Linear4bit)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n for n in trainable)
+    # see _keep_nf4_differentiable; without it, on AVX512-BF16 CPUs, the resume test below fails
+    assert all(not m.support_avx512bf16_for_cpu for m in model.modules() if isinstance(m, bnb.nn.Linear4bit))
+
+
+def test_training_is_deterministic_and_resumes_exactly(tiny_model_dir, tmp_path, monkeypatch):
+    rows = _rows()
+    full = train(_cfg(tiny_model_dir), rows, tmp_path / "a")
+    again = train(_cfg(tiny_model_dir), rows, tmp_path / "b")
+    hist = lambda d: list(csv.DictReader(open(d / "losses.csv")))  # noqa: E731
+    assert hist(tmp_path / "a") == hist(tmp_path / "b")
+
+    import finetune.train as tr
+
+    real_log = tr._log
+
+    def crash_at_step_3(msg):
+        real_log(msg)
+        if "step 3/4" in msg:
+            raise KeyboardInterrupt  # killed after step 3; the last checkpoint is step 2
+
+    monkeypatch.setattr(tr, "_log", crash_at_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        train(_cfg(tiny_model_dir), rows, tmp_path / "c")
+    monkeypatch.setattr(tr, "_log", real_log)
+    assert [p.name for p in tr._checkpoints(tmp_path / "c")] == ["step-2"]
+    resumed = train(_cfg(tiny_model_dir), rows, tmp_path / "c")
+    assert hist(tmp_path / "c") == hist(tmp_path / "a")
+    assert resumed["final_held_out_loss"] == full["final_held_out_loss"] == again["final_held_out_loss"]
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_model_dir, tmp_path, monkeypatch):
+    import finetune.train as tr
+
+    real = tr._loss_sum
+    calls = {"n": 0}
+
+    def nan_on_third_step(model, batch):
+        out = real(model, batch)
+        if model.training:
+            calls["n"] += 1
+            if calls["n"] == 3:
+                return out * float("nan")
+        return out
+
+    monkeypatch.setattr(tr, "_loss_sum", nan_on_third_step)
+    with pytest.raises(TrainingError, match=r"non-finite training loss at step 3 .*checkpoints/step-2"):
+        train(_cfg(tiny_model_dir), _rows(), tmp_path / "n")
+    assert (tmp_path / "n" / "checkpoints" / "step-2" / "adapter").is_dir()
+    assert not (tmp_path / "n" / "adapter").exists()
