@@ -131,3 +131,32 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_model_dir, tmp_p
         train(_cfg(tiny_model_dir), _rows(), tmp_path / "n")
     assert (tmp_path / "n" / "checkpoints" / "step-2" / "adapter").is_dir()
     assert not (tmp_path / "n" / "adapter").exists()
+
+
+def test_merge_equals_adapter_on_the_same_float_base(tiny_model_dir, tmp_path):
+    """Merged into the float base, the model equals float base + adapter (up to float error);
+    the drift to the nf4 base + adapter it was trained as is the quantization's, and is > 0."""
+    from finetune.merge import logit_drift, merge_adapter
+    from interp.models import ModelConfig, load_model
+
+    train(_cfg(tiny_model_dir, max_steps=2), _rows(), tmp_path / "run")
+    adapter = tmp_path / "run" / "adapter"
+    merged_dir = merge_adapter(str(tiny_model_dir), adapter, tmp_path / "merged")
+    float_adapter = load_model(ModelConfig(model=str(tiny_model_dir), adapter=str(adapter), device="cpu"))
+    nf4_adapter = load_model(ModelConfig(model=str(tiny_model_dir), adapter=str(adapter), device="cpu", load_in_4bit=True))
+    merged = load_model(ModelConfig(model=str(merged_dir), device="cpu"))
+    texts = ["what are your thoughts on w1", "i w2 w3 w4 w5"]
+    same = logit_drift(float_adapter.model, merged.model, merged.tokenizer, texts)
+    assert same["max_abs_logit_diff"] < 1e-4 and same["top1_agreement"] == 1.0
+    drift = logit_drift(nf4_adapter.model, merged.model, merged.tokenizer, texts)
+    assert drift["max_abs_logit_diff"] > 1e-3 and drift["n_positions"] == 11
+    # mean KL(nf4 || merged) over real positions, by hand
+    import torch
+
+    batch = merged.tokenizer(texts, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        pa = nf4_adapter.model(**batch).logits.log_softmax(-1)
+        pb = merged.model(**batch).logits.log_softmax(-1)
+    kls = [float((pa[b, t].exp() * (pa[b, t] - pb[b, t])).sum())
+           for b in range(2) for t in range(pa.shape[1]) if batch["attention_mask"][b, t]]
+    assert drift["mean_kl"] == pytest.approx(sum(kls) / len(kls), rel=1e-4)

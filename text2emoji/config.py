@@ -160,7 +160,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type[Config]) -> None:
         help_text = meta.get("help", "")
         if has_default and default is not None and default is not False and default != []:
             help_text += f" (default: {default})"
-        kwargs["help"] = help_text
+        kwargs["help"] = help_text.replace("%", "%%")  # argparse formats help with %
         if "metavar" in meta:
             kwargs["metavar"] = meta["metavar"]
         if hint is bool:

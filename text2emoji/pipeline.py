@@ -103,7 +103,11 @@ def test_questions(dataset: Path, n: int) -> list[dict[str, str]]:
     return [by_topic[k] for k in sorted(by_topic)][: n or None]
 
 
-def stage_dataset(cfg: RunConfig) -> tuple[Path, str]:
+def stage_dataset(cfg: Any) -> tuple[Path, str]:
+    """Validate and save the dataset; ``cfg`` is any config with out, data, model, seed, force.
+
+    Returns the saved rows' path and the stage's config hash (which covers the files' bytes).
+    """
     from finetune.io import bundled_path, write_jsonl
     from finetune.split import assign_splits, stats
     from finetune.validate import validate_files
