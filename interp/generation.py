@@ -41,6 +41,7 @@ def generate(
     *,
     chat: bool = True,
     batch_size: int = 8,
+    adapter_names: Sequence[str] | None = None,
 ) -> list[str]:
     """Generate one answer per prompt, in batches.
 
@@ -52,10 +53,14 @@ def generate(
         settings: decoding settings; sampling is seeded per batch from ``settings.seed``.
         chat: format each prompt as one user turn with :func:`interp.chat.format_chat`.
         batch_size: prompts per ``generate`` call.
+        adapter_names: one PEFT adapter name per prompt (``"__base__"`` = adapters off), so that
+            several trait adapters share one batch (peft's mixed-adapter inference).
 
     Returns:
         The decoded continuations (special tokens removed), in prompt order.
     """
+    if adapter_names is not None and len(adapter_names) != len(prompts):
+        raise ValueError("adapter_names needs one name per prompt")
     if tokenizer.padding_side != "left":
         raise ValueError("generate() needs tokenizer.padding_side == 'left'")
     texts = [format_chat(tokenizer, p) for p in prompts] if chat else list(prompts)
@@ -71,8 +76,11 @@ def generate(
         ).to(device)
         if settings.do_sample:
             torch.manual_seed(settings.seed + start)
+        extra = {}
+        if adapter_names is not None:
+            extra["adapter_names"] = list(adapter_names[start : start + batch_size])
         ids = model.generate(
-            **batch, **settings.generate_kwargs(), pad_token_id=tokenizer.pad_token_id
+            **batch, **settings.generate_kwargs(), pad_token_id=tokenizer.pad_token_id, **extra
         )
         new = ids[:, batch["input_ids"].shape[1] :]
         out.extend(tokenizer.batch_decode(new, skip_special_tokens=True))

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from interp.embedded import DEFAULT_MODEL, EMBEDDED
 from interp.models import ModelConfig
-from text2emoji import __version__, data_cli, train_cli
+from text2emoji import __version__, data_cli, eval_cli, train_cli
 from text2emoji.config import Config, ConfigError, add_arguments, config_from_args, option
 from text2emoji.errors import UserError
 from text2emoji.pipeline import RunConfig
@@ -110,6 +110,9 @@ COMMANDS = [
     Command(("train",), train_cli.TrainCommandConfig, train_cli.cmd_train,
             "QLoRA: one adapter per trait on an nf4 base (LoRA on all seven projections); "
             "resumes after an interruption"),
+    Command(("evaluate",), eval_cli.EvaluateConfig, eval_cli.cmd_evaluate,
+            "answers from base, PEFT and in-context models on each trait's test questions; the "
+            "emoji table with bootstrap intervals (CSV, JSON, Markdown)"),
     Command(("model", "fetch"), FetchConfig, cmd_fetch,
             "install, verify (SHA-256) and convert the embedded model into the cache"),
     Command(("model", "info"), ModelConfig, cmd_info,

@@ -1,0 +1,184 @@
+"""The behavioural half of the study: answers from base, PEFT and in-context models, and the
+emoji table (the paper's Table 1, extended with ESR, emojis per answer and bootstrap intervals).
+
+Methods, per trait, on that trait's test questions:
+
+* ``base``: the base model (identical prompts share one generation, so greedy base answers are
+  made once per question, not once per trait);
+* ``peft``: base + the trait's adapter; every trait's adapter is loaded once on one base and
+  the traits share batches (peft's mixed-adapter inference);
+* ``incontext``: the base model with a trait instruction and k train-split demonstrations
+  (``prompts/incontext.yaml``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from finetune.schema import TRAITS, Row
+from interp.chat import format_chat
+from interp.generation import DecodeSettings, generate
+from interp.prompts import load_prompt
+from interp.stats import bootstrap_emoji_metrics
+from text2emoji.errors import UserError
+from text2emoji.runs import atomic_write_json, atomic_write_text
+
+METHODS = ("base", "peft", "incontext")
+BASE = "__base__"  # peft's adapter name for "adapters off" in a mixed batch
+
+
+@dataclass(frozen=True)
+class Job:
+    trait: str
+    method: str
+    topic: str
+    question: str
+    prompt: str  # the full formatted prompt text
+    adapter: str  # adapter name, or BASE
+
+    def key(self) -> str:
+        return f"{self.method}|{self.trait}|{self.topic}"
+
+
+def incontext_messages(rows: Sequence[Row], trait: str, question: str, k: int, seed: int) -> list[dict[str, str]]:
+    """System instruction for ``trait`` plus ``k`` seeded demonstrations from its train rows."""
+    spec = load_prompt("incontext.yaml")
+    summary = load_prompt("trait_profiles.yaml")["traits"][trait]["summary"]
+    train = sorted((r for r in rows if r.trait == trait and r.split == "train"), key=lambda r: r.topic)
+    demos = random.Random(f"{seed}-{trait}").sample(train, min(k, len(train)))
+    msgs = [{"role": "system", "content": spec["system"].format(summary=summary)}]
+    for d in demos:
+        msgs += [{"role": "user", "content": d.question}, {"role": "assistant", "content": d.answer}]
+    return msgs + [{"role": "user", "content": question}]
+
+
+def build_jobs(
+    rows: Sequence[Row], tokenizer: Any, traits: Sequence[str], methods: Sequence[str],
+    n_questions: int, k: int, seed: int,
+) -> list[Job]:
+    """One job per (method, trait, test question); ``n_questions`` = 0 takes them all."""
+    jobs = []
+    for trait in traits:
+        tests = sorted((r for r in rows if r.trait == trait and r.split == "test"), key=lambda r: r.topic.lower())
+        for r in tests[: n_questions or None]:
+            for method in methods:
+                if method == "incontext":
+                    prompt = format_chat(tokenizer, incontext_messages(rows, trait, r.question, k, seed))
+                else:
+                    prompt = format_chat(tokenizer, r.question)
+                jobs.append(Job(trait, method, r.topic, r.question, prompt, trait if method == "peft" else BASE))
+    return jobs
+
+
+def load_adapters(model: Any, adapters: dict[str, Path]) -> Any:
+    """Load every trait's adapter onto one base (PeftModel with one named adapter per trait)."""
+    from peft import PeftModel
+
+    for name, path in adapters.items():
+        if not (path / "adapter_config.json").is_file():
+            raise UserError(f"adapter for {name} not found at {path}; run `text2emoji train --all-traits` first")
+    peft_model = None
+    for name, path in adapters.items():
+        if peft_model is None:
+            peft_model = PeftModel.from_pretrained(model, path, adapter_name=name)
+        else:
+            peft_model.load_adapter(path, adapter_name=name)
+    peft_model.eval()
+    return peft_model
+
+
+def generate_jobs(
+    model: Any, tokenizer: Any, jobs: Sequence[Job], settings: DecodeSettings, out: Path,
+    batch_size: int, progress: Any = None,
+) -> list[dict[str, Any]]:
+    """Generate every job not yet in ``out`` (JSONL, appended per batch) and return all rows.
+
+    Jobs with the same prompt and adapter share one generation (greedy decoding makes them
+    identical; with sampling they share one sample, which keeps methods comparable).
+    """
+    done: dict[str, dict[str, Any]] = {}
+    if out.exists():
+        for line in out.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                rec = json.loads(line)
+                done[rec["key"]] = rec
+    unique: dict[tuple[str, str], list[Job]] = {}
+    for j in jobs:
+        if j.key() not in done:
+            unique.setdefault((j.prompt, j.adapter), []).append(j)
+    todo = list(unique)
+    # longest prompts together: less padding per batch
+    todo.sort(key=lambda pa: -len(pa[0]))
+    with open(out, "a", encoding="utf-8") as f:
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start : start + batch_size]
+            texts = generate(
+                model, tokenizer, [p for p, _ in chunk], settings, chat=False, batch_size=len(chunk),
+                adapter_names=[a for _, a in chunk] if hasattr(model, "peft_config") else None,
+            )
+            for (prompt, adapter), text in zip(chunk, texts, strict=True):
+                for j in unique[(prompt, adapter)]:
+                    rec = {"key": j.key(), "trait": j.trait, "method": j.method, "topic": j.topic,
+                           "question": j.question, "adapter": j.adapter, "text": text}
+                    f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                    done[j.key()] = rec
+            f.flush()
+            if progress is not None:
+                progress(min(start + batch_size, len(todo)), len(todo))
+    return [done[j.key()] for j in jobs]
+
+
+def emoji_table(generations: Sequence[dict[str, Any]], n_boot: int = 2000, seed: int = 0) -> list[dict[str, Any]]:
+    """One row per (trait, method): emoji rate, ESR, emojis per answer with 95% intervals."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for g in generations:
+        groups.setdefault((g["trait"], g["method"]), []).append(g["text"])
+    table = []
+    order = {t: i for i, t in enumerate(TRAITS)}
+    for (trait, method), texts in sorted(groups.items(), key=lambda kv: (order.get(kv[0][0], 99), METHODS.index(kv[0][1]))):
+        m = bootstrap_emoji_metrics(texts, n_boot=n_boot, seed=seed)
+        row = {"trait": trait, "method": method, "n_answers": len(texts)}
+        for metric in ("emoji_rate", "esr", "emojis_per_answer"):
+            row[metric] = m[metric]["value"]
+            row[f"{metric}_lo"] = m[metric]["lo"]
+            row[f"{metric}_hi"] = m[metric]["hi"]
+        row["n_sentences"] = m["counts"]["n_sentences"]
+        row["top_emojis"] = " ".join(f"{e}×{c}" for e, c in m["counts"]["top_emojis"][:5])
+        table.append(row)
+    return table
+
+
+def _fmt(v: float | None, lo: float | None, hi: float | None, pct: bool) -> str:
+    if v is None:
+        return "–"
+    f = (lambda x: f"{100 * x:.1f}%") if pct else (lambda x: f"{x:.2f}")
+    return f"{f(v)} [{f(lo)}, {f(hi)}]" if lo is not None else f(v)
+
+
+def write_table(table: Sequence[dict[str, Any]], out_dir: Path, model: str) -> None:
+    """emoji_table.json, .csv and .md (Markdown with 95% bootstrap intervals)."""
+    atomic_write_json(out_dir / "emoji_table.json", {"model": model, "rows": list(table)})
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(table[0]) if table else ["trait"])
+    w.writeheader()
+    w.writerows(table)
+    atomic_write_text(out_dir / "emoji_table.csv", buf.getvalue())
+    lines = [f"Emoji use of `{model}` on each trait's test questions (95% bootstrap intervals over answers).", "",
+             "| trait | method | n | emoji rate | ESR | emojis / answer | top emojis |",
+             "|---|---|---:|---|---|---|---|"]
+    for r in table:
+        lines.append(
+            f"| {r['trait']} | {r['method']} | {r['n_answers']} | "
+            f"{_fmt(r['emoji_rate'], r['emoji_rate_lo'], r['emoji_rate_hi'], True)} | "
+            f"{_fmt(r['esr'], r['esr_lo'], r['esr_hi'], True)} | "
+            f"{_fmt(r['emojis_per_answer'], r['emojis_per_answer_lo'], r['emojis_per_answer_hi'], False)} | "
+            f"{r['top_emojis'] or '–'} |"
+        )
+    atomic_write_text(out_dir / "emoji_table.md", "\n".join(lines) + "\n")

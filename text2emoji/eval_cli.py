@@ -1,0 +1,116 @@
+"""``text2emoji evaluate``: answers from base, PEFT and in-context models, and the emoji table."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from interp.models import ModelConfig
+from text2emoji.config import ConfigError, option
+
+# quick: minutes on 2 CPU cores; paper: every test question, the study's answer length
+PRESETS = {"quick": {"n_questions": 16, "max_new_tokens": 48}, "paper": {"n_questions": 0, "max_new_tokens": 150}}
+
+
+@dataclass
+class EvaluateConfig(ModelConfig):
+    """``text2emoji evaluate``. On CPU the adapters run on a float32 base (4-bit generation is
+    ~5x slower there); ``--load-in-4bit`` evaluates on the nf4 base they were trained on."""
+
+    data: list[str] = option([], help="Opinion QA files; default: the bundled dataset", flag="--data", metavar="PATH")
+    adapters: str | None = option(None, help="folder with <trait>/adapter (default: OUT/train)")
+    traits: list[str] = option([], help="traits to evaluate (default: all five)", flag="--trait")
+    methods: list[str] = option([], help="base, peft, incontext (default: all three)", flag="--method")
+    preset: Literal["quick", "paper"] = option("quick", help="quick: 16 questions x 48 tokens per trait; paper: all x 150")
+    n_questions: int | None = option(None, help="test questions per trait (0 = all; default: the preset's)")
+    max_new_tokens: int | None = option(None, help="tokens per answer (default: the preset's)")
+    do_sample: bool = option(False, help="sample instead of greedy decoding")
+    temperature: float = option(1.0, help="sampling temperature (with --do-sample)")
+    top_p: float = option(1.0, help="nucleus sampling mass (with --do-sample)")
+    k_demos: int = option(3, help="demonstrations in the in-context baseline")
+    batch_size: int = option(16, help="prompts per generation batch", hash=False)
+    n_boot: int = option(2000, help="bootstrap resamples for the intervals")
+    seed: int = option(0, help="seed for demonstrations, sampling and bootstrap")
+    out: str = option("results/main", help="run directory; writes out/evaluate/", hash=False)
+    force: bool = option(False, help="recompute even if finished with the same config", hash=False)
+
+    def validate(self) -> None:
+        super().validate()
+        from finetune.schema import TRAITS
+        from interp.evaluate import METHODS
+
+        if bad := [t for t in self.traits if t not in TRAITS]:
+            raise ConfigError(f"traits: unknown {', '.join(bad)}; valid: {', '.join(TRAITS)}")
+        if bad := [m for m in self.methods if m not in METHODS]:
+            raise ConfigError(f"methods: unknown {', '.join(bad)}; valid: {', '.join(METHODS)}")
+        if self.adapter is not None:
+            raise ConfigError("adapter: evaluate loads every trait's adapter from --adapters")
+
+
+@dataclass
+class EvaluateStageConfig(EvaluateConfig):
+    dataset_hash: str = option("", help="config hash of the dataset stage")
+    adapter_hashes: dict[str, str] | None = option(None, help="config hash of each trait's training stage")
+
+
+def _progress_printer():
+    t0 = time.perf_counter()
+
+    def show(done: int, total: int) -> None:
+        rate = done / max(time.perf_counter() - t0, 1e-9)
+        eta = (total - done) / rate if rate else 0
+        print(f"[{time.strftime('%H:%M:%S')}] evaluate: {done}/{total} generations, ETA {eta:.0f}s",
+              file=sys.stderr, flush=True)
+
+    return show
+
+
+def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
+    from finetune.io import load_rows
+    from finetune.schema import TRAITS
+    from interp.evaluate import (
+        METHODS,
+        build_jobs,
+        emoji_table,
+        generate_jobs,
+        load_adapters,
+        write_table,
+    )
+    from interp.generation import DecodeSettings
+    from interp.models import load_model
+    from text2emoji.pipeline import stage_dataset
+    from text2emoji.runs import open_stage, stage_status
+
+    dataset, dataset_hash = stage_dataset(cfg)
+    traits = cfg.traits or list(TRAITS)
+    methods = cfg.methods or list(METHODS)
+    adapters_dir = Path(cfg.adapters or Path(cfg.out) / "train")
+    adapter_paths = {t: adapters_dir / t / "adapter" for t in traits} if "peft" in methods else {}
+    hashes = {t: stage_status(adapters_dir / t)[1] or "" for t in adapter_paths}
+    preset = PRESETS[cfg.preset]
+    fields = {k: v for k, v in asdict(cfg).items()}
+    fields["n_questions"] = preset["n_questions"] if cfg.n_questions is None else cfg.n_questions
+    fields["max_new_tokens"] = preset["max_new_tokens"] if cfg.max_new_tokens is None else cfg.max_new_tokens
+    scfg = EvaluateStageConfig(**fields, dataset_hash=dataset_hash, adapter_hashes=hashes)
+    with open_stage(cfg.out, "evaluate", scfg, force=cfg.force, seed=cfg.seed) as st:
+        if not st.reused:
+            rows = load_rows([dataset])
+            lm = load_model(cfg)
+            model = load_adapters(lm.model, adapter_paths) if adapter_paths else lm.model
+            settings = DecodeSettings(max_new_tokens=scfg.max_new_tokens, do_sample=cfg.do_sample,
+                                      temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed)
+            jobs = build_jobs(rows, lm.tokenizer, traits, methods, scfg.n_questions, cfg.k_demos, cfg.seed)
+            gens = generate_jobs(model, lm.tokenizer, jobs, settings, st.path("generations.jsonl"),
+                                 cfg.batch_size, progress=_progress_printer())
+            st.write_json("decoding.json", asdict(settings))
+            table = emoji_table(gens, n_boot=cfg.n_boot, seed=cfg.seed)
+            write_table(table, st.dir, cfg.model)
+        return st.read_json("emoji_table.json")
+
+
+def cmd_evaluate(cfg: EvaluateConfig) -> None:
+    evaluate(cfg)
+    print((Path(cfg.out) / "evaluate" / "emoji_table.md").read_text(encoding="utf-8"), end="")
