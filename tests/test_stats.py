@@ -10,7 +10,6 @@ import pytest
 from interp.emojis import find_emojis, split_sentences
 from interp.stats import bootstrap_emoji_metrics, per_answer
 
-
 ANSWERS = ["I love it! 😍 Great.", "Fine.", "Party time 🎉🎉. See you!", "No emojis here. None at all.",
            "Sunny ☀️", "Hmm."]
 
