@@ -10,7 +10,14 @@ from typing import Literal
 
 import pytest
 
-from text2emoji.config import Config, ConfigError, add_arguments, config_from_args, option, save_config
+from text2emoji.config import (
+    Config,
+    ConfigError,
+    add_arguments,
+    config_from_args,
+    option,
+    save_config,
+)
 from text2emoji.errors import UserError
 from text2emoji.runs import atomic_path, atomic_write_json, open_stage, stage_status
 
