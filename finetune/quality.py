@@ -3,7 +3,8 @@ is the wording, how much is near-duplicated, and which words mark each trait.
 
 * ``classifier``: TF-IDF (word 1-2-grams) + logistic regression trained on the train split and
   scored on the test split (the paper's RoBERTa classifier reached 91.9% on the official data).
-* ``diversity``: distinct-1/2 (unique n-grams / all n-grams) and type-token ratio per trait.
+* ``diversity``: distinct-1/2 (unique n-grams / all n-grams of the trait's answers) and the
+  mean per-answer type-token ratio, per trait.
 * ``near_duplicates``: share of answers whose TF-IDF cosine similarity to another answer is at
   least a threshold.
 * ``distinctive_words``: weighted log-odds with an informative Dirichlet prior (Monroe, Colaresi
@@ -40,8 +41,10 @@ def distinct_n(texts: Sequence[str], n: int) -> float:
 
 
 def type_token_ratio(texts: Sequence[str]) -> float:
-    toks = [w for t in texts for w in words(t)]
-    return len(set(toks)) / len(toks) if toks else 0.0
+    """Mean over texts of each text's unique words / words (distinct-1 is the same ratio over
+    the whole set; this one is not inflated by the set's size)."""
+    ratios = [len(set(w)) / len(w) for w in map(words, texts) if w]
+    return sum(ratios) / len(ratios) if ratios else 0.0
 
 
 def log_odds(
@@ -123,6 +126,9 @@ def quality_report(rows: Sequence[Row], top_words: int = 15, seed: int = 0) -> d
     z = log_odds(counts)
     rate, pairs = near_duplicate_rate([r.answer for r in rows])
     clf = classifier(rows, seed) if {r.split for r in rows} >= {"train", "test"} else None
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    stop = ENGLISH_STOP_WORDS | {"i'm", "i've", "i'd", "i'll"}  # listed words carry content
     return {
         "classifier_test_accuracy": clf["test_accuracy"] if clf else None,
         "classifier": clf,
@@ -141,7 +147,8 @@ def quality_report(rows: Sequence[Row], top_words: int = 15, seed: int = 0) -> d
             {"a": rows[i].where(), "b": rows[j].where(), "cosine": round(s, 3)} for i, j, s in pairs[:10]
         ],
         "distinctive_words": {
-            t: [[w, round(s, 2)] for w, s in sorted(z[t].items(), key=lambda kv: -kv[1])[:top_words]]
+            t: [[w, round(s, 2)] for w, s in sorted(z[t].items(), key=lambda kv: -kv[1])
+                if w not in stop][:top_words]
             for t in by_trait
         },
     }

@@ -26,7 +26,7 @@ def test_words_and_distinct_n_by_hand():
     # unigrams: a b a b a b c -> 3 unique / 7; bigrams: ab ba ab | ab bc -> {ab, ba, bc} 3 / 5
     assert distinct_n(texts, 1) == pytest.approx(3 / 7)
     assert distinct_n(texts, 2) == pytest.approx(3 / 5)
-    assert type_token_ratio(texts) == pytest.approx(3 / 7)
+    assert type_token_ratio(texts) == pytest.approx((2 / 4 + 3 / 3) / 2)
     assert distinct_n([], 2) == 0.0
 
 
