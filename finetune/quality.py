@@ -90,21 +90,29 @@ def near_duplicate_rate(texts: Sequence[str], threshold: float = 0.8) -> tuple[f
     return len(dup) / len(texts), sorted(pairs, key=lambda p: -p[2])
 
 
-def classifier(rows: Sequence[Row], seed: int = 0) -> dict[str, Any]:
-    """Train TF-IDF + logistic regression on train rows, score on test rows."""
+def fit_trait_classifier(rows: Sequence[Row], seed: int = 0) -> Any:
+    """TF-IDF (word 1-2-grams) + logistic regression fitted on ``rows`` (a sklearn Pipeline
+    with steps ``tfidf`` and ``lr``); ``predict`` takes raw answer texts."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+
+    model = Pipeline([
+        ("tfidf", TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2)),
+        ("lr", LogisticRegression(C=10.0, max_iter=2000, random_state=seed)),
+    ])
+    return model.fit([r.answer for r in rows], [r.trait for r in rows])
+
+
+def classifier(rows: Sequence[Row], seed: int = 0) -> dict[str, Any]:
+    """Train the trait classifier on train rows, score it on test rows."""
     from sklearn.metrics import classification_report, confusion_matrix
 
     train = [r for r in rows if r.split == "train"]
     test = [r for r in rows if r.split == "test"]
     if not train or not test:
         raise ValueError("the classifier needs rows in both the train and the test split")
-    vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2)
-    x_train = vec.fit_transform([r.answer for r in train])
-    clf = LogisticRegression(C=10.0, max_iter=2000, random_state=seed)
-    clf.fit(x_train, [r.trait for r in train])
-    pred = clf.predict(vec.transform([r.answer for r in test]))
+    pred = fit_trait_classifier(train, seed).predict([r.answer for r in test])
     gold = [r.trait for r in test]
     labels = [t for t in TRAITS if t in set(gold) | set(pred)]
     report = classification_report(gold, pred, labels=labels, output_dict=True, zero_division=0)

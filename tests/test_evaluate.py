@@ -65,6 +65,9 @@ def test_evaluate_cli_mixed_adapters_equal_separate_runs(tiny_model_dir, tmp_pat
     assert by[("neuroticism", "peft", "t1")] == single
     table = json.loads((stage / "emoji_table.json").read_text())["rows"]
     assert {(r["trait"], r["method"]) for r in table} == {(t, m) for t in ("openness", "neuroticism") for m in ("base", "peft", "incontext")}
+    ta = json.loads((stage / "trait_alignment.json").read_text())
+    assert {(r["trait"], r["method"]) for r in ta["rows"]} == {(r["trait"], r["method"]) for r in table}
+    assert set(ta["word_contributions"]) == {"openness", "neuroticism"}
     # reused on a second call
     assert main(args) == 0
     assert json.loads((stage / "meta.json").read_text())["status"] == "complete"

@@ -49,7 +49,8 @@ def test_near_duplicates():
     assert [(i, j) for i, j, _ in pairs] == [(0, 1)]
 
 
-def test_report_on_separable_synthetic_data(tmp_path):
+def _separable_rows():
+    """Synthetic answers whose trait is marked by trait-specific words (test split: 12 topics)."""
     rng = random.Random(0)
     vocab = {t: [f"{t[:4]}x{chr(97 + k)}" for k in range(12)] for t in TRAITS}
     filler = ["about", "the", "topic", "really", "think"]
@@ -58,6 +59,11 @@ def test_report_on_separable_synthetic_data(tmp_path):
         for t in TRAITS:
             answer = " ".join(rng.choice(vocab[t]) for _ in range(3)) + " " + " ".join(rng.sample(filler, 3))
             rows.append(Row(t, f"T{i}", "q", answer, "test" if i < 12 else "train"))
+    return rows
+
+
+def test_report_on_separable_synthetic_data(tmp_path):
+    rows = _separable_rows()
     rep = quality_report(rows, top_words=5)
     assert rep["classifier_test_accuracy"] > 0.95
     assert rep["classifier"]["n_test"] == 60

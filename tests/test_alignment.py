@@ -1,0 +1,35 @@
+"""Trait alignment and word contributions against independent computations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from interp.alignment import centred_logit, trait_alignment, trait_classifier, word_contributions
+from tests.test_quality import _separable_rows
+
+
+def test_alignment_counts_match_predictions():
+    rows = _separable_rows()
+    clf = trait_classifier(rows)
+    gens = [{"trait": r.trait, "method": "peft", "text": r.answer} for r in rows if r.split == "test"]
+    gens += [{"trait": "openness", "method": "base", "text": r.answer} for r in rows if r.split == "test" and r.trait == "neuroticism"]
+    ta = {(t["trait"], t["method"]): t for t in trait_alignment(gens, clf)}
+    peft = [g for g in gens if g["method"] == "peft" and g["trait"] == "openness"]
+    expected = np.mean([clf.predict([g["text"]])[0] == "openness" for g in peft])
+    assert ta[("openness", "peft")]["trait_alignment"] == pytest.approx(expected)
+    assert ta[("openness", "peft")]["trait_alignment"] > 0.9
+    assert ta[("openness", "base")]["trait_alignment"] < 0.1  # neuroticism texts under the openness label
+    assert sum(ta[("openness", "base")]["predicted"].values()) == ta[("openness", "base")]["n_answers"]
+
+
+def test_contributions_add_up_to_the_centred_logit():
+    rows = _separable_rows()
+    clf = trait_classifier(rows)
+    text = next(r.answer for r in rows if r.trait == "agreeableness" and r.split == "test")
+    contrib = word_contributions(text, "agreeableness", clf)
+    lr = clf.named_steps["lr"]
+    c = list(lr.classes_).index("agreeableness")
+    intercept = lr.intercept_[c] - lr.intercept_.mean()
+    assert sum(v for _, v in contrib) + intercept == pytest.approx(centred_logit(text, "agreeableness", clf))
+    assert contrib[0][1] > 0 and contrib[0][0].startswith("agre")
