@@ -58,7 +58,10 @@ class Config:
         hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if not is_bearable(value, hints[f.name]):
+            base, _ = _strip_optional(hints[f.name])
+            # bool is an int subclass; `max_steps = true` in a file must not pass as 1
+            wrong_bool = isinstance(value, bool) and base in (int, float)
+            if wrong_bool or not is_bearable(value, hints[f.name]):
                 raise ConfigError(
                     f"{type(self).__name__}.{f.name}: expected {_type_name(hints[f.name])}, "
                     f"got {value!r}"
@@ -90,8 +93,13 @@ class Config:
 
 
 def _type_name(hint: Any) -> str:
+    base, optional = _strip_optional(hint)
+    if optional:
+        return f"{_type_name(base)} | None"
     if get_origin(hint) is Literal:
         return "one of " + ", ".join(repr(a) for a in get_args(hint))
+    if get_origin(hint) is not None:  # list[str], dict[str, str]: keep the item types
+        return str(hint).replace("typing.", "")
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 
