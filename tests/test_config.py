@@ -419,3 +419,16 @@ def test_save_config_is_atomic(tmp_path, monkeypatch):
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["config.json"]  # no temp file left
 
+
+
+def test_positional_with_a_typed_default():
+    from dataclasses import dataclass
+
+    @dataclass
+    class Pos(Config):
+        count: int = option(3, help="how many", positional=True)
+
+    p = argparse.ArgumentParser()
+    add_arguments(p, Pos)
+    assert config_from_args(Pos, p.parse_args([]), None).count == 3
+    assert config_from_args(Pos, p.parse_args(["5"]), None).count == 5

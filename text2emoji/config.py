@@ -190,8 +190,10 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type[Config]) -> None:
             kwargs["type"] = str
         if meta.get("positional"):
             kwargs.pop("dest")
-            if has_default and "nargs" not in kwargs:
-                kwargs["nargs"] = "?"
+            if has_default:
+                # argparse runs a positional's default through `type`: give it the real one
+                kwargs["default"] = default
+                kwargs.setdefault("nargs", "?")
             parser.add_argument(f.name, **kwargs)
         else:
             flag = meta.get("flag", "--" + f.name.replace("_", "-"))
