@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from finetune.schema import OFFICIAL_COLUMNS, REQUIRED, Row
+from interp.textfiles import json_object
 from text2emoji.errors import UserError
 from text2emoji.runs import atomic_path
 
@@ -57,12 +58,7 @@ def _read_jsonl(path: Path) -> tuple[list[str], list[tuple[int, dict[str, Any]]]
     for lineno, line in enumerate(_decode(path.read_bytes()).splitlines(), start=1):
         if not line.strip():
             continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path}:row {lineno}: invalid JSON ({e.msg} at column {e.colno})") from e
-        if not isinstance(rec, dict):
-            raise UserError(f"{path}:row {lineno}: expected a JSON object, got {type(rec).__name__}")
+        rec = json_object(line, f"{path}:row {lineno}")
         columns.update(dict.fromkeys(rec))
         records.append((lineno, rec))
     return list(columns), records

@@ -14,6 +14,17 @@ from text2emoji.errors import UserError
 Format = Literal["auto", "jsonl", "text"]
 
 
+def json_object(line: str, where: str) -> dict[str, Any]:
+    """Parse one JSONL line that must hold an object; errors start with ``where``."""
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise UserError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from e
+    if not isinstance(obj, dict):
+        raise UserError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
 def detect_format(path: Path) -> Literal["jsonl", "text"]:
     """``.jsonl``/``.json``/``.ndjson`` files are JSONL; anything else is plain text."""
     return "jsonl" if path.suffix.lower() in (".jsonl", ".json", ".ndjson") else "text"
@@ -57,12 +68,7 @@ def read_rows(
         if kind == "text":
             rows.append({field: line, "_line": lineno})
             continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path}:{lineno}: invalid JSON ({e.msg} at column {e.colno})") from e
-        if not isinstance(row, dict):
-            raise UserError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+        row = json_object(line, f"{path}:{lineno}")
         for name in (field, *require):
             if name not in row:
                 raise UserError(f"{path}:{lineno}: field {name!r} missing")
