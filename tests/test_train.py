@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 
 import pytest
+import torch
 
 from finetune.schema import TRAITS, Row
 from finetune.sft_data import IGNORE, collate, encode, length_grouped_batches
@@ -160,3 +161,21 @@ def test_merge_equals_adapter_on_the_same_float_base(tiny_model_dir, tmp_path):
     kls = [float((pa[b, t].exp() * (pa[b, t] - pb[b, t])).sum())
            for b in range(2) for t in range(pa.shape[1]) if batch["attention_mask"][b, t]]
     assert drift["mean_kl"] == pytest.approx(sum(kls) / len(kls), rel=1e-4)
+
+
+def test_held_out_loss_equals_transformers_loss(tiny_llama):
+    """Our answer-token loss over a batch equals the token-weighted mean of transformers'
+    own per-example loss with the same labels."""
+    from finetune.train import held_out_loss
+
+    tok = tiny_tokenizer()
+    exs = [encode(tok, Row("openness", "t", "what are your thoughts", "i " + "w1 " * n, "test"), 64) for n in (1, 5, 2)]
+    ours = held_out_loss(tiny_llama, exs, pad_id=0, batch_size=2)
+    total, n = 0.0, 0
+    for e in exs:
+        ids = torch.tensor([e.input_ids])
+        with torch.no_grad():
+            loss = tiny_llama(input_ids=ids, labels=torch.tensor([e.labels])).loss.item()
+        total += loss * e.n_target
+        n += e.n_target
+    assert ours == pytest.approx(total / n, rel=1e-5)
