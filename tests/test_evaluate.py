@@ -68,6 +68,18 @@ def test_evaluate_cli_mixed_adapters_equal_separate_runs(tiny_model_dir, tmp_pat
     ta = json.loads((stage / "trait_alignment.json").read_text())
     assert {(r["trait"], r["method"]) for r in ta["rows"]} == {(r["trait"], r["method"]) for r in table}
     assert set(ta["word_contributions"]) == {"openness", "neuroticism"}
+    icl = json.loads((stage / "icl_top_tokens.json").read_text())
+    assert set(icl) == {"openness", "neuroticism"} and set(icl["openness"]) <= {"pre", "post"}
+    replies = [json.loads(x) for x in (stage / "icl_replies.jsonl").read_text().splitlines()]
+    assert len(replies) == 2 * 3 * 2  # traits x questions x (pre, post)
+    # the counts are the parsed replies' tokens, recounted here
+    from collections import Counter
+
+    from interp.icl import parse_tokens
+
+    post = Counter(t for r in replies if r["trait"] == "openness" and r["method"] == "post" for t in parse_tokens(r["text"]))
+    for entry in icl["openness"].get("post", []):
+        assert post[entry["token"]] == entry["count"]
     # reused on a second call
     assert main(args) == 0
     assert json.loads((stage / "meta.json").read_text())["status"] == "complete"

@@ -109,6 +109,8 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
             table = emoji_table(gens, n_boot=cfg.n_boot, seed=cfg.seed)
             write_table(table, st.dir, cfg.model)
             write_alignment(rows, gens, st.dir, cfg.seed)
+            if "peft" in methods:
+                explain(model, lm.tokenizer, gens, st.dir, cfg.batch_size)
         return st.read_json("emoji_table.json")
 
 
@@ -133,8 +135,42 @@ def write_alignment(rows: list, gens: list[dict[str, Any]], out_dir: Path, seed:
     atomic_write_text(out_dir / "trait_alignment.md", "\n".join(lines) + "\n")
 
 
+def explain(model: Any, tokenizer: Any, gens: list[dict[str, Any]], out_dir: Path, batch_size: int) -> None:
+    """ICL explainability on every PEFT answer: the base model (pre) and the trait's adapter
+    (post) each name five tokens for the answer's trait; top 50 per trait and model."""
+    from interp.chat import format_chat
+    from interp.evaluate import BASE, Job, generate_jobs
+    from interp.generation import DecodeSettings
+    from interp.icl import explain_messages, parse_tokens, top_tokens
+    from text2emoji.runs import atomic_write_json, atomic_write_text
+
+    jobs = []
+    for g in gens:
+        if g["method"] == "peft":
+            prompt = format_chat(tokenizer, explain_messages(g["text"]))
+            jobs += [Job(g["trait"], "pre", g["topic"], g["text"], prompt, BASE),
+                     Job(g["trait"], "post", g["topic"], g["text"], prompt, g["trait"])]
+    replies = generate_jobs(model, tokenizer, jobs, DecodeSettings(max_new_tokens=32),
+                            out_dir / "icl_replies.jsonl", batch_size)
+    records = [{"trait": r["trait"], "model": r["method"], "topic": r["topic"], "reply": r["text"],
+                "tokens": parse_tokens(r["text"])} for r in replies]
+    top = top_tokens(records)
+    atomic_write_json(out_dir / "icl_top_tokens.json", top)
+    lines = ["ICL explainability: the ten tokens named most often for the trait of each PEFT answer "
+             "(pre = base model, post = trait adapter); emojis marked [emoji].", ""]
+    for trait, by_model in top.items():
+        for m in ("pre", "post"):
+            toks = ", ".join(f"{t['token']}{' [emoji]' if t['is_emoji'] else ''} ({t['count']})"
+                             for t in by_model.get(m, [])[:10])
+            n_emoji = sum(t["count"] for t in by_model.get(m, []) if t["is_emoji"])
+            lines.append(f"- {trait}, {m}: {toks or '–'}; emoji tokens: {n_emoji}")
+    atomic_write_text(out_dir / "icl_top_tokens.md", "\n".join(lines) + "\n")
+
+
 def cmd_evaluate(cfg: EvaluateConfig) -> None:
     evaluate(cfg)
     stage = Path(cfg.out) / "evaluate"
     print((stage / "emoji_table.md").read_text(encoding="utf-8"))
-    print((stage / "trait_alignment.md").read_text(encoding="utf-8"), end="")
+    print((stage / "trait_alignment.md").read_text(encoding="utf-8"))
+    if (stage / "icl_top_tokens.md").exists():
+        print((stage / "icl_top_tokens.md").read_text(encoding="utf-8"), end="")

@@ -1,0 +1,59 @@
+"""In-context explainability: ask a model for the five tokens that best represent the trait a
+text shows (``prompts/icl_explain.yaml``), parse the replies, and aggregate the most frequent
+tokens per trait and model, flagging emojis."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from interp.emojis import find_emojis
+from interp.prompts import load_prompt
+
+_SPLIT = re.compile(r"[,\n;]+")
+_LEAD = re.compile(r"^\s*(?:[-*•]|\(?\d+[.)]|tokens?\s*:)\s*", re.I)
+
+
+def explain_messages(text: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": load_prompt("icl_explain.yaml")["user"].format(text=text)}]
+
+
+def parse_tokens(reply: str, k: int = 5) -> list[str]:
+    """Up to ``k`` tokens from a reply: split on commas, semicolons and lines; drop list
+    markers, quotes and end punctuation; lower-case words; every emoji is a token of its own.
+
+    >>> parse_tokens('1. "Curious", 2. Creative 🎨🌍\\n3. open-minded.')
+    ['curious', 'creative', '🎨', '🌍', 'open-minded']
+    """
+    tokens: list[str] = []
+    for part in _SPLIT.split(reply):
+        part = _LEAD.sub("", part).strip()
+        for e in find_emojis(part):
+            part = part.replace(e, f" \x00{e}\x00 ")
+        for piece in re.split(r"\s*\x00\s*", part):
+            piece = piece.strip().strip("\"'“”‘’`*.!?:").strip()
+            if not piece:
+                continue
+            if find_emojis(piece) == [piece]:
+                tokens.append(piece)
+            elif re.search(r"\w", piece) and len(piece.split()) <= 3:
+                tokens.append(piece.lower())
+            if len(tokens) == k:
+                return tokens
+    return tokens
+
+
+def top_tokens(records: Sequence[dict[str, Any]], n: int = 50) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """``{trait: {model: [{token, count, is_emoji}, ...]}}``, most frequent first (ties by token)."""
+    counts: dict[tuple[str, str], Counter[str]] = {}
+    for r in records:
+        counts.setdefault((r["trait"], r["model"]), Counter()).update(r["tokens"])
+    out: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for (trait, model), c in counts.items():
+        ranked = sorted(c.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
+        out.setdefault(trait, {})[model] = [
+            {"token": t, "count": k, "is_emoji": bool(find_emojis(t))} for t, k in ranked
+        ]
+    return out
