@@ -380,3 +380,12 @@ def test_read_rows_custom_field(tmp_path):
     assert read_rows(p, field="answer") == [{"answer": "x", "text": 3, "_line": 1}]
     with pytest.raises(UserError, match=":1: field 'text' must be a string, got int"):
         read_rows(p)
+
+
+def test_force_starts_from_an_empty_stage(tmp_path):
+    """Partial outputs of a forced stage (checkpoints, generations) are not resumed."""
+    cfg = StageConfig()
+    with open_stage(tmp_path, "s", cfg) as st:
+        st.write_json("partial.json", {"x": 1})
+    with open_stage(tmp_path, "s", cfg, force=True) as st:
+        assert not st.path("partial.json").exists()

@@ -8,7 +8,7 @@ Layout of one stage (``results/<run>/<stage>/``)::
     ...           the stage's results (JSON/CSV/JSONL/safetensors), each written atomically
 
 A stage whose ``meta.json`` says ``complete`` with the same config hash is reused, not
-recomputed; ``force=True`` recomputes. A stage left ``running`` (interrupted) is resumed in
+recomputed; ``force=True`` empties the directory and recomputes. A stage left ``running`` (interrupted) is resumed in
 place: the stage's own code decides what it can keep. A directory holding a *different*
 config's results is never overwritten silently: that is an error unless ``force=True``.
 """
@@ -19,6 +19,7 @@ import contextlib
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -190,6 +191,9 @@ def open_stage(
             f"{stage_dir} holds results of another config (hash {old_hash}, this one "
             f"{config_hash}); pass --force to recompute them or choose another --out"
         )
+    if force and stage_dir.is_dir():
+        # recompute from nothing: partial outputs (checkpoints, generations) must not be resumed
+        shutil.rmtree(stage_dir)
     stage_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, stage_dir / "config.json")
     meta = {
