@@ -14,6 +14,8 @@ from interp.prompts import load_prompt
 
 _SPLIT = re.compile(r"[,\n;]+")
 _LEAD = re.compile(r"^\s*(?:[-*•]|\(?\d+[.)]|tokens?\s*:)\s*", re.I)
+_PREAMBLE = re.compile(r"^[^\n:]*\btokens?\b[^\n:]*:\s*", re.I)
+_EXPLANATION = re.compile(r":\s|\s[-–—]\s")
 
 
 def explain_messages(text: str) -> list[dict[str, str]]:
@@ -21,24 +23,29 @@ def explain_messages(text: str) -> list[dict[str, str]]:
 
 
 def parse_tokens(reply: str, k: int = 5) -> list[str]:
-    """Up to ``k`` tokens from a reply: split on commas, semicolons and lines; drop list
-    markers, quotes and end punctuation; lower-case words; every emoji is a token of its own.
+    """Up to ``k`` tokens from a reply: drop a preamble ("The five tokens ... are:"), split on
+    commas, semicolons and lines, drop list markers, markdown bold, quotes, end punctuation and
+    any explanation after ": " or " - "; lower-case words; every emoji is a token of its own;
+    pieces of more than three words, single characters and bare numbers are not tokens.
 
-    >>> parse_tokens('1. "Curious", 2. Creative 🎨🌍\\n3. open-minded.')
+    >>> parse_tokens('The five tokens are:\\n1. **Curious**: loves ideas\\n2. Creative 🎨🌍\\n3. and open-minded.')
     ['curious', 'creative', '🎨', '🌍', 'open-minded']
     """
+    text = _PREAMBLE.sub("", reply.strip()).replace("**", "")
     tokens: list[str] = []
-    for part in _SPLIT.split(reply):
-        part = _LEAD.sub("", part).strip()
+    for part in _SPLIT.split(text):
+        part = _LEAD.sub("", part)
+        part = _EXPLANATION.split(part)[0].strip()
+        part = re.sub(r"^and\s+", "", part, flags=re.I)
         for e in find_emojis(part):
             part = part.replace(e, f" \x00{e}\x00 ")
         for piece in re.split(r"\s*\x00\s*", part):
-            piece = piece.strip().strip("\"'“”‘’`*.!?:").strip()
+            piece = piece.strip().strip("\"'“”‘’`*.!?:()[]").strip()
             if not piece:
                 continue
             if find_emojis(piece) == [piece]:
                 tokens.append(piece)
-            elif re.search(r"\w", piece) and len(piece.split()) <= 3:
+            elif re.search(r"[^\W\d_]{2}", piece) and len(piece.split()) <= 3:
                 tokens.append(piece.lower())
             if len(tokens) == k:
                 return tokens

@@ -11,6 +11,11 @@ def test_parse_tokens_cases():
     assert parse_tokens("😊👍🏽, kind") == ["😊", "👍🏽", "kind"]
     assert parse_tokens("Here is a long sentence that is not a token at all, calm") == ["calm"]
     assert parse_tokens("") == []
+    # what a small chat model really replies
+    assert parse_tokens("The five tokens that best represent the personality trait shown in this text are:\n\n"
+                        "1. **Happiness**: This is a positive emotion\n2. **Loyal**\n3") == ["happiness", "loyal"]
+    assert parse_tokens("1. **A**\n2. **B**\n3. **C") == []
+    assert parse_tokens('The five tokens are: "Billboards" and "I\'m worried that I\'m not good enough."') == []
 
 
 def test_top_tokens_counts_and_flags():

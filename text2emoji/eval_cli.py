@@ -150,7 +150,7 @@ def explain(model: Any, tokenizer: Any, gens: list[dict[str, Any]], out_dir: Pat
             prompt = format_chat(tokenizer, explain_messages(g["text"]))
             jobs += [Job(g["trait"], "pre", g["topic"], g["text"], prompt, BASE),
                      Job(g["trait"], "post", g["topic"], g["text"], prompt, g["trait"])]
-    replies = generate_jobs(model, tokenizer, jobs, DecodeSettings(max_new_tokens=32),
+    replies = generate_jobs(model, tokenizer, jobs, DecodeSettings(max_new_tokens=48),
                             out_dir / "icl_replies.jsonl", batch_size)
     records = [{"trait": r["trait"], "model": r["method"], "topic": r["topic"], "reply": r["text"],
                 "tokens": parse_tokens(r["text"])} for r in replies]
