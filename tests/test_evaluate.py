@@ -80,6 +80,9 @@ def test_evaluate_cli_mixed_adapters_equal_separate_runs(tiny_model_dir, tmp_pat
     post = Counter(t for r in replies if r["trait"] == "openness" and r["method"] == "post" for t in parse_tokens(r["text"]))
     for entry in icl["openness"].get("post", []):
         assert post[entry["token"]] == entry["count"]
+    for name in ("emoji_rates", "word_contributions", "icl_tokens"):
+        assert (stage / f"{name}.png").stat().st_size > 5000 and (stage / f"{name}.pdf").exists()
+    assert (tmp_path / "run" / "train").is_dir()
     # reused on a second call
     assert main(args) == 0
     assert json.loads((stage / "meta.json").read_text())["status"] == "complete"

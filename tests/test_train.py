@@ -59,6 +59,13 @@ def test_train_writes_a_loadable_adapter_and_learns(tiny_model_dir, tmp_path):
     with open(tmp_path / "run" / "losses.csv") as f:
         hist = list(csv.DictReader(f))
     assert hist[0]["step"] == "0" and hist[-1]["step"] == "8"
+    from text2emoji.train_cli import draw_losses
+
+    (tmp_path / "train").mkdir()
+    (tmp_path / "run").rename(tmp_path / "train" / "openness")
+    paths = draw_losses(tmp_path / "train")
+    assert [p.name for p in paths] == ["loss_curves.pdf", "loss_curves.png"]
+    (tmp_path / "train" / "openness").rename(tmp_path / "run")
 
     import bitsandbytes as bnb
     from peft import PeftModel

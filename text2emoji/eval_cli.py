@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -111,6 +112,7 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
             write_alignment(rows, gens, st.dir, cfg.seed)
             if "peft" in methods:
                 explain(model, lm.tokenizer, gens, st.dir, cfg.batch_size)
+            draw(st.dir)
         return st.read_json("emoji_table.json")
 
 
@@ -165,6 +167,18 @@ def explain(model: Any, tokenizer: Any, gens: list[dict[str, Any]], out_dir: Pat
             n_emoji = sum(t["count"] for t in by_model.get(m, []) if t["is_emoji"])
             lines.append(f"- {trait}, {m}: {toks or '–'}; emoji tokens: {n_emoji}")
     atomic_write_text(out_dir / "icl_top_tokens.md", "\n".join(lines) + "\n")
+
+
+def draw(stage_dir: Path) -> list[Path]:
+    """The evaluate stage's figures, from its results files alone."""
+    from interp import figures
+
+    read = lambda name: json.loads((stage_dir / name).read_text(encoding="utf-8"))  # noqa: E731
+    paths = figures.emoji_rates(read("emoji_table.json")["rows"], stage_dir)
+    paths += figures.word_contributions(read("trait_alignment.json")["word_contributions"], stage_dir)
+    if (stage_dir / "icl_top_tokens.json").exists():
+        paths += figures.icl_tokens(read("icl_top_tokens.json"), stage_dir)
+    return paths
 
 
 def cmd_evaluate(cfg: EvaluateConfig) -> None:

@@ -59,7 +59,22 @@ def train_traits(cfg: TrainCommandConfig) -> dict[str, Any]:
                     summary["merge_drift"] = _merge_drift(cfg, st.dir, rows, trait, logit_drift)
                 st.write_json("train_summary.json", summary)
             results[trait] = st.read_json("train_summary.json")
+    draw_losses(Path(cfg.out) / "train")
     return results
+
+
+def draw_losses(train_dir: Path) -> list[Path]:
+    """Loss curves of every trait trained under ``train_dir``, from their losses.csv files."""
+    import csv
+
+    from interp.figures import loss_curves
+
+    curves = {}
+    for f in sorted(train_dir.glob("*/losses.csv")):
+        with open(f, newline="") as fh:
+            curves[f.parent.name] = [{k: (float(v) if v not in ("", None) else None) for k, v in row.items()}
+                                     for row in csv.DictReader(fh)]
+    return loss_curves(curves, train_dir) if curves else []
 
 
 def _merge_drift(cfg: TrainCommandConfig, stage_dir: Path, rows: list, trait: str, logit_drift) -> dict[str, Any]:

@@ -1,0 +1,123 @@
+"""Figures of the behavioural analyses, drawn only from results files' content.
+
+One paper style (small serif-free fonts, a colour-blind-safe palette), PDF + PNG. Each function
+takes the parsed JSON a stage wrote and an output folder, and returns the written paths.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from text2emoji.runs import atomic_path
+
+# Okabe-Ito, colour-blind safe
+METHOD_COLORS = {"base": "#999999", "peft": "#D55E00", "incontext": "#0072B2", "pre": "#999999", "post": "#D55E00"}
+TOWARDS, AWAY = "#009E73", "#CC79A7"
+STYLE = {"font.size": 8, "axes.titlesize": 9, "axes.labelsize": 8, "xtick.labelsize": 7,
+         "ytick.labelsize": 7, "legend.fontsize": 7, "axes.spines.top": False, "axes.spines.right": False}
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update(STYLE)
+    return plt
+
+
+def save(fig: Any, out_dir: Path, name: str) -> list[Path]:
+    """Write ``name.pdf`` and ``name.png`` atomically; close the figure."""
+    paths = []
+    for ext in ("pdf", "png"):
+        with atomic_path(Path(out_dir) / f"{name}.{ext}") as tmp:
+            fig.savefig(tmp, format=ext, dpi=200, bbox_inches="tight")
+        paths.append(Path(out_dir) / f"{name}.{ext}")
+    _plt().close(fig)
+    return paths
+
+
+def emoji_rates(table: Sequence[dict[str, Any]], out_dir: Path) -> list[Path]:
+    """Emoji rate and ESR per trait and method, with 95% bootstrap intervals."""
+    plt = _plt()
+    traits = list(dict.fromkeys(r["trait"] for r in table))
+    methods = list(dict.fromkeys(r["method"] for r in table))
+    fig, axes = plt.subplots(1, 2, figsize=(6.8, 2.2), sharey=True)
+    width = 0.8 / max(len(methods), 1)
+    for ax, metric, title in zip(axes, ("emoji_rate", "esr"), ("emoji rate (answers)", "ESR (sentences)"), strict=True):
+        for i, m in enumerate(methods):
+            rows = {r["trait"]: r for r in table if r["method"] == m}
+            xs = [t + (i - (len(methods) - 1) / 2) * width for t in range(len(traits))]
+            vals = [100 * (rows[t][metric] or 0) if t in rows else 0 for t in traits]
+            lo = [v - 100 * (rows[t][f"{metric}_lo"] or 0) if t in rows else 0 for t, v in zip(traits, vals, strict=True)]
+            hi = [100 * (rows[t][f"{metric}_hi"] or 0) - v if t in rows else 0 for t, v in zip(traits, vals, strict=True)]
+            ax.bar(xs, vals, width, yerr=[lo, hi], color=METHOD_COLORS.get(m), label=m, capsize=1.5,
+                   error_kw={"lw": 0.6})
+        ax.set_xticks(range(len(traits)), [t[:5] for t in traits])
+        ax.set_title(title)
+        ax.set_ylim(0, 100)
+    axes[0].set_ylabel("% (95% CI)")
+    axes[1].legend(frameon=False, loc="upper right")
+    return save(fig, out_dir, "emoji_rates")
+
+
+def word_contributions(examples: dict[str, dict[str, Any]], out_dir: Path, k: int = 8) -> list[Path]:
+    """For one answer per trait: the features pushing towards (green) and away (pink)."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(examples), figsize=(1.6 * len(examples) + 0.8, 2.4), squeeze=False)
+    for ax, (trait, ex) in zip(axes[0], examples.items(), strict=True):
+        feats = [f for f in ex["towards"][:k] if f[1] > 0][::-1] + [f for f in ex["away"][:k] if f[1] < 0]
+        feats = sorted(feats, key=lambda f: f[1])
+        ax.barh(range(len(feats)), [v for _, v in feats], color=[TOWARDS if v > 0 else AWAY for _, v in feats])
+        ax.set_yticks(range(len(feats)), [w for w, _ in feats])
+        ax.axvline(0, color="black", lw=0.5)
+        ax.set_title(f"{trait} ({ex['method']})")
+    fig.supxlabel("contribution to the trait's logit vs the others", fontsize=8)
+    fig.tight_layout()
+    return save(fig, out_dir, "word_contributions")
+
+
+def icl_tokens(top: dict[str, dict[str, list[dict[str, Any]]]], out_dir: Path, k: int = 10) -> list[Path]:
+    """The k tokens named most often per trait, pre (base) and post (adapter); emojis hatched."""
+    plt = _plt()
+    traits = list(top)
+    fig, axes = plt.subplots(2, len(traits), figsize=(1.7 * len(traits) + 0.6, 4.2), squeeze=False)
+    for col, trait in enumerate(traits):
+        for row, model in enumerate(("pre", "post")):
+            ax = axes[row][col]
+            items = top[trait].get(model, [])[:k][::-1]
+            ax.barh(range(len(items)), [t["count"] for t in items], color=METHOD_COLORS[model],
+                    hatch=None, edgecolor="black", linewidth=0.2)
+            for bar, t in zip(ax.patches, items, strict=True):
+                if t["is_emoji"]:
+                    bar.set_hatch("////")
+            ax.set_yticks(range(len(items)), [t["token"][:18] for t in items])
+            ax.set_title(f"{trait[:5]}, {model}")
+            if not items:
+                ax.text(0.5, 0.5, "no tokens", ha="center", va="center", transform=ax.transAxes, fontsize=7)
+    fig.supxlabel("times named (hatched: emoji)", fontsize=8)
+    fig.tight_layout()
+    return save(fig, out_dir, "icl_tokens")
+
+
+def loss_curves(curves: dict[str, list[dict[str, Any]]], out_dir: Path) -> list[Path]:
+    """Train (thin) and held-out (thick) loss per optimizer step, one line pair per trait."""
+    from finetune.figures import TRAIT_COLORS
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(3.4, 2.3))
+    for trait, hist in curves.items():
+        c = TRAIT_COLORS.get(trait)
+        tr = [(h["step"], h["train_loss"]) for h in hist if h.get("train_loss") not in (None, "")]
+        ev = [(h["step"], h["eval_loss"]) for h in hist if h.get("eval_loss") not in (None, "")]
+        if tr:
+            ax.plot(*zip(*tr, strict=True), color=c, lw=0.6, alpha=0.6)
+        if ev:
+            ax.plot(*zip(*ev, strict=True), color=c, lw=1.6, marker="o", ms=2, label=trait)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss per answer token")
+    ax.legend(frameon=False)
+    return save(fig, out_dir, "loss_curves")
