@@ -36,11 +36,11 @@ def parse_tokens(reply: str, k: int = 5) -> list[str]:
     for part in _SPLIT.split(text):
         part = _LEAD.sub("", part)
         part = _EXPLANATION.split(part)[0].strip()
-        part = re.sub(r"^and\s+", "", part, flags=re.I)
+        part = re.sub(r"^[\s\"'“”]*and\s+", "", part, flags=re.I)
         for e in find_emojis(part):
             part = part.replace(e, f" \x00{e}\x00 ")
         for piece in re.split(r"\s*\x00\s*", part):
-            piece = piece.strip().strip("\"'“”‘’`*.!?:()[]").strip()
+            piece = piece.strip(" \t\"'“”‘’`*.!?:()[]")
             if not piece:
                 continue
             if find_emojis(piece) == [piece]:

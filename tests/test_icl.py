@@ -15,6 +15,9 @@ def test_parse_tokens_cases():
     assert parse_tokens("The five tokens that best represent the personality trait shown in this text are:\n\n"
                         "1. **Happiness**: This is a positive emotion\n2. **Loyal**\n3") == ["happiness", "loyal"]
     assert parse_tokens("1. **A**\n2. **B**\n3. **C") == []
+    # commas inside the quotes
+    assert parse_tokens('The five tokens are: "Choirs," "barbershop quartets," and "duets."') == [
+        "choirs", "barbershop quartets", "duets"]
     assert parse_tokens('The five tokens are: "Billboards" and "I\'m worried that I\'m not good enough."') == []
 
 
