@@ -95,6 +95,7 @@ def icl_tokens(top: dict[str, dict[str, list[dict[str, Any]]]], out_dir: Path, k
                 if t["is_emoji"]:
                     bar.set_hatch("////")
             ax.set_yticks(range(len(items)), [t["token"][:18] for t in items])
+            ax.set_ylim(-0.6, k - 0.4)  # same bar height in every panel, however few tokens
             ax.set_title(f"{trait[:5]}, {model}")
             if not items:
                 ax.text(0.5, 0.5, "no tokens", ha="center", va="center", transform=ax.transAxes, fontsize=7)
