@@ -59,6 +59,8 @@ def emoji_rates(table: Sequence[dict[str, Any]], out_dir: Path) -> list[Path]:
         ax.set_xticks(range(len(traits)), [t[:5] for t in traits])
         ax.set_title(title)
         ax.set_ylim(0, 100)
+        if not any(r[metric] for r in table):  # an empty-looking panel is a result: say so
+            ax.text(0.5, 0.5, "0% in every group", ha="center", va="center", transform=ax.transAxes, fontsize=8)
     axes[0].set_ylabel("% (95% CI)")
     axes[1].legend(frameon=False, loc="upper right")
     return save(fig, out_dir, "emoji_rates")
