@@ -138,7 +138,8 @@ def local_generator(model: str, max_new_tokens: int = 96, batch_size: int = 8, d
         texts = [format_chat(lm.tokenizer, m) for m in batch]
         settings = DecodeSettings(max_new_tokens=max_new_tokens, do_sample=True, temperature=0.8,
                                   top_p=0.95, seed=seed)
-        return generate(lm.model, lm.tokenizer, texts, settings, chat=False, batch_size=batch_size)
+        return generate(lm.model, lm.tokenizer, texts, settings, chat=False, batch_size=batch_size,
+                        add_special_tokens=False)
 
     return run
 

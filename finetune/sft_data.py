@@ -46,10 +46,10 @@ def encode(tokenizer: Any, row: Row, max_length: int) -> Example:
     n_prompt = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
     if ids[:n_prompt] != tokenizer(prompt, add_special_tokens=False)["input_ids"]:
         raise ValueError(f"{row.where()}: prompt tokens change when the answer follows")
-    if len(ids) > max_length:
-        raise ValueError(f"{row.where()}: {len(ids)} tokens, over max_length {max_length}")
     if tokenizer.chat_template is None and tokenizer.eos_token_id is not None:
         ids = [*ids, tokenizer.eos_token_id]  # the fallback format has no end-of-turn token
+    if len(ids) > max_length:
+        raise ValueError(f"{row.where()}: {len(ids)} tokens, over max_length {max_length}")
     return Example(ids, [IGNORE] * n_prompt + ids[n_prompt:])
 
 

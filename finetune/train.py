@@ -17,6 +17,7 @@ import csv
 import json
 import math
 import random
+import re
 import shutil
 import sys
 import time
@@ -145,7 +146,8 @@ def _optimizer(cfg: TrainConfig, params: list[torch.nn.Parameter], device: torch
 
 
 def _checkpoints(out: Path) -> list[Path]:
-    done = [p for p in (out / "checkpoints").glob("step-*") if (p / "state.json").is_file()]
+    done = [p for p in (out / "checkpoints").glob("step-*")
+            if re.fullmatch(r"step-\d+", p.name) and (p / "state.json").is_file()]  # not step-N.tmp
     return sorted(done, key=lambda p: int(p.name.split("-")[1]))
 
 

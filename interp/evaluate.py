@@ -105,7 +105,12 @@ def generate_jobs(
     """
     done: dict[str, dict[str, Any]] = {}
     if out.exists():
-        for line in out.read_text(encoding="utf-8").splitlines():
+        raw = out.read_bytes()
+        if raw and not raw.endswith(b"\n"):  # a write cut short by a crash: drop the torn line
+            raw = raw[: raw.rfind(b"\n") + 1]
+            with open(out, "r+b") as f:
+                f.truncate(len(raw))
+        for line in raw.decode("utf-8").splitlines():
             if line.strip():
                 rec = json.loads(line)
                 done[rec["key"]] = rec
@@ -121,6 +126,7 @@ def generate_jobs(
             chunk = todo[start : start + batch_size]
             texts = generate(
                 model, tokenizer, [p for p, _ in chunk], settings, chat=False, batch_size=len(chunk),
+                add_special_tokens=False,  # prompts are chat-formatted already
                 adapter_names=[a for _, a in chunk] if hasattr(model, "peft_config") else None,
             )
             for (prompt, adapter), text in zip(chunk, texts, strict=True):

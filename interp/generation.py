@@ -42,6 +42,7 @@ def generate(
     chat: bool = True,
     batch_size: int = 8,
     adapter_names: Sequence[str] | None = None,
+    add_special_tokens: bool | None = None,
 ) -> list[str]:
     """Generate one answer per prompt, in batches.
 
@@ -53,6 +54,8 @@ def generate(
         settings: decoding settings; sampling is seeded per batch from ``settings.seed``.
         chat: format each prompt as one user turn with :func:`interp.chat.format_chat`.
         batch_size: prompts per ``generate`` call.
+        add_special_tokens: whether the tokenizer adds its special tokens (BOS); default: only
+            for raw text (``chat=False``). Pass False for prompts already chat-formatted.
         adapter_names: one PEFT adapter name per prompt (``"__base__"`` = adapters off), so that
             several trait adapters share one batch (peft's mixed-adapter inference).
 
@@ -72,7 +75,7 @@ def generate(
             return_tensors="pt",
             padding=True,
             # A chat template already holds its special tokens; raw text gets the tokenizer's.
-            add_special_tokens=not chat,
+            add_special_tokens=(not chat) if add_special_tokens is None else add_special_tokens,
         ).to(device)
         if settings.do_sample:
             torch.manual_seed(settings.seed + start)

@@ -100,3 +100,31 @@ def test_evaluate_names_missing_adapters(tiny_model_dir, tmp_path, capsys):
 @pytest.mark.parametrize("bad", [["--trait", "calm"], ["--method", "rlhf"]])
 def test_evaluate_rejects_unknown_names(bad, capsys):
     assert main(["evaluate", *bad]) == 1
+
+
+def test_generate_jobs_resumes_after_a_torn_line(tiny_model_dir, tmp_path):
+    from interp.evaluate import build_jobs, generate_jobs
+    from interp.generation import DecodeSettings
+    from interp.models import ModelConfig, load_model
+
+    lm = load_model(ModelConfig(model=str(tiny_model_dir), device="cpu"))
+    jobs = build_jobs(_rows(), lm.tokenizer, ["openness"], ["base"], 3, 0, 0)
+    out = tmp_path / "g.jsonl"
+    first = generate_jobs(lm.model, lm.tokenizer, jobs[:2], DecodeSettings(max_new_tokens=3), out, 2)
+    with open(out, "a", encoding="utf-8") as f:
+        f.write('{"key": "base|openness|t2", "te')  # killed mid-write
+    again = generate_jobs(lm.model, lm.tokenizer, jobs, DecodeSettings(max_new_tokens=3), out, 2)
+    assert again[:2] == first and len(again) == 3
+    assert len(out.read_text().splitlines()) == 3
+
+
+def test_evaluate_config_covers_merge_and_adapter_bytes(tmp_path):
+    from text2emoji.eval_cli import _file_hash
+    from text2emoji.train_cli import TrainStageConfig
+
+    assert TrainStageConfig(merge=True).config_hash() != TrainStageConfig(merge=False).config_hash()
+    f = tmp_path / "adapter_model.safetensors"
+    f.write_bytes(b"a")
+    h = _file_hash(f)
+    f.write_bytes(b"b")
+    assert _file_hash(f) != h and _file_hash(tmp_path / "missing") == ""

@@ -186,3 +186,13 @@ def test_held_out_loss_equals_transformers_loss(tiny_llama):
         total += loss * e.n_target
         n += e.n_target
     assert ours == pytest.approx(total / n, rel=1e-5)
+
+
+def test_a_leftover_temp_checkpoint_is_ignored(tmp_path):
+    import finetune.train as tr
+
+    (tmp_path / "checkpoints" / "step-2").mkdir(parents=True)
+    (tmp_path / "checkpoints" / "step-2" / "state.json").write_text("{}")
+    (tmp_path / "checkpoints" / "step-4.tmp").mkdir()
+    (tmp_path / "checkpoints" / "step-4.tmp" / "state.json").write_text("{}")
+    assert [p.name for p in tr._checkpoints(tmp_path)] == ["step-2"]

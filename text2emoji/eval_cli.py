@@ -54,7 +54,8 @@ class EvaluateConfig(ModelConfig):
 @dataclass
 class EvaluateStageConfig(EvaluateConfig):
     dataset_hash: str = option("", help="config hash of the dataset stage")
-    adapter_hashes: dict[str, str] | None = option(None, help="config hash of each trait's training stage")
+    adapter_hashes: dict[str, str] | None = option(
+        None, help="SHA-256 of each trait's adapter weights, and of the prompt files used")
 
 
 def _progress_printer():
@@ -67,6 +68,19 @@ def _progress_printer():
               file=sys.stderr, flush=True)
 
     return show
+
+
+def _file_hash(*paths: Any) -> str:
+    """SHA-256 over the files' bytes ("" for a missing file: load_adapters then names it)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in paths:
+        try:
+            h.update(p.read_bytes())
+        except OSError:
+            return ""
+    return h.hexdigest()[:16]
 
 
 def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
@@ -82,15 +96,17 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     )
     from interp.generation import DecodeSettings
     from interp.models import load_model
+    from interp.prompts import prompts_dir
     from text2emoji.pipeline import stage_dataset
-    from text2emoji.runs import open_stage, stage_status
+    from text2emoji.runs import open_stage
 
     dataset, dataset_hash = stage_dataset(cfg)
     traits = cfg.traits or list(TRAITS)
     methods = cfg.methods or list(METHODS)
     adapters_dir = Path(cfg.adapters or Path(cfg.out) / "train")
     adapter_paths = {t: adapters_dir / t / "adapter" for t in traits} if "peft" in methods else {}
-    hashes = {t: stage_status(adapters_dir / t)[1] or "" for t in adapter_paths}
+    hashes = {t: _file_hash(p / "adapter_model.safetensors") for t, p in adapter_paths.items()}
+    hashes["prompts"] = _file_hash(*(prompts_dir() / n for n in ("incontext.yaml", "icl_explain.yaml", "trait_profiles.yaml")))
     preset = PRESETS[cfg.preset]
     fields = {k: v for k, v in asdict(cfg).items()}
     fields["n_questions"] = preset["n_questions"] if cfg.n_questions is None else cfg.n_questions

@@ -33,6 +33,7 @@ class TrainStageConfig(TrainConfig):
     """What one trait's training stage depends on."""
 
     dataset_hash: str = option("", help="config hash of the dataset stage (covers its bytes)")
+    merge: bool = option(False, help="whether the stage also holds the merged model")
 
 
 def train_traits(cfg: TrainCommandConfig) -> dict[str, Any]:
@@ -50,7 +51,7 @@ def train_traits(cfg: TrainCommandConfig) -> dict[str, Any]:
     base = {k: getattr(cfg, k) for k in TrainConfig.__dataclass_fields__}
     results = {}
     for trait in traits:
-        scfg = TrainStageConfig(**{**base, "trait": trait}, dataset_hash=dataset_hash).resolved()
+        scfg = TrainStageConfig(**{**base, "trait": trait}, dataset_hash=dataset_hash, merge=cfg.merge).resolved()
         with open_stage(cfg.out, f"train/{trait}", scfg, force=cfg.force, seed=cfg.seed) as st:
             if not st.reused:
                 summary = train(scfg, rows, st.dir)
