@@ -159,7 +159,9 @@ def _save_checkpoint(out: Path, model: Any, opt: Any, sched: Any, state: dict[st
     tmp.mkdir(parents=True)
     model.save_pretrained(tmp / "adapter")
     torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                "torch_rng": torch.get_rng_state(), "python_rng": random.getstate()}, tmp / "trainer.pt")
+                "torch_rng": torch.get_rng_state(), "python_rng": random.getstate(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+               tmp / "trainer.pt")
     (tmp / "state.json").write_text(json.dumps(state))
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
@@ -234,6 +236,8 @@ def train(cfg: TrainConfig, rows: list[Row], out: str | Path) -> dict[str, Any]:
         opt.load_state_dict(blob["optimizer"])
         sched.load_state_dict(blob["scheduler"])
         torch.set_rng_state(blob["torch_rng"])
+        if blob.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(blob["cuda_rng"])  # dropout on the GPU
         random.setstate(blob["python_rng"])
         state = json.loads((last / "state.json").read_text())
         _log(f"train {cfg.trait}: resuming from {last.name}")
