@@ -18,7 +18,7 @@ import io
 import json
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -125,7 +125,9 @@ def generate_jobs(
         for start in range(0, len(todo), batch_size):
             chunk = todo[start : start + batch_size]
             texts = generate(
-                model, tokenizer, [p for p, _ in chunk], settings, chat=False, batch_size=len(chunk),
+                # each chunk its own sampling seed (generate seeds per call from settings.seed)
+                model, tokenizer, [p for p, _ in chunk], replace(settings, seed=settings.seed + start),
+                chat=False, batch_size=len(chunk),
                 add_special_tokens=False,  # prompts are chat-formatted already
                 adapter_names=[a for _, a in chunk] if hasattr(model, "peft_config") else None,
             )
