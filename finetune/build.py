@@ -146,19 +146,9 @@ def local_generator(model: str, max_new_tokens: int = 96, batch_size: int = 8, d
 
 def _read_done(out: Path) -> set[tuple[str, str]]:
     """(trait, topic) pairs already in ``out``; a torn last line (interrupted write) is cut."""
-    if not out.exists():
-        return set()
-    raw = out.read_bytes()
-    if raw and not raw.endswith(b"\n"):
-        raw = raw[: raw.rfind(b"\n") + 1]
-        with open(out, "r+b") as f:
-            f.truncate(len(raw))
-    done = set()
-    for line in raw.decode("utf-8").splitlines():
-        if line.strip():
-            rec = json.loads(line)
-            done.add((rec["trait"], " ".join(rec["topic"].lower().split())))
-    return done
+    from text2emoji.runs import read_appended_jsonl
+
+    return {(rec["trait"], " ".join(rec["topic"].lower().split())) for rec in read_appended_jsonl(out)}
 
 
 @dataclass

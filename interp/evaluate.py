@@ -28,7 +28,7 @@ from interp.generation import DecodeSettings, generate
 from interp.prompts import load_prompt
 from interp.stats import bootstrap_emoji_metrics
 from text2emoji.errors import UserError
-from text2emoji.runs import atomic_write_json, atomic_write_text
+from text2emoji.runs import atomic_write_json, atomic_write_text, read_appended_jsonl
 
 METHODS = ("base", "peft", "incontext")
 BASE = "__base__"  # peft's adapter name for "adapters off" in a mixed batch
@@ -103,17 +103,7 @@ def generate_jobs(
     Jobs with the same prompt and adapter share one generation (greedy decoding makes them
     identical; with sampling they share one sample, which keeps methods comparable).
     """
-    done: dict[str, dict[str, Any]] = {}
-    if out.exists():
-        raw = out.read_bytes()
-        if raw and not raw.endswith(b"\n"):  # a write cut short by a crash: drop the torn line
-            raw = raw[: raw.rfind(b"\n") + 1]
-            with open(out, "r+b") as f:
-                f.truncate(len(raw))
-        for line in raw.decode("utf-8").splitlines():
-            if line.strip():
-                rec = json.loads(line)
-                done[rec["key"]] = rec
+    done = {rec["key"]: rec for rec in read_appended_jsonl(out)}
     unique: dict[tuple[str, str], list[Job]] = {}
     for j in jobs:
         if j.key() not in done:

@@ -108,7 +108,7 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     hashes = {t: _file_hash(p / "adapter_model.safetensors") for t, p in adapter_paths.items()}
     hashes["prompts"] = _file_hash(*(prompts_dir() / n for n in ("incontext.yaml", "icl_explain.yaml", "trait_profiles.yaml")))
     preset = PRESETS[cfg.preset]
-    fields = {k: v for k, v in asdict(cfg).items()}
+    fields = asdict(cfg)
     fields["n_questions"] = preset["n_questions"] if cfg.n_questions is None else cfg.n_questions
     fields["max_new_tokens"] = preset["max_new_tokens"] if cfg.max_new_tokens is None else cfg.max_new_tokens
     scfg = EvaluateStageConfig(**fields, dataset_hash=dataset_hash, adapter_hashes=hashes)

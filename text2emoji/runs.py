@@ -76,6 +76,20 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
+def read_appended_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """Records of a JSONL file that a resumable stage appends to; a last line torn by a crash
+    (no trailing newline) is cut from the file, so appending can go on after it."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    raw = path.read_bytes()
+    if raw and not raw.endswith(b"\n"):
+        raw = raw[: raw.rfind(b"\n") + 1]
+        with open(path, "r+b") as f:
+            f.truncate(len(raw))
+    return [json.loads(line) for line in raw.decode("utf-8").splitlines() if line.strip()]
+
+
 def _git(*args: str) -> str | None:
     here = Path(__file__).resolve().parent
     try:
