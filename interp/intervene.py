@@ -1,0 +1,276 @@
+"""Causal tests on neurons: ablation and activation patching, each against random controls.
+
+* **Ablation**: in the post-PEFT model, set the candidate neurons' activations (the input of
+  the layer's ``down_proj``) to zero or to their mean, at every position, and measure the change
+  in the log-probability of the trait's emojis (and, with :func:`ablation_generation`, in the
+  emoji rate and ESR of generated answers).
+* **Patching**: in the base model (adapter off), replace the candidate neurons' activations by
+  their post-PEFT values at the same positions of the same sequence, and measure whether the
+  emojis' log-probability rises toward the post-PEFT model's.
+* **Controls**: the same intervention on ``k`` random neurons of the same layer (the candidates
+  excluded), many draws; the candidates' effect is placed in that distribution (an empirical
+  one-sided p-value) and every mean effect carries a bootstrap interval over prompts.
+
+The emoji metric per prompt is ``log P(any candidate emoji)``: the log of the summed exact
+probabilities of the trait's emojis (each teacher-forced over all its tokens).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from interp.capture import Encoded, capture, encode
+from interp.generation import DecodeSettings, generate
+from interp.hooks import resolve_site
+from interp.models import adapter_disabled
+from interp.neurons import bootstrap_mean
+from interp.stats import bootstrap_emoji_metrics
+from interp.tracing import emoji_logprobs, emoji_token_ids, score_continuations
+
+
+@dataclass
+class Patch:
+    """What the intervention hook writes: fixed values ``[k]`` (ablation) or, for patching,
+    per-row values ``[batch, pos, k]`` set before each forward pass."""
+
+    neurons: torch.Tensor
+    values: torch.Tensor | None = None  # [k] broadcast over batch and positions
+    per_row: torch.Tensor | None = None  # [batch, pos, k], aligned with the padded batch
+
+
+@contextlib.contextmanager
+def intervention(model: Any, patch: Patch, site: str = "blocks.-1.mlp.hook_post") -> Iterator[Patch]:
+    """Overwrite ``patch.neurons`` at ``site`` (an input-read site such as ``mlp.hook_post``)
+    in every forward pass inside the block, generation steps included."""
+    hp = resolve_site(model, site)
+    if hp.read != "input":
+        raise ValueError(f"interventions write neuron activations ({site} is not an input site)")
+
+    def pre_hook(_mod, args):
+        x = args[0].clone()
+        idx = patch.neurons.to(x.device)
+        if patch.per_row is not None:
+            x[..., idx] = patch.per_row.to(x.device, x.dtype)[:, -x.shape[1]:]
+        else:
+            x[..., idx] = patch.values.to(x.device, x.dtype)  # type: ignore[union-attr]
+        return (x, *args[1:])
+
+    handle = hp.module.register_forward_pre_hook(pre_hook)
+    try:
+        yield patch
+    finally:
+        handle.remove()
+
+
+def ablation_patch(neurons: Sequence[int], mode: str, means: np.ndarray | None = None) -> Patch:
+    idx = torch.as_tensor(list(neurons), dtype=torch.long)
+    if mode == "zero":
+        return Patch(idx, torch.zeros(len(idx)))
+    if mode == "mean":
+        if means is None:
+            raise ValueError("mean ablation needs each neuron's mean activation")
+        return Patch(idx, torch.as_tensor(np.asarray(means)[idx.numpy()], dtype=torch.float32))
+    raise ValueError(f"ablation mode must be 'zero' or 'mean', not {mode!r}")
+
+
+def any_emoji_logprob(lp: np.ndarray) -> np.ndarray:
+    """Per prompt: log P(any of the emojis) from ``[prompts, emojis]`` log-probabilities.
+
+    >>> float(np.round(any_emoji_logprob(np.log([[0.1, 0.2]]))[0], 6)) == float(np.round(np.log(0.3), 6))
+    True
+    """
+    m = lp.max(1, keepdims=True)
+    return (m + np.log(np.exp(lp - m).sum(1, keepdims=True)))[:, 0]
+
+
+def random_draws(d: int, k: int, exclude: Sequence[int], n: int, seed: int) -> list[list[int]]:
+    """``n`` sets of ``k`` distinct neurons from ``range(d)`` minus ``exclude`` (seeded)."""
+    pool = np.setdiff1d(np.arange(d), np.asarray(list(exclude), dtype=int))
+    if n > 0 and len(pool) < k:
+        raise ValueError(f"cannot draw {k} random neurons from {len(pool)}")
+    rng = np.random.default_rng(seed)
+    return [sorted(rng.choice(pool, size=k, replace=False).tolist()) for _ in range(n)]
+
+
+def _effect(deltas: np.ndarray, n_boot: int, seed: int) -> dict[str, float]:
+    lo, hi = bootstrap_mean(deltas[:, None], n_boot, seed)
+    return {"mean": float(deltas.mean()), "ci_lo": float(lo[0]), "ci_hi": float(hi[0])}
+
+
+def _control(candidate: float, random_means: np.ndarray, lower_is_stronger: bool) -> dict[str, Any] | None:
+    """Where the candidates' mean effect falls in the random draws' mean effects (None: no draws)."""
+    r = np.asarray(random_means, dtype=float)
+    if len(r) == 0:
+        return None
+    as_extreme = (r <= candidate) if lower_is_stronger else (r >= candidate)
+    sd = r.std(ddof=1) if len(r) > 1 else float("nan")
+    return {
+        "n_draws": int(len(r)), "mean": float(r.mean()), "sd": float(sd),
+        "p2_5": float(np.percentile(r, 2.5)), "p97_5": float(np.percentile(r, 97.5)),
+        "p_empirical": float((1 + as_extreme.sum()) / (1 + len(r))),
+        "z": float((candidate - r.mean()) / sd) if sd and sd > 0 else None,
+        "draws": [float(x) for x in r],
+    }
+
+
+def neuron_means(model: Any, tokenizer: Any, prompts: Sequence[str], *, chat: bool = True,
+                 site: str = "blocks.-1.mlp.hook_post") -> np.ndarray:
+    """Each neuron's mean activation over every real token of ``prompts`` (mean ablation)."""
+    acts = capture(model, tokenizer, prompts, site=site, position="all", chat=chat).activations
+    return np.asarray(acts).mean(0)
+
+
+def ablation_experiment(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    emojis: Sequence[str],
+    neurons: Sequence[int],
+    *,
+    mode: str = "zero",
+    means: np.ndarray | None = None,
+    n_random: int = 100,
+    seed: int = 0,
+    chat: bool = True,
+    site: str = "blocks.-1.mlp.hook_post",
+    n_boot: int = 2000,
+    batch_size: int = 16,
+) -> dict[str, Any]:
+    """Change in ``log P(any candidate emoji)`` when ``neurons`` are ablated, vs random sets.
+
+    Runs the model as it stands (load the post-PEFT model: base + trait adapter).
+    """
+    d = _layer_width(model, site)
+    if mode == "mean" and means is None:
+        means = neuron_means(model, tokenizer, prompts, chat=chat, site=site)
+    base = any_emoji_logprob(emoji_logprobs(model, tokenizer, prompts, emojis, chat=chat, batch_size=batch_size))
+
+    def run(ns: Sequence[int]) -> np.ndarray:
+        with intervention(model, ablation_patch(ns, mode, means), site):
+            lp = emoji_logprobs(model, tokenizer, prompts, emojis, chat=chat, batch_size=batch_size)
+        return any_emoji_logprob(lp) - base
+
+    cand = run(neurons)
+    rand = [run(ns).mean() for ns in random_draws(d, len(neurons), neurons, n_random, seed)]
+    return {
+        "mode": mode, "k": len(neurons), "neurons": [int(n) for n in neurons], "emojis": list(emojis),
+        "n_prompts": len(prompts), "baseline_logprob": _effect(base, n_boot, seed),
+        "candidate_delta": _effect(cand, n_boot, seed), "per_prompt_delta": cand.tolist(),
+        "random_control": _control(float(cand.mean()), np.array(rand), lower_is_stronger=True),
+    }
+
+
+def _layer_width(model: Any, site: str) -> int:
+    mod = resolve_site(model, site).module
+    return int(getattr(mod, "base_layer", mod).in_features)
+
+
+def ablation_generation(
+    model: Any,
+    tokenizer: Any,
+    questions: Sequence[str],
+    neurons: Sequence[int],
+    *,
+    mode: str = "zero",
+    means: np.ndarray | None = None,
+    n_random: int = 3,
+    seed: int = 0,
+    settings: DecodeSettings = DecodeSettings(max_new_tokens=48),
+    site: str = "blocks.-1.mlp.hook_post",
+    batch_size: int = 16,
+) -> dict[str, Any]:
+    """Emoji rate and ESR of generated answers: as is, with ``neurons`` ablated, and with
+    ``n_random`` random sets of as many neurons ablated (generation is costly: few draws)."""
+    d = _layer_width(model, site)
+    if mode == "mean" and means is None:
+        means = neuron_means(model, tokenizer, questions, site=site)
+
+    def answers(ns: Sequence[int] | None) -> list[str]:
+        if ns is None:
+            return generate(model, tokenizer, questions, settings, batch_size=batch_size)
+        with intervention(model, ablation_patch(ns, mode, means), site):
+            return generate(model, tokenizer, questions, settings, batch_size=batch_size)
+
+    def metrics(ans: list[str]) -> dict[str, Any]:
+        m = bootstrap_emoji_metrics(ans, seed=seed)
+        return {"emoji_rate": m["emoji_rate"], "esr": m["esr"], "top_emojis": m["counts"]["top_emojis"]}
+
+    intact = answers(None)
+    ablated = answers(neurons)
+    draws = [metrics(answers(ns)) for ns in random_draws(d, len(neurons), neurons, n_random, seed)]
+    return {
+        "mode": mode, "k": len(neurons), "n_questions": len(questions), "decode": vars(settings),
+        "intact": metrics(intact), "ablated": metrics(ablated), "random": draws,
+        "examples": [{"question": q, "intact": a, "ablated": b} for q, a, b in list(zip(questions, intact, ablated))[:5]],
+    }
+
+
+def patching_experiment(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    emojis: Sequence[str],
+    neurons: Sequence[int],
+    *,
+    n_random: int = 100,
+    seed: int = 0,
+    chat: bool = True,
+    site: str = "blocks.-1.mlp.hook_post",
+    n_boot: int = 2000,
+    batch_size: int = 16,
+) -> dict[str, Any]:
+    """Patch post-PEFT values of ``neurons`` into the base model (``model`` is base + adapter;
+    the base is the same model with the adapter disabled) and measure the emojis' log-prob.
+
+    Per prompt: ``base``, ``post`` and ``patched`` log P(any emoji); the effect is
+    ``patched - base`` and the fraction of the gap recovered ``(patched - base) / (post - base)``
+    (over the mean gap). Random sets of as many neurons are patched the same way as the control.
+    """
+    d = _layer_width(model, site)
+    enc = encode(tokenizer, prompts, chat=chat)
+    toks = [emoji_token_ids(tokenizer, e) for e in emojis]
+    pairs = [(p.ids, t) for p in enc for t in toks]
+    pad = getattr(tokenizer, "pad_token_id", None) or 0
+    # post-PEFT values of every neuron at every position of every (prompt + emoji) sequence
+    seq_acts = capture(model, tokenizer, [Encoded(list(a) + list(b)) for a, b in pairs],
+                       site=site, position="all", batch_size=batch_size)
+
+    def score(patch: Patch | None) -> np.ndarray:
+        if patch is None:
+            s = score_continuations(model, pairs, pad_id=pad, batch_size=batch_size)
+        else:
+            def before(idx: list[int], mask: torch.Tensor) -> None:
+                width = mask.shape[1]
+                rows = torch.zeros(len(idx), width, len(patch.neurons))
+                for r, i in enumerate(idx):
+                    v = torch.from_numpy(np.asarray(seq_acts.prompt(i))[:, patch.neurons.numpy()])
+                    rows[r, width - len(v):] = v
+                patch.per_row = rows
+
+            with intervention(model, patch, site):
+                s = score_continuations(model, pairs, pad_id=pad, batch_size=batch_size, before_forward=before)
+        return any_emoji_logprob(np.array([x.total for x in s]).reshape(len(prompts), len(emojis)))
+
+    post = score(None)
+    with adapter_disabled(model):
+        base = score(None)
+        cand = score(Patch(torch.as_tensor(list(neurons), dtype=torch.long)))
+        rand_sets = random_draws(d, len(neurons), neurons, n_random, seed)
+        rand = [(score(Patch(torch.as_tensor(ns, dtype=torch.long))) - base).mean() for ns in rand_sets]
+    gap = float((post - base).mean())
+    effect = cand - base
+    return {
+        "k": len(neurons), "neurons": [int(n) for n in neurons], "emojis": list(emojis),
+        "n_prompts": len(prompts), "base_logprob": _effect(base, n_boot, seed),
+        "post_logprob": _effect(post, n_boot, seed), "patched_logprob": _effect(cand, n_boot, seed),
+        "candidate_delta": _effect(effect, n_boot, seed), "post_minus_base": _effect(post - base, n_boot, seed),
+        "fraction_recovered": float(effect.mean() / gap) if abs(gap) > 1e-9 else None,
+        "per_prompt_delta": effect.tolist(),
+        "random_control": _control(float(effect.mean()), np.array(rand), lower_is_stronger=False),
+    }

@@ -1,0 +1,242 @@
+"""Neuron-level statistics: post-minus-pre diffs, emoji selectivity, overlap, direct logit
+attribution.
+
+The design is paired: every probe prompt is run through the base model (pre) and the base +
+trait adapter (post), so the unit of analysis is the per-prompt difference ``post - pre``.
+
+* **Mean increase** of neuron n: the mean of its differences over prompts, with a percentile
+  bootstrap interval (prompts resampled).
+* **Standardized effect**: Cohen's d_z = mean / sd of the differences (ddof 1).
+* **Permutation test across prompts**: under "the adapter changes nothing", pre and post are
+  exchangeable within a prompt, so each difference's sign is flipped at random; ``p_perm`` is
+  two-sided per neuron and ``p_fwer`` compares with the largest |mean| over all neurons of each
+  permutation (family-wise over the layer).
+* **Emoji selectivity**: for sentences that exist with and without an emoji, the per-pair
+  difference ``act(with emoji) - act(without)``; its mean and d_z per neuron.
+* **Direct logit attribution (DLA)**: a last-layer neuron writes ``W_out[n]`` into the residual
+  stream; through the final norm's weight γ and the unembedding this adds
+  ``act · (W_out[n] ⊙ γ) · W_U[t] / rms`` to token t's logit (rms of the final residual).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from interp.hooks import arch_spec, n_layers, resolve_site
+
+
+@dataclass
+class NeuronDiff:
+    """Per-neuron statistics of ``post - pre`` over prompts."""
+
+    delta: np.ndarray  # [prompts, d]
+    pre_mean: np.ndarray  # [d]
+    post_mean: np.ndarray  # [d]
+    mean: np.ndarray  # [d] mean increase
+    sd: np.ndarray  # [d]
+    effect: np.ndarray  # [d] d_z (0 where sd == 0)
+    p_perm: np.ndarray  # [d]
+    p_fwer: np.ndarray  # [d]
+    n_perm: int
+
+    def rank(self, by: str = "mean", k: int | None = None) -> np.ndarray:
+        """Neuron indices, largest increase first (``by`` = ``mean`` or ``effect``)."""
+        if by not in ("mean", "effect"):
+            raise ValueError(f"rank by 'mean' or 'effect', not {by!r}")
+        order = np.argsort(-getattr(self, by), kind="stable")
+        return order if k is None else order[:k]
+
+
+def _dz(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    mean = x.mean(0)
+    sd = x.std(0, ddof=1) if len(x) > 1 else np.zeros_like(mean)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        effect = np.where(sd > 0, mean / np.where(sd > 0, sd, 1), 0.0)
+    return mean, sd, effect
+
+
+def neuron_diff(
+    pre: Float[np.ndarray, "prompts d"],
+    post: Float[np.ndarray, "prompts d"],
+    n_perm: int = 2000,
+    seed: int = 0,
+) -> NeuronDiff:
+    """Paired statistics of ``post - pre`` for every neuron (see the module docstring).
+
+    >>> pre = np.zeros((8, 3)); post = pre.copy(); post[:, 0] = 1 + 0.1 * np.arange(8)
+    >>> d = neuron_diff(pre, post, n_perm=500)
+    >>> int(d.rank()[0]), bool(d.p_perm[0] < 0.02), float(d.p_perm[1])
+    (0, True, 1.0)
+    """
+    pre = np.asarray(pre, dtype=np.float64)
+    post = np.asarray(post, dtype=np.float64)
+    if pre.shape != post.shape or pre.ndim != 2:
+        raise ValueError(f"pre and post must both be [prompts, d]; got {pre.shape} and {post.shape}")
+    delta = post - pre
+    mean, sd, effect = _dz(delta)
+    rng = np.random.default_rng(seed)
+    signs = rng.choice([-1.0, 1.0], size=(n_perm, len(delta)))
+    null = np.abs(signs @ delta) / len(delta)  # [n_perm, d]
+    obs = np.abs(mean) - 1e-12  # ties count as at least as extreme
+    p_perm = (1 + (null >= obs).sum(0)) / (1 + n_perm)
+    max_null = null.max(1)
+    p_fwer = (1 + (max_null[:, None] >= obs[None, :]).sum(0)) / (1 + n_perm)
+    return NeuronDiff(delta, pre.mean(0), post.mean(0), mean, sd, effect, p_perm, p_fwer, n_perm)
+
+
+def bootstrap_mean(
+    x: Float[np.ndarray, "n cols"], n_boot: int = 2000, seed: int = 0, level: float = 0.95
+) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile bootstrap interval of each column's mean (rows resampled).
+
+    >>> lo, hi = bootstrap_mean(np.arange(10.0)[:, None], n_boot=500)
+    >>> bool(lo[0] < 4.5 < hi[0])
+    True
+    """
+    x = np.asarray(x, dtype=np.float64)
+    idx = np.random.default_rng(seed).integers(0, len(x), size=(n_boot, len(x)))
+    means = x[idx].mean(1)  # [n_boot, cols]
+    q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
+    lo, hi = np.percentile(means, q, axis=0)
+    return lo, hi
+
+
+def top_table(diff: NeuronDiff, k: int = 20, by: str = "mean", n_boot: int = 2000, seed: int = 0) -> list[dict[str, Any]]:
+    """The top-``k`` neurons by ``by``, each with its statistics and a bootstrap interval."""
+    idx = diff.rank(by, k)
+    lo, hi = bootstrap_mean(diff.delta[:, idx], n_boot, seed)
+    return [
+        {
+            "rank": r + 1, "neuron": int(n), "mean_increase": float(diff.mean[n]),
+            "ci_lo": float(lo[r]), "ci_hi": float(hi[r]), "effect_dz": float(diff.effect[n]),
+            "p_perm": float(diff.p_perm[n]), "p_fwer": float(diff.p_fwer[n]),
+            "pre_mean": float(diff.pre_mean[n]), "post_mean": float(diff.post_mean[n]),
+        }
+        for r, n in enumerate(idx)
+    ]
+
+
+@dataclass
+class Selectivity:
+    """Per-neuron emoji selectivity over (emoji variant, emoji-free) prompt pairs."""
+
+    delta: np.ndarray  # [pairs, d]
+    mean: np.ndarray  # [d]
+    effect: np.ndarray  # [d]
+
+    def rank(self, k: int | None = None) -> np.ndarray:
+        order = np.argsort(-self.effect, kind="stable")
+        return order if k is None else order[:k]
+
+
+def emoji_selectivity(acts: Float[np.ndarray, "prompts d"], pairs: Sequence[tuple[int, int]]) -> Selectivity:
+    """How much each neuron separates the emoji and emoji-free variants of one sentence.
+
+    >>> a = np.array([[0.0, 1.0], [2.0, 1.0], [0.5, 1.0], [2.0, 1.0]])
+    >>> s = emoji_selectivity(a, [(1, 0), (3, 2)])
+    >>> s.mean.tolist(), int(s.rank()[0])
+    ([1.75, 0.0], 0)
+    """
+    if not pairs:
+        raise ValueError("emoji selectivity needs at least one (emoji, emoji-free) pair")
+    acts = np.asarray(acts, dtype=np.float64)
+    delta = np.stack([acts[e] - acts[p] for e, p in pairs])
+    mean, _, effect = _dz(delta)
+    return Selectivity(delta, mean, effect)
+
+
+def overlap(top: dict[str, Sequence[int]]) -> dict[str, Any]:
+    """Jaccard overlap of each pair of traits' top-neuron sets, and neurons shared by several.
+
+    >>> o = overlap({"a": [1, 2, 3], "b": [2, 3, 4]})
+    >>> o["jaccard"]["a"]["b"], o["shared"]
+    (0.5, [{'neuron': 2, 'traits': ['a', 'b']}, {'neuron': 3, 'traits': ['a', 'b']}])
+    """
+    names = list(top)
+    sets = {t: set(map(int, v)) for t, v in top.items()}
+    jac = {a: {b: len(sets[a] & sets[b]) / max(1, len(sets[a] | sets[b])) for b in names} for a in names}
+    counts: dict[int, list[str]] = {}
+    for t in names:
+        for n in sets[t]:
+            counts.setdefault(n, []).append(t)
+    shared = [{"neuron": n, "traits": ts} for n, ts in sorted(counts.items()) if len(ts) > 1]
+    shared.sort(key=lambda r: (-len(r["traits"]), r["neuron"]))
+    return {"jaccard": jac, "shared": shared}
+
+
+# --- direct logit attribution ---------------------------------------------------------------
+
+
+@torch.no_grad()
+def neuron_output_weights(model: Any, layer: int = -1) -> Float[Tensor, "d_mlp d_model"]:
+    """Row n = what neuron n of ``layer`` writes into the residual stream per unit activation.
+
+    Read by running the layer's ``down_proj`` on the identity, so LoRA deltas and 4-bit weights
+    count exactly as the model computes them (a bias, if any, is removed).
+    """
+    down = resolve_site(model, f"blocks.{layer}.mlp.hook_post").module
+    p = next(model.parameters())
+    d_mlp = _in_features(down)
+    eye = torch.eye(d_mlp, device=p.device, dtype=_compute_dtype(model))
+    zero = torch.zeros(1, d_mlp, device=p.device, dtype=eye.dtype)
+    return (down(eye) - down(zero)).float()
+
+
+def _in_features(module: Any) -> int:
+    base = getattr(module, "base_layer", module)
+    return int(base.in_features)
+
+
+def _compute_dtype(model: Any) -> torch.dtype:
+    for p in model.parameters():
+        if p.dtype.is_floating_point:
+            return p.dtype
+    return torch.float32
+
+
+@torch.no_grad()
+def final_norm_scale(model: Any) -> Float[Tensor, "d_model"]:
+    """γ of the final RMSNorm as the model applies it (``1 + w`` for Gemma), read by applying
+    the norm to a constant vector whose rms is exactly its value."""
+    root = model.get_base_model() if hasattr(model, "get_base_model") else model
+    norm = root.get_submodule(arch_spec(model).final_norm)
+    d = root.config.hidden_size
+    c = 1e3
+    x = torch.full((1, d), c, device=next(model.parameters()).device, dtype=_compute_dtype(model))
+    eps = float(getattr(norm, "variance_epsilon", getattr(norm, "eps", 0.0)))
+    return (norm(x)[0].float() * (c**2 + eps) ** 0.5 / c)
+
+
+def unembedding(model: Any) -> Float[Tensor, "vocab d_model"]:
+    return model.get_output_embeddings().weight.float()
+
+
+@torch.no_grad()
+def neuron_token_dla(model: Any, token_ids: Sequence[int], layer: int = -1) -> Float[Tensor, "d_mlp tokens"]:
+    """Weight-based DLA: ``(W_out[n] ⊙ γ) · W_U[t]`` for every neuron n and token t.
+
+    Multiply by the neuron's activation and divide by the final residual's rms to get its direct
+    contribution to the logit at one position (:func:`neuron_dla_at`).
+    """
+    if layer % n_layers(model) != n_layers(model) - 1:
+        raise ValueError("direct logit attribution here is for last-layer neurons (layer -1)")
+    w_out = neuron_output_weights(model, layer)
+    gamma = final_norm_scale(model)
+    w_u = unembedding(model)[list(token_ids)]  # [tokens, d_model]
+    return (w_out * gamma) @ w_u.T
+
+
+def neuron_dla_at(
+    acts: Float[Tensor, "d_mlp"], resid_final: Float[Tensor, "d_model"], weights: Float[Tensor, "d_mlp tokens"], eps: float = 1e-6
+) -> Float[Tensor, "d_mlp tokens"]:
+    """Each neuron's direct contribution to each token's logit at one position, with the final
+    norm's scale frozen at ``resid_final`` (the residual stream after the last layer)."""
+    rms = torch.sqrt(resid_final.float().pow(2).mean() + eps)
+    return acts.float()[:, None] * weights / rms

@@ -1,0 +1,150 @@
+"""Exact emoji probabilities and logit lens.
+
+Byte-level BPE splits most emojis into 2-4 tokens, so the probability of an emoji is over its
+whole token sequence, teacher-forced: ``log P(e | prompt) = Σ_i log P(t_i | prompt, t_<i)``.
+Emojis are tokenized on their own (``add_special_tokens=False``), with and without a leading
+space, and appended to the prompt's ids, so the prompt's tokens never merge with the emoji's.
+
+The logit lens decodes the same quantity from the residual stream after every layer: the final
+norm, then the unembedding, at the positions that predict the emoji's tokens. After the last
+layer it is exactly the model's own log-probability.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from interp.capture import encode, pad_left
+from interp.hooks import arch_spec, n_layers, record_activations
+
+
+def emoji_token_ids(tokenizer: Any, emoji: str, leading_space: bool = False) -> list[int]:
+    """The emoji's tokens as they follow a prompt (never with BOS)."""
+    ids = tokenizer((" " if leading_space else "") + emoji, add_special_tokens=False)["input_ids"]
+    if not ids:
+        raise ValueError(f"emoji {emoji!r} tokenizes to nothing")
+    return list(ids)
+
+
+@dataclass(frozen=True)
+class Scored:
+    total: float  # log P of the whole continuation
+    per_token: list[float]
+
+
+@torch.no_grad()
+def score_continuations(
+    model: Any,
+    pairs: Sequence[tuple[Sequence[int], Sequence[int]]],
+    *,
+    pad_id: int = 0,
+    batch_size: int = 16,
+    before_forward: Callable[[list[int], torch.Tensor], None] | None = None,
+) -> list[Scored]:
+    """Teacher-forced log-probability of each ``(prompt_ids, continuation_ids)`` pair.
+
+    ``before_forward(batch_indices, attention_mask)`` is called before each batch's forward
+    pass (interventions use it to line their values up with the batch).
+    """
+    device = next(model.parameters()).device
+    out: list[Scored | None] = [None] * len(pairs)
+    order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        seqs = [list(pairs[i][0]) + list(pairs[i][1]) for i in idx]
+        ids, mask, pos = pad_left(seqs, pad_id, device)
+        if before_forward is not None:
+            before_forward(idx, mask)
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=pos).logits.float()
+        logp = torch.log_softmax(logits, -1)
+        width = ids.shape[1]
+        for row, i in enumerate(idx):
+            m = len(pairs[i][1])
+            # position p predicts token p+1: the continuation's tokens sit at width-m .. width-1
+            preds = logp[row, width - m - 1:width - 1]
+            toks = ids[row, width - m:]
+            lp = preds.gather(-1, toks[:, None])[:, 0].tolist()
+            out[i] = Scored(float(sum(lp)), lp)
+    return out  # type: ignore[return-value]
+
+
+def emoji_logprobs(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    emojis: Sequence[str],
+    *,
+    chat: bool = True,
+    leading_space: bool = False,
+    batch_size: int = 16,
+    before_forward: Callable[[list[int], torch.Tensor], None] | None = None,
+) -> np.ndarray:
+    """``[prompts, emojis]`` exact log P(emoji | prompt) (rows in the order of the pairs
+    ``(p, e)`` for p in prompts for e in emojis, as ``before_forward`` sees them)."""
+    enc = encode(tokenizer, prompts, chat=chat)
+    toks = [emoji_token_ids(tokenizer, e, leading_space) for e in emojis]
+    pairs = [(p.ids, t) for p in enc for t in toks]
+    pad = getattr(tokenizer, "pad_token_id", None) or 0
+    scored = score_continuations(model, pairs, pad_id=pad, batch_size=batch_size, before_forward=before_forward)
+    return np.array([s.total for s in scored]).reshape(len(prompts), len(emojis))
+
+
+def emoji_report(
+    model: Any, tokenizer: Any, prompt: str, emojis: Sequence[str], *, chat: bool = False
+) -> list[dict[str, Any]]:
+    """Per emoji: its token ids and exact log-probability, with and without a leading space."""
+    rows = []
+    for e in emojis:
+        row: dict[str, Any] = {"emoji": e}
+        for key, space in (("no_space", False), ("leading_space", True)):
+            toks = emoji_token_ids(tokenizer, e, space)
+            enc = encode(tokenizer, [prompt], chat=chat)[0]
+            pad = getattr(tokenizer, "pad_token_id", None) or 0
+            s = score_continuations(model, [(enc.ids, toks)], pad_id=pad)[0]
+            row[key] = {
+                "token_ids": toks, "tokens": tokenizer.convert_ids_to_tokens(toks),
+                "logprob": s.total, "prob": float(np.exp(s.total)), "per_token_logprob": s.per_token,
+            }
+        rows.append(row)
+    return rows
+
+
+@torch.no_grad()
+def logit_lens(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    emoji: str,
+    *,
+    chat: bool = True,
+    leading_space: bool = False,
+) -> np.ndarray:
+    """``[prompts, layers]``: log P(emoji | prompt) decoded from the residual stream after each
+    layer (final norm, then unembedding), teacher-forced over all the emoji's tokens."""
+    enc = encode(tokenizer, prompts, chat=chat)
+    toks = emoji_token_ids(tokenizer, emoji, leading_space)
+    root = model.get_base_model() if hasattr(model, "get_base_model") else model
+    spec = arch_spec(model)
+    norm = root.get_submodule(spec.final_norm)
+    unembed = model.get_output_embeddings()
+    L = n_layers(model)
+    sites = [f"blocks.{i}.hook_resid_post" for i in range(L)]
+    device = next(model.parameters()).device
+    m = len(toks)
+    out = np.zeros((len(prompts), L))
+    pad = getattr(tokenizer, "pad_token_id", None) or 0
+    for i, e in enumerate(enc):
+        ids, mask, pos = pad_left([e.ids + toks], pad, device)
+        with record_activations(model, sites) as acts:
+            model(input_ids=ids, attention_mask=mask, position_ids=pos)
+        target = ids[0, -m:]
+        for layer in range(L):
+            resid = acts[f"blocks.{layer}.hook_resid_post"][0][0, -m - 1:-1]
+            logp = torch.log_softmax(unembed(norm(resid)).float(), -1)
+            out[i, layer] = float(logp.gather(-1, target[:, None]).sum())
+    return out

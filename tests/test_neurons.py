@@ -1,0 +1,194 @@
+"""Neuron statistics, DLA, emoji probabilities, logit lens and interventions, each checked
+against an independent computation (exact enumeration, the model's own logits, edited weights)."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from interp.hooks import record_activations
+from interp.intervene import (
+    ablation_experiment,
+    ablation_patch,
+    intervention,
+    patching_experiment,
+    random_draws,
+)
+from interp.models import ModelConfig, load_model
+from interp.neurons import (
+    emoji_selectivity,
+    neuron_diff,
+    neuron_dla_at,
+    neuron_token_dla,
+    top_table,
+)
+from interp.tracing import emoji_logprobs, logit_lens, score_continuations
+
+PROMPTS = ["the a is of", "w1 w2", "what are your thoughts on w3 w4 w5 w6", "you w9 w10"]
+EMOJIS = ["w20 w21", "w22", "w23 w24 w25"]  # multi-token stand-ins on the word-level tokenizer
+
+
+def test_permutation_p_matches_exact_enumeration():
+    rng = np.random.default_rng(3)
+    delta = rng.normal(0.4, 1.0, size=(8, 5))
+    pre = rng.normal(size=(8, 5))
+    d = neuron_diff(pre, pre + delta, n_perm=40000, seed=1)
+    signs = np.array(list(itertools.product([-1, 1], repeat=8)), dtype=float)
+    null = np.abs(signs @ delta) / 8
+    exact = (null >= np.abs(delta.mean(0)) - 1e-12).mean(0)
+    np.testing.assert_allclose(d.p_perm, exact, atol=0.01)
+    exact_fwer = (null.max(1)[:, None] >= np.abs(delta.mean(0)) - 1e-12).mean(0)
+    np.testing.assert_allclose(d.p_fwer, exact_fwer, atol=0.01)
+    assert (d.p_fwer >= d.p_perm).all()
+    np.testing.assert_allclose(d.mean, delta.mean(0))
+    np.testing.assert_allclose(d.effect, delta.mean(0) / delta.std(0, ddof=1))
+
+
+def test_top_table_ranks_and_intervals():
+    rng = np.random.default_rng(0)
+    pre = rng.normal(size=(12, 50))
+    post = pre + rng.normal(0, 0.1, size=(12, 50))
+    post[:, 7] += 2.0
+    post[:, 3] += 1.0
+    rows = top_table(neuron_diff(pre, post, n_perm=500), k=3)
+    assert [r["neuron"] for r in rows[:2]] == [7, 3]
+    for r in rows:
+        assert r["ci_lo"] <= r["mean_increase"] <= r["ci_hi"]
+    assert rows[0]["p_fwer"] < 0.01
+
+
+def test_selectivity_by_hand():
+    acts = np.array([[1.0, 0.0], [3.0, 0.5], [2.0, 0.0], [3.0, -0.5]])
+    s = emoji_selectivity(acts, [(1, 0), (3, 2)])
+    np.testing.assert_allclose(s.mean, [1.5, 0.0])
+    np.testing.assert_allclose(s.effect[0], 1.5 / np.std([2.0, 1.0], ddof=1))
+
+
+@pytest.fixture(scope="module")
+def lm(tiny_model_dir):
+    return load_model(ModelConfig(model=str(tiny_model_dir), device="cpu"))
+
+
+def step_by_step(model, tok, prompt, cont):
+    """Reference: one unpadded forward per continuation token."""
+    ids = tok(prompt)["input_ids"]
+    c = tok(cont, add_special_tokens=False)["input_ids"]
+    total = 0.0
+    with torch.no_grad():
+        for i, t in enumerate(c):
+            logits = model(input_ids=torch.tensor([ids + c[:i]])).logits[0, -1]
+            total += torch.log_softmax(logits, -1)[t].item()
+    return total
+
+
+def test_emoji_logprob_exact_over_all_tokens(lm):
+    got = emoji_logprobs(lm.model, lm.tokenizer, PROMPTS, EMOJIS, chat=False, batch_size=5)
+    for i, p in enumerate(PROMPTS):
+        for j, e in enumerate(EMOJIS):
+            assert got[i, j] == pytest.approx(step_by_step(lm.model, lm.tokenizer, p, e), abs=1e-4)
+
+
+def test_logit_lens_by_hand_and_last_layer_is_the_model(lm):
+    lens = logit_lens(lm.model, lm.tokenizer, PROMPTS, EMOJIS[0], chat=False)
+    exact = emoji_logprobs(lm.model, lm.tokenizer, PROMPTS, [EMOJIS[0]], chat=False)[:, 0]
+    np.testing.assert_allclose(lens[:, -1], exact, atol=1e-4)
+    # layer 0 by hand from transformers' hidden states
+    tok = lm.tokenizer
+    ids = tok(PROMPTS[0])["input_ids"]
+    c = tok(EMOJIS[0], add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        hs = lm.model(input_ids=torch.tensor([ids + c]), output_hidden_states=True).hidden_states
+        logp = torch.log_softmax(lm.model.lm_head(lm.model.model.norm(hs[1][0])), -1)
+    hand = sum(logp[len(ids) - 1 + i, t].item() for i, t in enumerate(c))
+    assert lens[0, 0] == pytest.approx(hand, abs=1e-4)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma"])
+def test_dla_sums_to_the_logit(arch):
+    """Σ_n DLA of last-layer neurons + the residual before the MLP, through the frozen final
+    norm, equals the model's logit of each token."""
+    from tests.conftest import tiny_model
+
+    model = tiny_model(arch)
+    ids = torch.randint(3, 100, (1, 6))
+    toks = [5, 17, 42]
+    sites = ["blocks.-1.mlp.hook_post", "blocks.-1.hook_mlp_out", "blocks.-1.hook_resid_post"]
+    with torch.no_grad(), record_activations(model, sites) as a:
+        logits = model(ids).logits[0, -1]
+    post = a["blocks.1.mlp.hook_post"][0][0, -1]
+    resid = a["blocks.1.hook_resid_post"][0][0, -1]
+    mlp_out = a["blocks.1.hook_mlp_out"][0][0, -1]
+    w = neuron_token_dla(model, toks)
+    dla = neuron_dla_at(post, resid, w, eps=model.config.rms_norm_eps)
+    from interp.neurons import final_norm_scale, unembedding
+
+    rms = torch.sqrt(resid.pow(2).mean() + model.config.rms_norm_eps)
+    rest = ((resid - mlp_out) * final_norm_scale(model)) @ unembedding(model)[toks].T / rms
+    torch.testing.assert_close(dla.sum(0) + rest, logits[toks], atol=1e-4, rtol=1e-4)
+
+
+def test_zero_ablation_equals_zeroed_weights(lm):
+    neurons = [3, 10, 77]
+    edited = copy.deepcopy(lm.model)
+    with torch.no_grad():
+        edited.model.layers[-1].mlp.down_proj.weight[:, neurons] = 0
+    ref = emoji_logprobs(edited, lm.tokenizer, PROMPTS, EMOJIS, chat=False)
+    with intervention(lm.model, ablation_patch(neurons, "zero")):
+        got = emoji_logprobs(lm.model, lm.tokenizer, PROMPTS, EMOJIS, chat=False)
+    np.testing.assert_allclose(got, ref, atol=1e-5)
+    res = ablation_experiment(lm.model, lm.tokenizer, PROMPTS, EMOJIS, neurons, n_random=5, chat=False, n_boot=200)
+    base = emoji_logprobs(lm.model, lm.tokenizer, PROMPTS, EMOJIS, chat=False)
+
+    def anylp(x):
+        return np.log(np.exp(x).sum(1))
+
+    np.testing.assert_allclose(res["per_prompt_delta"], anylp(ref) - anylp(base), atol=1e-5)
+    assert res["random_control"]["n_draws"] == 5
+
+
+def test_mean_ablation_sets_the_mean(lm):
+    means = np.arange(128, dtype=np.float32) / 100
+    seen = []
+    down = lm.model.model.layers[-1].mlp.down_proj
+    h = down.register_forward_hook(lambda m, a, o: seen.append(a[0].clone()))
+    try:
+        with intervention(lm.model, ablation_patch([1, 5], "mean", means)):
+            score_continuations(lm.model, [([4, 5, 6], [7])])
+    finally:
+        h.remove()
+    # a forward hook sees the input as forward received it, after the intervention's pre-hook
+    assert torch.allclose(seen[0][0, :, 1], torch.tensor(0.01)) and torch.allclose(seen[0][0, :, 5], torch.tensor(0.05))
+
+
+def test_random_draws_exclude_candidates():
+    draws = random_draws(20, 4, [0, 1, 2], n=50, seed=0)
+    assert all(len(set(d)) == 4 and not set(d) & {0, 1, 2} for d in draws)
+    assert len({tuple(d) for d in draws}) > 40
+
+
+def test_patching_all_neurons_recovers_post_exactly(tiny_model_dir, tmp_path):
+    """With an adapter only on the last layer's gate/up projections, base and post differ only
+    in the last layer's neuron activations: patching every neuron must recover post exactly."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(2)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    lora = get_peft_model(base, LoraConfig(r=4, lora_alpha=16, init_lora_weights=False,
+                                           target_modules=["gate_proj", "up_proj"], layers_to_transform=[1]))
+    lora.save_pretrained(tmp_path)
+    peft_lm = load_model(ModelConfig(model=str(tiny_model_dir), adapter=str(tmp_path), device="cpu"))
+    full = patching_experiment(peft_lm.model, peft_lm.tokenizer, PROMPTS, EMOJIS, list(range(128)),
+                               n_random=0, chat=False, n_boot=100)
+    assert abs(full["post_minus_base"]["mean"]) > 1e-3
+    np.testing.assert_allclose(full["patched_logprob"]["mean"], full["post_logprob"]["mean"], atol=1e-4)
+    assert full["fraction_recovered"] == pytest.approx(1.0, abs=1e-3)
+    assert full["random_control"] is None
+    some = patching_experiment(peft_lm.model, peft_lm.tokenizer, PROMPTS, EMOJIS, [0, 1, 2],
+                               n_random=4, chat=False, n_boot=100)
+    assert some["random_control"]["n_draws"] == 4
+    assert some["base_logprob"]["mean"] == pytest.approx(full["base_logprob"]["mean"])
