@@ -124,3 +124,128 @@ def loss_curves(curves: dict[str, list[dict[str, Any]]], out_dir: Path) -> list[
     ax.set_ylabel("loss per answer token")
     ax.legend(frameon=False)
     return save(fig, out_dir, "loss_curves")
+
+
+# --- mechanistic figures: each reads the JSON its stage wrote -------------------------------------
+
+
+def _read(path: Path) -> Any:
+    import json
+
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def draw_neurons(stage_dir: Path) -> list[Path]:
+    """Neuron-diff heatmap (top neurons x traits) and emoji selectivity vs mean increase."""
+    return neuron_heatmap(stage_dir) + selectivity(stage_dir)
+
+
+def neuron_heatmap(stage_dir: Path, k: int = 8) -> list[Path]:
+    """Mean post-minus-pre activation of the union of each trait's top-k neurons, per trait."""
+    import numpy as np
+
+    plt = _plt()
+    sel = _read(Path(stage_dir) / "selectivity.json")
+    tops = _read(Path(stage_dir) / "top_neurons.json")
+    traits = list(tops)
+    neurons = list(dict.fromkeys(r["neuron"] for t in traits for r in tops[t]["by_mean"][:k]))
+    m = np.array([[sel["mean_increase"][t][n] for t in traits] for n in neurons])
+    lim = float(np.abs(m).max()) or 1.0
+    fig, ax = plt.subplots(figsize=(0.5 * len(traits) + 1.4, 0.14 * len(neurons) + 0.9))
+    im = ax.imshow(m, cmap="PuOr_r", vmin=-lim, vmax=lim, aspect="auto")
+    ax.set_xticks(range(len(traits)), [t[:5] for t in traits])
+    ax.set_yticks(range(len(neurons)), [str(n) for n in neurons], fontsize=5)
+    ax.set_ylabel(f"neuron (top {k} per trait)")
+    fig.colorbar(im, ax=ax, shrink=0.7, label="mean increase, post − pre")
+    ax.set_title("last-layer neurons after PEFT")
+    return save(fig, stage_dir, "neuron_heatmap")
+
+
+def selectivity(stage_dir: Path) -> list[Path]:
+    """Per trait: each neuron's mean increase (x) against its emoji selectivity d_z after PEFT
+    (y); the trait's top-10 neurons by increase marked."""
+    from finetune.figures import TRAIT_COLORS
+
+    plt = _plt()
+    sel = _read(Path(stage_dir) / "selectivity.json")
+    tops = _read(Path(stage_dir) / "top_neurons.json")
+    traits = list(tops)
+    fig, axes = plt.subplots(1, len(traits), figsize=(1.45 * len(traits) + 0.5, 1.9), sharey=True, squeeze=False)
+    for ax, t in zip(axes[0], traits, strict=True):
+        x, y = sel["mean_increase"][t], sel["effect_post"][t]
+        ax.scatter(x, y, s=1, color="#BBBBBB", rasterized=True)
+        top = [r["neuron"] for r in tops[t]["by_mean"][:10]]
+        ax.scatter([x[n] for n in top], [y[n] for n in top], s=6, color=TRAIT_COLORS.get(t))
+        ax.axhline(0, color="black", lw=0.4)
+        ax.set_title(t[:5])
+    axes[0][0].set_ylabel("emoji selectivity (d_z)")
+    fig.supxlabel("mean increase after PEFT", fontsize=8)
+    fig.tight_layout()
+    return save(fig, stage_dir, "emoji_selectivity")
+
+
+def draw_trace(stage_dir: Path) -> list[Path]:
+    return emoji_prob(stage_dir) + logit_lens_curves(stage_dir)
+
+
+def emoji_prob(stage_dir: Path) -> list[Path]:
+    """Mean log P(any of the trait's emojis) per trait, pre and post, with each prompt's pair."""
+    import numpy as np
+
+    plt = _plt()
+    tr = _read(Path(stage_dir) / "trace.json")["traits"]
+    traits = list(tr)
+    fig, ax = plt.subplots(figsize=(3.4, 2.2))
+    for i, t in enumerate(traits):
+        pre, post = np.array(tr[t]["any_emoji_pre"]), np.array(tr[t]["any_emoji_post"])
+        for a, b in zip(pre, post, strict=True):
+            ax.plot([i - 0.15, i + 0.15], [a, b], color="#CCCCCC", lw=0.4)
+        ax.scatter([i - 0.15], [pre.mean()], color=METHOD_COLORS["pre"], s=14, zorder=3, label="pre" if i == 0 else None)
+        ax.scatter([i + 0.15], [post.mean()], color=METHOD_COLORS["post"], s=14, zorder=3, label="post" if i == 0 else None)
+    ax.set_xticks(range(len(traits)), [f"{t[:5]}\n{' '.join(tr[t]['emojis'])}" for t in traits])
+    ax.set_ylabel("log P(trait emoji)")
+    ax.legend(frameon=False, fontsize=6)
+    return save(fig, stage_dir, "emoji_prob")
+
+
+def logit_lens_curves(stage_dir: Path) -> list[Path]:
+    """log P(any of the trait's emojis) decoded after every layer; dashed pre, solid post."""
+    from finetune.figures import TRAIT_COLORS
+
+    plt = _plt()
+    tr = _read(Path(stage_dir) / "trace.json")["traits"]
+    fig, ax = plt.subplots(figsize=(3.4, 2.3))
+    for t, r in tr.items():
+        c = TRAIT_COLORS.get(t)
+        ax.plot(r["logit_lens_pre"], color=c, lw=0.8, ls="--")
+        ax.plot(r["logit_lens_post"], color=c, lw=1.2, label=t)
+    ax.set_xlabel("layer (residual stream after it)")
+    ax.set_ylabel("log P(trait emoji), mean")
+    ax.legend(frameon=False, fontsize=6)
+    ax.set_title("logit lens (dashed: pre, solid: post)")
+    return save(fig, stage_dir, "logit_lens")
+
+
+def draw_intervention(stage_dir: Path, file: str, name: str) -> list[Path]:
+    """Per trait: the random sets' effects (histogram) and the candidates' effect (line)."""
+    from finetune.figures import TRAIT_COLORS
+
+    plt = _plt()
+    res = _read(Path(stage_dir) / file)
+    panels = []
+    for t, r in res.items():
+        for mode in (("zero", "mean") if name == "ablation" else ("",)):
+            e = r.get(mode) if mode else r
+            if e and e.get("random_control"):
+                panels.append((t, mode, e))
+    if not panels:
+        return []
+    fig, axes = plt.subplots(1, len(panels), figsize=(1.3 * len(panels) + 0.5, 1.9), squeeze=False)
+    for ax, (t, mode, e) in zip(axes[0], panels, strict=True):
+        ax.hist(e["random_control"]["draws"], bins=15, color="#BBBBBB")
+        ax.axvline(e["candidate_delta"]["mean"], color=TRAIT_COLORS.get(t), lw=1.5)
+        ax.set_title(f"{t[:5]}{', ' + mode if mode else ''}\np={e['random_control']['p_empirical']:.2g}", fontsize=7)
+    axes[0][0].set_ylabel("random sets")
+    fig.supxlabel("Δ log P(trait emoji): top-k neurons (line) vs random k", fontsize=8)
+    fig.tight_layout()
+    return save(fig, stage_dir, name + "_vs_random")

@@ -181,13 +181,14 @@ def ablation_generation(
     means: np.ndarray | None = None,
     n_random: int = 3,
     seed: int = 0,
-    settings: DecodeSettings = DecodeSettings(max_new_tokens=48),
+    settings: DecodeSettings | None = None,
     site: str = "blocks.-1.mlp.hook_post",
     batch_size: int = 16,
 ) -> dict[str, Any]:
     """Emoji rate and ESR of generated answers: as is, with ``neurons`` ablated, and with
     ``n_random`` random sets of as many neurons ablated (generation is costly: few draws)."""
     d = _layer_width(model, site)
+    settings = settings or DecodeSettings(max_new_tokens=48)
     if mode == "mean" and means is None:
         means = neuron_means(model, tokenizer, questions, site=site)
 
@@ -207,7 +208,7 @@ def ablation_generation(
     return {
         "mode": mode, "k": len(neurons), "n_questions": len(questions), "decode": vars(settings),
         "intact": metrics(intact), "ablated": metrics(ablated), "random": draws,
-        "examples": [{"question": q, "intact": a, "ablated": b} for q, a, b in list(zip(questions, intact, ablated))[:5]],
+        "examples": [{"question": q, "intact": a, "ablated": b} for q, a, b in list(zip(questions, intact, ablated, strict=True))[:5]],
     }
 
 

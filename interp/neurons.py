@@ -202,7 +202,7 @@ def _compute_dtype(model: Any) -> torch.dtype:
 
 
 @torch.no_grad()
-def final_norm_scale(model: Any) -> Float[Tensor, "d_model"]:
+def final_norm_scale(model: Any) -> Float[Tensor, "d_model"]:  # noqa: F821
     """γ of the final RMSNorm as the model applies it (``1 + w`` for Gemma), read by applying
     the norm to a constant vector whose rms is exactly its value."""
     root = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -234,7 +234,10 @@ def neuron_token_dla(model: Any, token_ids: Sequence[int], layer: int = -1) -> F
 
 
 def neuron_dla_at(
-    acts: Float[Tensor, "d_mlp"], resid_final: Float[Tensor, "d_model"], weights: Float[Tensor, "d_mlp tokens"], eps: float = 1e-6
+    acts: Float[Tensor, "d_mlp"],  # noqa: F821
+    resid_final: Float[Tensor, "d_model"],  # noqa: F821
+    weights: Float[Tensor, "d_mlp tokens"],
+    eps: float = 1e-6,
 ) -> Float[Tensor, "d_mlp tokens"]:
     """Each neuron's direct contribution to each token's logit at one position, with the final
     norm's scale frozen at ``resid_final`` (the residual stream after the last layer)."""

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from interp.embedded import DEFAULT_MODEL, EMBEDDED
 from interp.models import ModelConfig
-from text2emoji import __version__, data_cli, eval_cli, train_cli
+from text2emoji import __version__, data_cli, eval_cli, probe_cli, train_cli
 from text2emoji.config import Config, ConfigError, add_arguments, config_from_args, option
 from text2emoji.errors import UserError
 from text2emoji.pipeline import RunConfig
@@ -113,6 +113,23 @@ COMMANDS = [
     Command(("evaluate",), eval_cli.EvaluateConfig, eval_cli.cmd_evaluate,
             "answers from base, PEFT and in-context models on each trait's test questions; the "
             "emoji table with bootstrap intervals (CSV, JSON, Markdown)"),
+    Command(("activations",), probe_cli.ActivationsConfig, probe_cli.cmd_activations,
+            "activations at one hook site for a file of prompts, streamed to .npy or "
+            ".safetensors (backends: torch, nnsight, transformer-lens)"),
+    Command(("emoji-prob",), probe_cli.EmojiProbConfig, probe_cli.cmd_emoji_prob,
+            "exact log-probability of whole emojis (all their tokens) after a prompt, with and "
+            "without a leading space; base and adapter; optional logit lens; JSON"),
+    Command(("neurons",), probe_cli.NeuronsConfig, lambda c: _print_json(probe_cli.neurons(c)),
+            "last-layer neurons pre/post PEFT on the probe suite: ranked diffs with bootstrap "
+            "intervals and permutation tests, emoji selectivity, overlap, DLA; tables, heatmaps"),
+    Command(("trace",), probe_cli.TraceConfig, lambda c: _print_json(probe_cli.trace(c)),
+            "each trait's emoji probability pre/post PEFT on the probe suite, and its logit lens"),
+    Command(("ablate",), probe_cli.AblateConfig, lambda c: _print_json(probe_cli.ablate(c)),
+            "zero/mean-ablate each trait's top neurons in the post-PEFT model vs random neuron "
+            "sets: emoji log-probability, emoji rate and ESR"),
+    Command(("patch",), probe_cli.PatchConfig, lambda c: _print_json(probe_cli.patch(c)),
+            "patch each trait's top neurons' post-PEFT values into the base model vs random "
+            "neuron sets: does the emoji probability rise?"),
     Command(("model", "fetch"), FetchConfig, cmd_fetch,
             "install, verify (SHA-256) and convert the embedded model into the cache"),
     Command(("model", "info"), ModelConfig, cmd_info,

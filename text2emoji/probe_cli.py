@@ -1,0 +1,665 @@
+"""The mechanistic commands: ``activations``, ``emoji-prob``, ``neurons``, ``trace``, ``ablate``,
+``patch``.
+
+``neurons``, ``trace``, ``ablate`` and ``patch`` are stages under ``OUT/`` (reused when their
+config is unchanged, like every stage); ``activations`` and ``emoji-prob`` are tools for one
+file or one prompt. Pre = the base model, post = base + the trait's adapter, on one loaded base
+with the adapter toggled (tests prove that equals the base loaded alone).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from interp.capture import DEFAULT_SITE
+from interp.models import ModelConfig
+from text2emoji.config import ConfigError, option
+from text2emoji.errors import UserError
+from text2emoji.runs import atomic_write_json, atomic_write_text, open_stage
+
+
+def _log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+class Progress:
+    """Prints ``done/total`` with an ETA from the mean time per item so far."""
+
+    def __init__(self, what: str, total: int):
+        self.what, self.total, self.done, self.t0 = what, total, 0, time.perf_counter()
+
+    def step(self, n: int = 1, note: str = "") -> None:
+        self.done += n
+        rate = self.done / max(time.perf_counter() - self.t0, 1e-9)
+        eta = (self.total - self.done) / rate if rate else 0.0
+        _log(f"{self.what}: {self.done}/{self.total}{' ' + note if note else ''}, ETA {eta:.0f}s")
+
+
+def _hash_files(*paths: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in paths:
+        try:
+            h.update(p.read_bytes())
+        except OSError:
+            return ""
+    return h.hexdigest()[:16]
+
+
+# --- text2emoji activations -----------------------------------------------------------------
+
+
+@dataclass
+class ActivationsConfig(ModelConfig):
+    """``text2emoji activations``."""
+
+    prompts: str = option("", help="JSONL with a 'text' field, or plain text with one prompt per line")
+    site: str = option(DEFAULT_SITE, help="canonical hook site (TransformerLens name)")
+    position: Literal["last", "all", "mean"] = option(
+        "last", help="last: each prompt's last token; all: every token (ragged, .safetensors); "
+        "mean: the mean over the 'answer' tokens where rows have one, else over all tokens")
+    chat: bool = option(False, help="wrap each prompt in the chat template (default: verbatim)")
+    backend: Literal["torch", "nnsight", "transformer-lens"] = option("torch", help="capture backend")
+    batch_size: int = option(8, help="prompts per forward pass")
+    out: str = option("", help="output .npy (float32 [n_prompts, d]) or .safetensors (tensor 'activations')")
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.prompts:
+            raise ConfigError("prompts: --prompts FILE is required")
+        if not self.out.endswith((".npy", ".safetensors")):
+            raise ConfigError(f"out: --out must end in .npy or .safetensors, got {self.out!r}")
+        if self.position == "all" and self.out.endswith(".npy"):
+            raise ConfigError("out: --position all is ragged; write it to a .safetensors file")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size: must be >= 1, got {self.batch_size}")
+
+
+def cmd_activations(cfg: ActivationsConfig) -> None:
+    from interp.capture import capture
+    from interp.models import load_model
+    from interp.textfiles import read_rows
+
+    rows = read_rows(cfg.prompts, field="text")
+    if not rows:
+        raise UserError(f"{cfg.prompts}: no prompts")
+    answers = None
+    if any("answer" in r for r in rows):
+        for r in rows:
+            if not isinstance(r.get("answer"), str):
+                raise UserError(f"{cfg.prompts}:{r['_line']}: field 'answer' must be a string in every row when one row has it")
+        answers = [r["answer"] for r in rows]
+    lm = load_model(cfg)
+    prog = Progress("activations", len(rows))
+    try:
+        res = capture(lm.model, lm.tokenizer, [r["text"] for r in rows], site=cfg.site, position=cfg.position,
+                      backend=cfg.backend, batch_size=cfg.batch_size, chat=cfg.chat, answers=answers,
+                      out=cfg.out, progress=lambda done, total: prog.step(done - prog.done))
+    except ValueError as e:
+        raise UserError(f"{cfg.prompts}: {e}") from e
+    print(json.dumps({"out": cfg.out, "shape": list(res.activations.shape), "site": res.site,
+                      "position": cfg.position, "backend": cfg.backend, "n_prompts": len(rows)}))
+
+
+# --- text2emoji emoji-prob ------------------------------------------------------------------
+
+
+@dataclass
+class EmojiProbConfig(ModelConfig):
+    """``text2emoji emoji-prob``."""
+
+    prompt: str = option("", help="the prompt text (verbatim unless --chat)")
+    emojis: list[str] = option([], help="an emoji to score (repeat the flag for several)", flag="--emoji", metavar="E")
+    chat: bool = option(False, help="wrap the prompt in the chat template as one user turn")
+    logit_lens: bool = option(False, help="also decode each emoji's log-prob after every layer")
+
+    def validate(self) -> None:
+        super().validate()
+        from interp.emojis import find_emojis
+
+        if not self.prompt:
+            raise ConfigError("prompt: --prompt TEXT is required")
+        if not self.emojis:
+            raise ConfigError("emojis: give at least one --emoji")
+        for e in self.emojis:
+            if find_emojis(e) != [e]:
+                raise ConfigError(f"emojis: {e!r} is not one RGI emoji")
+
+
+def emoji_prob(cfg: EmojiProbConfig) -> dict[str, Any]:
+    from interp.models import adapter_disabled, load_model
+    from interp.tracing import emoji_report, logit_lens
+
+    lm = load_model(cfg)
+
+    def one() -> list[dict[str, Any]]:
+        rows = emoji_report(lm.model, lm.tokenizer, cfg.prompt, cfg.emojis, chat=cfg.chat)
+        if cfg.logit_lens:
+            for r in rows:
+                r["logit_lens_logprob"] = logit_lens(lm.model, lm.tokenizer, [cfg.prompt], r["emoji"], chat=cfg.chat)[0].tolist()
+        return rows
+
+    out: dict[str, Any] = {"model": cfg.model, "adapter": cfg.adapter, "prompt": cfg.prompt, "chat": cfg.chat}
+    if cfg.adapter is None:
+        out["base"] = one()
+    else:
+        with adapter_disabled(lm.model):
+            out["base"] = one()
+        out["adapter_model"] = one()
+    return out
+
+
+def cmd_emoji_prob(cfg: EmojiProbConfig) -> None:
+    print(json.dumps(emoji_prob(cfg), indent=2, ensure_ascii=False))
+
+
+# --- shared by the stages ---------------------------------------------------------------------
+
+
+@dataclass
+class ProbeConfig(ModelConfig):
+    adapters: str | None = option(None, help="folder with <trait>/adapter (default: OUT/train)", hash=False)
+    traits: list[str] = option([], help="traits to analyse (default: all five)", flag="--trait")
+    probes: str | None = option(None, help="probe suite YAML (default: prompts/probe_prompts.yaml)", hash=False)
+    site: str = option(DEFAULT_SITE, help="hook site of the neurons (an MLP hook_post)")
+    seed: int = option(0, help="seed for permutations, bootstrap and random neuron draws")
+    n_boot: int = option(2000, help="bootstrap resamples for intervals")
+    batch_size: int = option(16, help="sequences per forward pass", hash=False)
+    out: str = option("results/main", help="run directory", hash=False)
+    force: bool = option(False, help="recompute even if finished with the same config", hash=False)
+
+    def validate(self) -> None:
+        super().validate()
+        from finetune.schema import TRAITS
+
+        if bad := [t for t in self.traits if t not in TRAITS]:
+            raise ConfigError(f"traits: unknown {', '.join(bad)}; valid: {', '.join(TRAITS)}")
+        if self.adapter is not None:
+            raise ConfigError("adapter: this command loads every trait's adapter from --adapters")
+        if ".mlp.hook_post" not in self.site:
+            raise ConfigError(f"site: neuron analyses read an MLP hook_post site, got {self.site!r}")
+
+    def trait_list(self) -> list[str]:
+        from finetune.schema import TRAITS
+
+        return list(self.traits or TRAITS)
+
+    def adapter_paths(self) -> dict[str, Path]:
+        root = Path(self.adapters or Path(self.out) / "train")
+        return {t: root / t / "adapter" for t in self.trait_list()}
+
+
+def _stage_config(cfg: ProbeConfig, extra: dict[str, Path] | None = None) -> Any:
+    """The stage's config: the command's fields plus the SHA-256 of every input file."""
+    from interp.probes import SUITE_FILE
+    from interp.prompts import prompts_dir
+
+    suite = Path(cfg.probes) if cfg.probes else prompts_dir() / SUITE_FILE
+    hashes = {t: _hash_files(p / "adapter_model.safetensors") for t, p in cfg.adapter_paths().items()}
+    hashes["probes"] = _hash_files(suite)
+    for name, p in (extra or {}).items():
+        hashes[name] = _hash_files(p)
+    fields = asdict(cfg)
+    fields["inputs"] = hashes
+    return _STAGE_CLASSES[type(cfg)](**fields)
+
+
+def _load_peft(cfg: ProbeConfig) -> Any:
+    from interp.evaluate import load_adapters
+    from interp.models import load_model
+
+    lm = load_model(cfg)
+    lm.model = load_adapters(lm.model, cfg.adapter_paths())
+    return lm
+
+
+def _suite(cfg: ProbeConfig) -> Any:
+    from interp.probes import load_probe_suite
+
+    return load_probe_suite(cfg.probes)
+
+
+def _write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    buf = io.StringIO()
+    if rows:
+        w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+# --- text2emoji neurons -----------------------------------------------------------------------
+
+
+@dataclass
+class NeuronsConfig(ProbeConfig):
+    """``text2emoji neurons``: last-layer neuron activations pre/post PEFT on the probe suite."""
+
+    k: int = option(20, help="top neurons listed per trait and ranking")
+    n_perm: int = option(5000, help="sign-flip permutations per trait")
+    backend: Literal["torch", "nnsight", "transformer-lens"] = option("torch", help="capture backend", hash=False)
+
+
+def neurons(cfg: NeuronsConfig) -> dict[str, Any]:
+    """Capture, diff, rank, selectivity, overlap and DLA; tables and figures in OUT/neurons/."""
+    scfg = _stage_config(cfg)
+    with open_stage(cfg.out, "neurons", scfg, force=cfg.force, seed=cfg.seed) as st:
+        if not st.reused:
+            _neurons(cfg, st.dir)
+        return st.read_json("summary.json")
+
+
+def _neurons(cfg: NeuronsConfig, out: Path) -> None:
+    from interp import figures
+    from interp.capture import capture
+    from interp.models import adapter_disabled
+    from interp.neurons import emoji_selectivity, neuron_diff, neuron_token_dla, overlap, top_table
+    from interp.tracing import emoji_token_ids
+
+    suite = _suite(cfg)
+    traits = cfg.trait_list()
+    lm = _load_peft(cfg)
+    model, tok = lm.model, lm.tokenizer
+    atomic_write_json(out / "prompts.json", [vars(p) for p in suite.prompts])
+    prog = Progress("neurons: capture", 1 + len(traits))
+    acts_dir = out / "activations"
+
+    def grab(name: str) -> np.ndarray:
+        return np.asarray(capture(model, tok, suite.texts, site=cfg.site, chat=True, backend=cfg.backend,
+                                  batch_size=cfg.batch_size, out=acts_dir / f"{name}.npy").activations)
+
+    with adapter_disabled(model):
+        pre = grab("pre")
+    prog.step(note="pre")
+    posts = {}
+    for t in traits:
+        model.set_adapter(t)
+        posts[t] = grab(f"post_{t}")
+        prog.step(note=t)
+    pairs = suite.pairs()
+    tables, summary, md = {}, {"traits": {}, "n_prompts": len(suite.prompts), "site": cfg.site}, []
+    sel_pre = emoji_selectivity(pre, pairs)
+    top_sets = {}
+    dla_all = {}
+    for t in traits:
+        d = neuron_diff(pre, posts[t], n_perm=cfg.n_perm, seed=cfg.seed)
+        by_mean = top_table(d, cfg.k, "mean", cfg.n_boot, cfg.seed)
+        by_effect = top_table(d, cfg.k, "effect", cfg.n_boot, cfg.seed)
+        sel_post = emoji_selectivity(posts[t], pairs)
+        idx = [r["neuron"] for r in by_mean]
+        top_sets[t] = idx
+        emojis = suite.trait_emojis[t]
+        first_tokens = [emoji_token_ids(tok, e)[0] for e in emojis]
+        model.set_adapter(t)
+        w_post = neuron_token_dla(model, first_tokens).cpu().numpy()
+        with adapter_disabled(model):
+            w_pre = neuron_token_dla(model, first_tokens).cpu().numpy()
+        for r in by_mean:
+            n = r["neuron"]
+            r["selectivity_pre"] = float(sel_pre.effect[n])
+            r["selectivity_post"] = float(sel_post.effect[n])
+            r["dla_post"] = {e: float(w_post[n, j]) for j, e in enumerate(emojis)}
+        # does the layer's emoji selectivity concentrate in the neurons the adapter raised?
+        sel_rank = set(sel_post.rank(cfg.k).tolist())
+        dla_all[t] = {"emojis": emojis, "first_token_ids": first_tokens,
+                      "top_neurons": idx,
+                      "post": w_post[idx].tolist(), "pre": w_pre[idx].tolist(),
+                      "layer_mean_abs_post": np.abs(w_post).mean(0).tolist()}
+        tables[t] = {"by_mean": by_mean, "by_effect": by_effect}
+        n_sig = int((d.p_fwer < 0.05).sum())
+        summary["traits"][t] = {
+            "top_neuron": by_mean[0]["neuron"], "top_mean_increase": by_mean[0]["mean_increase"],
+            "top_ci": [by_mean[0]["ci_lo"], by_mean[0]["ci_hi"]], "top_p_fwer": by_mean[0]["p_fwer"],
+            "n_neurons_fwer_05": n_sig, "n_neurons": int(d.mean.shape[0]),
+            "mean_abs_change": float(np.abs(d.mean).mean()),
+            "top_k_also_emoji_selective": len(sel_rank & set(idx)),
+            "top_emoji_selective_post": [int(x) for x in sel_post.rank(cfg.k)],
+        }
+        _write_csv(out / f"top_neurons_{t}.csv", [{k: v for k, v in r.items() if k != "dla_post"} for r in by_mean])
+        md += [f"## {t}", "", f"{n_sig} of {d.mean.shape[0]} neurons change with family-wise p < 0.05 "
+               f"(sign-flip permutation over {len(suite.prompts)} prompts, {cfg.n_perm} permutations).", "",
+               "| rank | neuron | mean increase [95% CI] | d_z | p (FWER) | pre → post | emoji selectivity pre → post |",
+               "|---:|---:|---|---:|---:|---|---|"]
+        md += [f"| {r['rank']} | {r['neuron']} | {r['mean_increase']:+.3f} [{r['ci_lo']:+.3f}, {r['ci_hi']:+.3f}] | "
+               f"{r['effect_dz']:+.2f} | {r['p_fwer']:.3g} | {r['pre_mean']:+.3f} → {r['post_mean']:+.3f} | "
+               f"{r['selectivity_pre']:+.2f} → {r['selectivity_post']:+.2f} |" for r in by_mean[:10]]
+        md.append("")
+    ov = overlap(top_sets)
+    summary["overlap"] = ov
+    atomic_write_json(out / "top_neurons.json", tables)
+    atomic_write_json(out / "overlap.json", ov)
+    atomic_write_json(out / "dla.json", dla_all)
+    sel_rows = [{"neuron": int(n), "selectivity_pre_dz": float(sel_pre.effect[n]), "mean_diff_pre": float(sel_pre.mean[n])}
+                for n in sel_pre.rank(cfg.k)]
+    atomic_write_json(out / "selectivity.json", {
+        "pairs": [[suite.prompts[e].id, suite.prompts[p].id] for e, p in pairs],
+        "top_pre": sel_rows,
+        "effect_pre": sel_pre.effect.tolist(),
+        "effect_post": {t: emoji_selectivity(posts[t], pairs).effect.tolist() for t in traits},
+        "mean_increase": {t: (posts[t] - pre).mean(0).tolist() for t in traits},
+    })
+    atomic_write_json(out / "summary.json", summary)
+    header = [f"# Neurons ({cfg.site}) pre vs post PEFT", "",
+              f"Model {cfg.model}; {len(suite.prompts)} probe prompts (prompts/probe_prompts.yaml), each "
+              "read at its last token inside the chat template.", ""]
+    jac = ["## Overlap of the top neurons across traits (Jaccard)", "", "| | " + " | ".join(traits) + " |",
+           "|---|" + "---:|" * len(traits)]
+    jac += [f"| {a} | " + " | ".join(f"{ov['jaccard'][a][b]:.2f}" for b in traits) + " |" for a in traits]
+    atomic_write_text(out / "neurons.md", "\n".join(header + md + jac) + "\n")
+    figures.draw_neurons(out)
+
+
+# --- text2emoji trace -------------------------------------------------------------------------
+
+
+@dataclass
+class TraceConfig(ProbeConfig):
+    """``text2emoji trace``: each trait's emoji probability pre/post and its logit lens."""
+
+
+def trace(cfg: TraceConfig) -> dict[str, Any]:
+    scfg = _stage_config(cfg)
+    with open_stage(cfg.out, "trace", scfg, force=cfg.force, seed=cfg.seed) as st:
+        if not st.reused:
+            _trace(cfg, st.dir)
+        return st.read_json("summary.json")
+
+
+def _trace(cfg: TraceConfig, out: Path) -> None:
+    from interp import figures
+    from interp.intervene import any_emoji_logprob
+    from interp.models import adapter_disabled
+    from interp.neurons import bootstrap_mean
+    from interp.tracing import emoji_logprobs, logit_lens
+
+    suite = _suite(cfg)
+    lm = _load_peft(cfg)
+    model, tok = lm.model, lm.tokenizer
+    traits = cfg.trait_list()
+    texts = suite.texts
+    prog = Progress("trace", len(traits))
+    result: dict[str, Any] = {"prompts": [p.id for p in suite.prompts], "traits": {}}
+    summary: dict[str, Any] = {}
+
+    def measure() -> dict[str, Any]:
+        per = {}
+        for space in (False, True):
+            lp = emoji_logprobs(model, tok, texts, emojis, chat=True, leading_space=space, batch_size=cfg.batch_size)
+            per["leading_space" if space else "no_space"] = lp
+        lens = np.stack([logit_lens(model, tok, texts, e, chat=True) for e in emojis])  # [E, P, L]
+        m = lens.max(0)
+        any_lens = m + np.log(np.exp(lens - m).sum(0))
+        return {"logprob": per, "lens_any": any_lens}
+
+    for t in traits:
+        emojis = suite.trait_emojis[t]
+        with adapter_disabled(model):
+            pre = measure()
+        model.set_adapter(t)
+        post = measure()
+        any_pre = any_emoji_logprob(pre["logprob"]["no_space"])
+        any_post = any_emoji_logprob(post["logprob"]["no_space"])
+        lo, hi = bootstrap_mean((any_post - any_pre)[:, None], cfg.n_boot, cfg.seed)
+        result["traits"][t] = {
+            "emojis": emojis,
+            "logprob_pre": {k: v.tolist() for k, v in pre["logprob"].items()},
+            "logprob_post": {k: v.tolist() for k, v in post["logprob"].items()},
+            "any_emoji_pre": any_pre.tolist(), "any_emoji_post": any_post.tolist(),
+            "logit_lens_pre": pre["lens_any"].mean(0).tolist(), "logit_lens_post": post["lens_any"].mean(0).tolist(),
+        }
+        summary[t] = {
+            "emojis": emojis,
+            "mean_logprob_any_pre": float(any_pre.mean()), "mean_logprob_any_post": float(any_post.mean()),
+            "mean_change": float((any_post - any_pre).mean()), "ci": [float(lo[0]), float(hi[0])],
+            "n_prompts_up": int((any_post > any_pre).sum()), "n_prompts": len(texts),
+            "per_emoji_mean_change": {e: float((post["logprob"]["no_space"][:, j] - pre["logprob"]["no_space"][:, j]).mean())
+                                      for j, e in enumerate(emojis)},
+            "lens_peak_layer_post": int(np.argmax(post["lens_any"].mean(0))),
+        }
+        prog.step(note=t)
+    atomic_write_json(out / "trace.json", result)
+    atomic_write_json(out / "summary.json", summary)
+    lines = ["# Emoji probability pre vs post PEFT", "",
+             "log P(any of the trait's emojis) as the first tokens of the answer to each probe prompt "
+             "(chat template; exact over all of each emoji's tokens, no leading space); mean over "
+             f"{len(texts)} prompts, change with a 95% bootstrap interval.", "",
+             "| trait | emojis | pre | post | change [95% CI] | prompts up |", "|---|---|---:|---:|---|---:|"]
+    lines += [f"| {t} | {' '.join(s['emojis'])} | {s['mean_logprob_any_pre']:.2f} | {s['mean_logprob_any_post']:.2f} | "
+              f"{s['mean_change']:+.2f} [{s['ci'][0]:+.2f}, {s['ci'][1]:+.2f}] | {s['n_prompts_up']}/{s['n_prompts']} |"
+              for t, s in summary.items()]
+    atomic_write_text(out / "trace.md", "\n".join(lines) + "\n")
+    figures.draw_trace(out)
+
+
+# --- text2emoji ablate / patch ----------------------------------------------------------------
+
+
+@dataclass
+class InterveneConfig(ProbeConfig):
+    k: int = option(10, help="candidate neurons: the top k of the neurons stage")
+    rank_by: Literal["mean", "effect"] = option("mean", help="which neurons-stage ranking gives the candidates")
+    n_random: int = option(50, help="random neuron sets drawn for the control distribution")
+    n_questions: int = option(16, help="held-out test questions per trait the effect is measured on (0 = all)")
+    data: list[str] = option([], help="Opinion QA files; default: the bundled dataset", flag="--data", metavar="PATH")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.k < 1 or self.n_random < 0:
+            raise ConfigError("k must be >= 1 and n_random >= 0")
+
+
+@dataclass
+class AblateConfig(InterveneConfig):
+    """``text2emoji ablate``: zero- and mean-ablate each trait's top neurons in the post-PEFT
+    model, against random sets of as many neurons."""
+
+    modes: list[str] = option(["zero", "mean"], help="ablation modes: zero, mean", flag="--mode")
+    generation: bool = option(True, help="also measure the emoji rate and ESR of generated answers")
+    n_random_generation: int = option(2, help="random sets ablated during generation (costly)")
+    max_new_tokens: int = option(48, help="tokens per generated answer")
+
+    def validate(self) -> None:
+        super().validate()
+        if bad := [m for m in self.modes if m not in ("zero", "mean")]:
+            raise ConfigError(f"modes: unknown {', '.join(bad)}; valid: zero, mean")
+
+
+@dataclass
+class PatchConfig(InterveneConfig):
+    """``text2emoji patch``: patch each trait's top neurons' post-PEFT values into the base."""
+
+
+def _questions(cfg: InterveneConfig) -> dict[str, list[str]]:
+    """Each trait's first ``n_questions`` held-out test questions (by topic), from the run's
+    dataset stage (reused, never forced from here)."""
+    from dataclasses import replace
+
+    from finetune.io import load_rows
+    from text2emoji.pipeline import stage_dataset
+
+    dataset, _ = stage_dataset(replace(cfg, force=False))
+    rows = load_rows([dataset])
+    out = {}
+    for trait in cfg.trait_list():
+        tests = sorted((r for r in rows if r.trait == trait and r.split == "test"), key=lambda r: r.topic.lower())
+        out[trait] = [r.question for r in tests[: cfg.n_questions or None]]
+    return out
+
+
+def _candidates(cfg: InterveneConfig, trait: str) -> list[int]:
+    path = Path(cfg.out) / "neurons" / "top_neurons.json"
+    if not path.is_file():
+        raise UserError(f"{path} not found; run `text2emoji neurons --out {cfg.out}` first")
+    tables = json.loads(path.read_text(encoding="utf-8"))
+    if trait not in tables:
+        raise UserError(f"{path} has no neurons for trait {trait}; run `text2emoji neurons --trait {trait}`")
+    rows = tables[trait]["by_" + cfg.rank_by]
+    if len(rows) < cfg.k:
+        raise UserError(f"{path} lists {len(rows)} neurons for {trait}, fewer than --k {cfg.k}")
+    return [r["neuron"] for r in rows[: cfg.k]]
+
+
+def ablate(cfg: AblateConfig) -> dict[str, Any]:
+    for t in cfg.trait_list():  # fail before the stage directory is touched
+        _candidates(cfg, t)
+    scfg = _stage_config(cfg, {"neurons": Path(cfg.out) / "neurons" / "top_neurons.json"})
+    with open_stage(cfg.out, "ablate", scfg, force=cfg.force, seed=cfg.seed) as st:
+        if not st.reused:
+            _ablate(cfg, st.dir)
+        return st.read_json("summary.json")
+
+
+def _ablate(cfg: AblateConfig, out: Path) -> None:
+    from interp import figures
+    from interp.generation import DecodeSettings
+    from interp.intervene import ablation_experiment, ablation_generation, neuron_means
+
+    suite = _suite(cfg)
+    lm = _load_peft(cfg)
+    model, tok = lm.model, lm.tokenizer
+    traits = cfg.trait_list()
+    results, summary = _read_partial(out / "ablation.json"), {}
+    questions = _questions(cfg)
+    prog = Progress("ablate", len(traits))
+    for t in traits:
+        if t not in results:
+            cand = _candidates(cfg, t)
+            qs = questions[t]
+            model.set_adapter(t)
+            means = neuron_means(model, tok, qs, site=cfg.site) if "mean" in cfg.modes else None
+            r: dict[str, Any] = {"questions": qs, "candidates": cand}
+            for mode in cfg.modes:
+                r[mode] = ablation_experiment(model, tok, qs, suite.trait_emojis[t], cand, mode=mode, means=means,
+                                              n_random=cfg.n_random, seed=cfg.seed, site=cfg.site,
+                                              n_boot=cfg.n_boot, batch_size=cfg.batch_size)
+            if cfg.generation:
+                r["generation"] = ablation_generation(
+                    model, tok, qs, cand, mode=cfg.modes[0], means=means, n_random=cfg.n_random_generation,
+                    seed=cfg.seed, settings=DecodeSettings(max_new_tokens=cfg.max_new_tokens), site=cfg.site,
+                    batch_size=cfg.batch_size)
+            results[t] = r
+            atomic_write_json(out / "ablation.json", results)  # a trait at a time: resumable
+        prog.step(note=t)
+    for t in traits:
+        summary[t] = {mode: {"delta": results[t][mode]["candidate_delta"],
+                             "random_mean": results[t][mode]["random_control"]["mean"] if results[t][mode]["random_control"] else None,
+                             "p_empirical": results[t][mode]["random_control"]["p_empirical"] if results[t][mode]["random_control"] else None}
+                      for mode in cfg.modes}
+        if cfg.generation:
+            g = results[t]["generation"]
+            summary[t]["generation"] = {"emoji_rate_intact": g["intact"]["emoji_rate"]["value"],
+                                        "emoji_rate_ablated": g["ablated"]["emoji_rate"]["value"],
+                                        "esr_intact": g["intact"]["esr"]["value"], "esr_ablated": g["ablated"]["esr"]["value"]}
+    atomic_write_json(out / "summary.json", summary)
+    lines = ["# Ablation of the top neurons vs random neurons", "",
+             f"Post-PEFT model; change in log P(any of the trait's emojis) as the answer's first tokens, mean over "
+             f"{cfg.n_questions or 'all'} held-out test questions; control: {cfg.n_random} random sets of k={cfg.k} "
+             "last-layer neurons; p = share of random sets with an effect at least as negative.", "",
+             "| trait | mode | Δ log P [95% CI] | random: mean [2.5%, 97.5%] | p |", "|---|---|---|---|---:|"]
+    for t in traits:
+        for mode in cfg.modes:
+            e = results[t][mode]
+            rc = e["random_control"] or {}
+            lines.append(f"| {t} | {mode} | {e['candidate_delta']['mean']:+.3f} [{e['candidate_delta']['ci_lo']:+.3f}, "
+                         f"{e['candidate_delta']['ci_hi']:+.3f}] | {rc.get('mean', float('nan')):+.3f} "
+                         f"[{rc.get('p2_5', float('nan')):+.3f}, {rc.get('p97_5', float('nan')):+.3f}] | {rc.get('p_empirical', float('nan')):.3g} |")
+    if cfg.generation:
+        lines += ["", "Generated answers (greedy): emoji rate and ESR intact vs ablated.", "",
+                  "| trait | emoji rate intact | ablated | ESR intact | ablated |", "|---|---:|---:|---:|---:|"]
+        lines += [f"| {t} | {_pct(summary[t]['generation']['emoji_rate_intact'])} | {_pct(summary[t]['generation']['emoji_rate_ablated'])} | "
+                  f"{_pct(summary[t]['generation']['esr_intact'])} | {_pct(summary[t]['generation']['esr_ablated'])} |" for t in traits]
+    atomic_write_text(out / "ablation.md", "\n".join(lines) + "\n")
+    figures.draw_intervention(out, "ablation.json", "ablation")
+
+
+def _pct(v: float | None) -> str:
+    return "n/a" if v is None else f"{100 * v:.1f}%"
+
+
+def _read_partial(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def patch(cfg: PatchConfig) -> dict[str, Any]:
+    for t in cfg.trait_list():  # fail before the stage directory is touched
+        _candidates(cfg, t)
+    scfg = _stage_config(cfg, {"neurons": Path(cfg.out) / "neurons" / "top_neurons.json"})
+    with open_stage(cfg.out, "patch", scfg, force=cfg.force, seed=cfg.seed) as st:
+        if not st.reused:
+            _patch(cfg, st.dir)
+        return st.read_json("summary.json")
+
+
+def _patch(cfg: PatchConfig, out: Path) -> None:
+    from interp import figures
+    from interp.intervene import patching_experiment
+
+    suite = _suite(cfg)
+    lm = _load_peft(cfg)
+    model, tok = lm.model, lm.tokenizer
+    traits = cfg.trait_list()
+    results = _read_partial(out / "patching.json")
+    questions = _questions(cfg)
+    prog = Progress("patch", len(traits))
+    for t in traits:
+        if t not in results:
+            model.set_adapter(t)
+            qs = questions[t]
+            r = patching_experiment(model, tok, qs, suite.trait_emojis[t], _candidates(cfg, t), n_random=cfg.n_random,
+                                    seed=cfg.seed, site=cfg.site, n_boot=cfg.n_boot, batch_size=cfg.batch_size)
+            r["questions"] = qs
+            results[t] = r
+            atomic_write_json(out / "patching.json", results)
+        prog.step(note=t)
+    summary = {t: {"delta": r["candidate_delta"], "post_minus_base": r["post_minus_base"],
+                   "fraction_recovered": r["fraction_recovered"],
+                   "random_mean": r["random_control"]["mean"] if r["random_control"] else None,
+                   "p_empirical": r["random_control"]["p_empirical"] if r["random_control"] else None}
+               for t, r in results.items() if t in traits}
+    atomic_write_json(out / "summary.json", summary)
+    lines = ["# Patching post-PEFT neuron values into the base model", "",
+             f"Base model with the top k={cfg.k} neurons set to their post-PEFT values at every position; change in "
+             f"log P(any of the trait's emojis), mean over {cfg.n_questions or 'all'} held-out test questions; control: "
+             f"{cfg.n_random} random sets; p = share of random sets with an effect at least as large.", "",
+             "| trait | post − base | patched − base [95% CI] | share of the gap | random: mean | p |",
+             "|---|---:|---|---:|---:|---:|"]
+    for t, s in summary.items():
+        frac = "n/a" if s["fraction_recovered"] is None else f"{100 * s['fraction_recovered']:.0f}%"
+        lines.append(f"| {t} | {s['post_minus_base']['mean']:+.3f} | {s['delta']['mean']:+.3f} [{s['delta']['ci_lo']:+.3f}, "
+                     f"{s['delta']['ci_hi']:+.3f}] | {frac} | {s['random_mean'] if s['random_mean'] is None else format(s['random_mean'], '+.3f')} | "
+                     f"{s['p_empirical'] if s['p_empirical'] is None else format(s['p_empirical'], '.3g')} |")
+    atomic_write_text(out / "patching.md", "\n".join(lines) + "\n")
+    figures.draw_intervention(out, "patching.json", "patching")
+
+
+_STAGE_CLASSES: dict[type, type] = {}
+
+
+def _stage_class(cls: type) -> type:
+    """A dataclass extending ``cls`` with the ``inputs`` hash field (saved next to results)."""
+    from dataclasses import make_dataclass
+
+    stage = make_dataclass(cls.__name__.replace("Config", "StageConfig"),
+                           [("inputs", dict[str, str] | None,
+                             option(None, help="SHA-256 of the adapters, the probe suite and upstream results"))],
+                           bases=(cls,))
+    _STAGE_CLASSES[cls] = stage
+    return stage
+
+
+for _cls in (NeuronsConfig, TraceConfig, AblateConfig, PatchConfig):
+    _stage_class(_cls)
