@@ -60,13 +60,17 @@ def score_continuations(
         ids, mask, pos = pad_left(seqs, pad_id, device)
         if before_forward is not None:
             before_forward(idx, mask)
-        logits = model(input_ids=ids, attention_mask=mask, position_ids=pos).logits.float()
-        logp = torch.log_softmax(logits, -1)
+        keep = max(len(pairs[i][1]) for i in idx) + 1
+        # logits only where a continuation token is predicted: the vocabulary projection of
+        # every position would dominate the cost (and the memory) of scoring
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=keep).logits.float()
+        logp = torch.log_softmax(logits, -1)  # [batch, keep, vocab]: positions width-keep .. width-1
         width = ids.shape[1]
         for row, i in enumerate(idx):
             m = len(pairs[i][1])
-            # position p predicts token p+1: the continuation's tokens sit at width-m .. width-1
-            preds = logp[row, width - m - 1:width - 1]
+            # position p predicts token p+1: the continuation's tokens sit at width-m .. width-1,
+            # predicted from positions width-m-1 .. width-2 = kept rows keep-m-1 .. keep-2
+            preds = logp[row, keep - m - 1:keep - 1]
             toks = ids[row, width - m:]
             lp = preds.gather(-1, toks[:, None])[:, 0].tolist()
             out[i] = Scored(float(sum(lp)), lp)
@@ -141,7 +145,7 @@ def logit_lens(
     for i, e in enumerate(enc):
         ids, mask, pos = pad_left([e.ids + toks], pad, device)
         with record_activations(model, sites) as acts:
-            model(input_ids=ids, attention_mask=mask, position_ids=pos)
+            model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1)
         target = ids[0, -m:]
         for layer in range(L):
             resid = acts[f"blocks.{layer}.hook_resid_post"][0][0, -m - 1:-1]
