@@ -121,7 +121,7 @@ def _forward_torch(model: Any, ids: Tensor, mask: Tensor, pos: Tensor, site: str
     name = resolve_site(model, site).name
     with record_activations(model, [site]) as acts:
         # logits only where they are cheapest: they are not what is read
-        model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1)
+        model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1, use_cache=False)
     return acts[name][0]
 
 

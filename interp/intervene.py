@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from interp.capture import Encoded, capture, encode
+from interp.capture import Encoded, capture, encode, pad_left
 from interp.generation import DecodeSettings, generate
-from interp.hooks import resolve_site
+from interp.hooks import arch_spec, n_layers, record_activations, resolve_site
 from interp.models import adapter_disabled
 from interp.neurons import bootstrap_mean
 from interp.stats import bootstrap_emoji_metrics
@@ -98,6 +98,94 @@ def random_draws(d: int, k: int, exclude: Sequence[int], n: int, seed: int) -> l
     return [sorted(rng.choice(pool, size=k, replace=False).tolist()) for _ in range(n)]
 
 
+class LastLayerScorer:
+    """Exact continuation log-probs under interventions on the last layer's neurons, without
+    running the model again for each intervention.
+
+    Nothing before the last layer's ``down_proj`` depends on its input, so one forward pass
+    caches, at the positions that predict continuation tokens, the neuron activations ``x`` and
+    the residual stream before the MLP's output; an intervention then costs ``down_proj``, the
+    final norm and the unembedding on those positions only. The cache checks itself: rebuilt
+    from its parts, the log-probs must equal the full forward pass's (``exact``); where an
+    architecture adds something after the MLP (Gemma2's post-feed-forward norm, logit
+    soft-capping), ``exact`` is False and callers run full forward passes instead.
+    """
+
+    def __init__(self, model: Any, pairs: Sequence[tuple[Sequence[int], Sequence[int]]], *,
+                 pad_id: int = 0, batch_size: int = 16, site: str = "blocks.-1.mlp.hook_post"):
+        hp = resolve_site(model, site)
+        last = n_layers(model) - 1
+        self.model, self.n_pairs = model, len(pairs)
+        self.applicable = hp.read == "input" and hp.name == f"blocks.{last}.mlp.hook_post"
+        self.exact = False
+        if not self.applicable:
+            return
+        root = model.get_base_model() if hasattr(model, "get_base_model") else model
+        self.down = hp.module
+        self.norm = root.get_submodule(arch_spec(model).final_norm)
+        self.unembed = model.get_output_embeddings()
+        sites = [site, f"blocks.{last}.hook_mlp_out", f"blocks.{last}.hook_resid_post"]
+        xs, rs, ts, owner, ref = [], [], [], [], np.zeros(len(pairs))
+        device = next(model.parameters()).device
+        for start in range(0, len(pairs), batch_size):
+            idx = list(range(start, min(start + batch_size, len(pairs))))
+            ids, mask, pos = pad_left([list(pairs[i][0]) + list(pairs[i][1]) for i in idx], pad_id, device)
+            keep = max(len(pairs[i][1]) for i in idx) + 1
+            with torch.no_grad(), record_activations(model, sites) as a:
+                logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=keep,
+                               use_cache=False).logits.float()
+            x, mlp_out, resid = (a[n][0] for n in (hp.name, sites[1], sites[2]))
+            logp = torch.log_softmax(logits, -1)
+            width = ids.shape[1]
+            for row, i in enumerate(idx):
+                m = len(pairs[i][1])
+                sl = slice(width - m - 1, width - 1)
+                xs.append(x[row, sl])
+                rs.append(resid[row, sl] - mlp_out[row, sl])
+                tgt = ids[row, width - m:]
+                ts.append(tgt)
+                owner += [i] * m
+                ref[i] = float(logp[row, keep - m - 1:keep - 1].gather(-1, tgt[:, None]).sum())
+        self.x = torch.cat(xs)
+        self.resid_mid = torch.cat(rs)
+        self.targets = torch.cat(ts)
+        self.owner = torch.tensor(owner, device=self.x.device)
+        self.reference = ref
+        self.exact = bool(np.allclose(self.totals(), ref, atol=1e-4, rtol=1e-5)) and self._check(pairs[0], pad_id, site)
+
+    def _check(self, pair: tuple[Sequence[int], Sequence[int]], pad_id: int, site: str) -> bool:
+        """Does a changed ``x`` propagate as the full model propagates it? (Rebuilding the
+        unchanged log-probs alone would pass even where a norm follows the MLP.)"""
+        rows = self.owner == 0
+        probe = Patch(torch.argsort(self.x[rows].abs().amax(0), descending=True)[:8].cpu(), torch.zeros(8))
+        with intervention(self.model, probe, site):
+            full = score_continuations(self.model, [pair], pad_id=pad_id)[0].total
+        fast = float(self.ablated(probe)[0])
+        return abs(fast - full) <= 1e-4 * max(1.0, abs(full))
+
+    @torch.no_grad()
+    def totals(self, x: torch.Tensor | None = None) -> np.ndarray:
+        """Per pair: log P(continuation), with the cached activations or with ``x`` instead."""
+        x = self.x if x is None else x
+        h = self.norm(self.resid_mid + self.down(x))
+        logp = torch.log_softmax(self.unembed(h).float(), -1).gather(-1, self.targets[:, None])[:, 0]
+        out = torch.zeros(self.n_pairs, device=logp.device, dtype=logp.dtype).index_add_(0, self.owner, logp)
+        return out.cpu().numpy().astype(np.float64)
+
+    def ablated(self, patch: Patch) -> np.ndarray:
+        x = self.x.clone()
+        idx = patch.neurons.to(x.device)
+        x[:, idx] = patch.values.to(x.device, x.dtype)  # type: ignore[union-attr]
+        return self.totals(x)
+
+    def patched(self, neurons: Sequence[int], source: LastLayerScorer) -> np.ndarray:
+        """``x`` with ``neurons`` taken from ``source`` (the same pairs, another model state)."""
+        x = self.x.clone()
+        idx = torch.as_tensor(list(neurons), dtype=torch.long, device=x.device)
+        x[:, idx] = source.x[:, idx]
+        return self.totals(x)
+
+
 def _effect(deltas: np.ndarray, n_boot: int, seed: int) -> dict[str, float]:
     lo, hi = bootstrap_mean(deltas[:, None], n_boot, seed)
     return {"mean": float(deltas.mean()), "ci_lo": float(lo[0]), "ci_hi": float(hi[0])}
@@ -149,9 +237,17 @@ def ablation_experiment(
     d = _layer_width(model, site)
     if mode == "mean" and means is None:
         means = neuron_means(model, tokenizer, prompts, chat=chat, site=site)
-    base = any_emoji_logprob(emoji_logprobs(model, tokenizer, prompts, emojis, chat=chat, batch_size=batch_size))
+    pairs = _pairs(tokenizer, prompts, emojis, chat)
+    shape = (len(prompts), len(emojis))
+    scorer = LastLayerScorer(model, pairs, pad_id=_pad(tokenizer), batch_size=batch_size, site=site)
+    if scorer.exact:
+        base = any_emoji_logprob(scorer.reference.reshape(shape))
+    else:
+        base = any_emoji_logprob(emoji_logprobs(model, tokenizer, prompts, emojis, chat=chat, batch_size=batch_size))
 
     def run(ns: Sequence[int]) -> np.ndarray:
+        if scorer.exact:
+            return any_emoji_logprob(scorer.ablated(ablation_patch(ns, mode, means)).reshape(shape)) - base
         with intervention(model, ablation_patch(ns, mode, means), site):
             lp = emoji_logprobs(model, tokenizer, prompts, emojis, chat=chat, batch_size=batch_size)
         return any_emoji_logprob(lp) - base
@@ -160,10 +256,23 @@ def ablation_experiment(
     rand = [run(ns).mean() for ns in random_draws(d, len(neurons), neurons, n_random, seed)]
     return {
         "mode": mode, "k": len(neurons), "neurons": [int(n) for n in neurons], "emojis": list(emojis),
+        "method": "cached last layer (exact)" if scorer.exact else "full forward passes",
         "n_prompts": len(prompts), "baseline_logprob": _effect(base, n_boot, seed),
         "candidate_delta": _effect(cand, n_boot, seed), "per_prompt_delta": cand.tolist(),
         "random_control": _control(float(cand.mean()), np.array(rand), lower_is_stronger=True),
     }
+
+
+def _pad(tokenizer: Any) -> int:
+    return getattr(tokenizer, "pad_token_id", None) or 0
+
+
+def _pairs(tokenizer: Any, prompts: Sequence[str], emojis: Sequence[str], chat: bool) -> list[tuple[list[int], list[int]]]:
+    """(prompt ids, emoji ids) for every prompt and emoji, emoji-major within a prompt (the
+    order :func:`interp.tracing.emoji_logprobs` uses)."""
+    enc = encode(tokenizer, prompts, chat=chat)
+    toks = [emoji_token_ids(tokenizer, e) for e in emojis]
+    return [(p.ids, t) for p in enc for t in toks]
 
 
 def _layer_width(model: Any, site: str) -> int:
@@ -234,10 +343,39 @@ def patching_experiment(
     (over the mean gap). Random sets of as many neurons are patched the same way as the control.
     """
     d = _layer_width(model, site)
-    enc = encode(tokenizer, prompts, chat=chat)
-    toks = [emoji_token_ids(tokenizer, e) for e in emojis]
-    pairs = [(p.ids, t) for p in enc for t in toks]
-    pad = getattr(tokenizer, "pad_token_id", None) or 0
+    pairs = _pairs(tokenizer, prompts, emojis, chat)
+    pad = _pad(tokenizer)
+    shape = (len(prompts), len(emojis))
+    rand_sets = random_draws(d, len(neurons), neurons, n_random, seed)
+    post_cache = LastLayerScorer(model, pairs, pad_id=pad, batch_size=batch_size, site=site)
+    with adapter_disabled(model):
+        base_cache = LastLayerScorer(model, pairs, pad_id=pad, batch_size=batch_size, site=site)
+        fast = post_cache.exact and base_cache.exact
+        if fast:
+            post = any_emoji_logprob(post_cache.reference.reshape(shape))
+            base = any_emoji_logprob(base_cache.reference.reshape(shape))
+            cand = any_emoji_logprob(base_cache.patched(neurons, post_cache).reshape(shape))
+            rand = [(any_emoji_logprob(base_cache.patched(ns, post_cache).reshape(shape)) - base).mean() for ns in rand_sets]
+    if not fast:
+        post, base, cand, rand = _patching_full(model, tokenizer, pairs, shape, neurons, rand_sets, site, batch_size)
+    gap = float((post - base).mean())
+    effect = cand - base
+    return {
+        "k": len(neurons), "neurons": [int(n) for n in neurons], "emojis": list(emojis),
+        "method": "cached last layer (exact)" if fast else "full forward passes",
+        "n_prompts": len(prompts), "base_logprob": _effect(base, n_boot, seed),
+        "post_logprob": _effect(post, n_boot, seed), "patched_logprob": _effect(cand, n_boot, seed),
+        "candidate_delta": _effect(effect, n_boot, seed), "post_minus_base": _effect(post - base, n_boot, seed),
+        "fraction_recovered": float(effect.mean() / gap) if abs(gap) > 1e-9 else None,
+        "per_prompt_delta": effect.tolist(),
+        "random_control": _control(float(effect.mean()), np.array(rand), lower_is_stronger=False),
+    }
+
+
+def _patching_full(model: Any, tokenizer: Any, pairs: list, shape: tuple[int, int], neurons: Sequence[int],
+                   rand_sets: list[list[int]], site: str, batch_size: int) -> tuple:
+    """Patching by full forward passes with a hook (any site; the fallback of the cache)."""
+    pad = _pad(tokenizer)
     # post-PEFT values of every neuron at every position of every (prompt + emoji) sequence
     seq_acts = capture(model, tokenizer, [Encoded(list(a) + list(b)) for a, b in pairs],
                        site=site, position="all", batch_size=batch_size)
@@ -256,22 +394,11 @@ def patching_experiment(
 
             with intervention(model, patch, site):
                 s = score_continuations(model, pairs, pad_id=pad, batch_size=batch_size, before_forward=before)
-        return any_emoji_logprob(np.array([x.total for x in s]).reshape(len(prompts), len(emojis)))
+        return any_emoji_logprob(np.array([x.total for x in s]).reshape(shape))
 
     post = score(None)
     with adapter_disabled(model):
         base = score(None)
         cand = score(Patch(torch.as_tensor(list(neurons), dtype=torch.long)))
-        rand_sets = random_draws(d, len(neurons), neurons, n_random, seed)
         rand = [(score(Patch(torch.as_tensor(ns, dtype=torch.long))) - base).mean() for ns in rand_sets]
-    gap = float((post - base).mean())
-    effect = cand - base
-    return {
-        "k": len(neurons), "neurons": [int(n) for n in neurons], "emojis": list(emojis),
-        "n_prompts": len(prompts), "base_logprob": _effect(base, n_boot, seed),
-        "post_logprob": _effect(post, n_boot, seed), "patched_logprob": _effect(cand, n_boot, seed),
-        "candidate_delta": _effect(effect, n_boot, seed), "post_minus_base": _effect(post - base, n_boot, seed),
-        "fraction_recovered": float(effect.mean() / gap) if abs(gap) > 1e-9 else None,
-        "per_prompt_delta": effect.tolist(),
-        "random_control": _control(float(effect.mean()), np.array(rand), lower_is_stronger=False),
-    }
+    return post, base, cand, rand

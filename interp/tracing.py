@@ -63,7 +63,7 @@ def score_continuations(
         keep = max(len(pairs[i][1]) for i in idx) + 1
         # logits only where a continuation token is predicted: the vocabulary projection of
         # every position would dominate the cost (and the memory) of scoring
-        logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=keep).logits.float()
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=keep, use_cache=False).logits.float()
         logp = torch.log_softmax(logits, -1)  # [batch, keep, vocab]: positions width-keep .. width-1
         width = ids.shape[1]
         for row, i in enumerate(idx):
@@ -127,14 +127,14 @@ def logit_lens(
     *,
     chat: bool = True,
     leading_space: bool = False,
+    batch_size: int = 16,
 ) -> np.ndarray:
     """``[prompts, layers]``: log P(emoji | prompt) decoded from the residual stream after each
     layer (final norm, then unembedding), teacher-forced over all the emoji's tokens."""
     enc = encode(tokenizer, prompts, chat=chat)
     toks = emoji_token_ids(tokenizer, emoji, leading_space)
     root = model.get_base_model() if hasattr(model, "get_base_model") else model
-    spec = arch_spec(model)
-    norm = root.get_submodule(spec.final_norm)
+    norm = root.get_submodule(arch_spec(model).final_norm)
     unembed = model.get_output_embeddings()
     L = n_layers(model)
     sites = [f"blocks.{i}.hook_resid_post" for i in range(L)]
@@ -142,13 +142,16 @@ def logit_lens(
     m = len(toks)
     out = np.zeros((len(prompts), L))
     pad = getattr(tokenizer, "pad_token_id", None) or 0
-    for i, e in enumerate(enc):
-        ids, mask, pos = pad_left([e.ids + toks], pad, device)
+    target = torch.tensor(toks, device=device)
+    for start in range(0, len(enc), batch_size):
+        chunk = enc[start:start + batch_size]
+        ids, mask, pos = pad_left([e.ids + toks for e in chunk], pad, device)
         with record_activations(model, sites) as acts:
-            model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1)
-        target = ids[0, -m:]
-        for layer in range(L):
-            resid = acts[f"blocks.{layer}.hook_resid_post"][0][0, -m - 1:-1]
-            logp = torch.log_softmax(unembed(norm(resid)).float(), -1)
-            out[i, layer] = float(logp.gather(-1, target[:, None]).sum())
+            model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1, use_cache=False)
+        # [layers, batch, m, d]: the positions that predict the emoji's tokens, every layer
+        resid = torch.stack([acts[s][0][:, -m - 1:-1] for s in sites])
+        # one unembedding for all layers and prompts: reading its weights dominates the cost
+        logp = torch.log_softmax(unembed(norm(resid)).float(), -1)
+        picked = logp.gather(-1, target.expand(*logp.shape[:-1])[..., None])[..., 0]  # [L, batch, m]
+        out[start:start + len(chunk)] = picked.sum(-1).T.cpu().numpy()
     return out

@@ -192,3 +192,53 @@ def test_patching_all_neurons_recovers_post_exactly(tiny_model_dir, tmp_path):
                                n_random=4, chat=False, n_boot=100)
     assert some["random_control"]["n_draws"] == 4
     assert some["base_logprob"]["mean"] == pytest.approx(full["base_logprob"]["mean"])
+
+
+def test_last_layer_cache_equals_full_forward(tiny_model_dir, lora_adapter):
+    """The cached last-layer scorer gives what full forward passes with the hook give, for
+    ablation and for patching (random neuron sets)."""
+    from interp.intervene import LastLayerScorer, _pairs, _patching_full
+
+    peft_lm = load_model(ModelConfig(model=str(tiny_model_dir), adapter=str(lora_adapter), device="cpu"))
+    model, tok = peft_lm.model, peft_lm.tokenizer
+    pairs = _pairs(tok, PROMPTS, EMOJIS, chat=False)
+    scorer = LastLayerScorer(model, pairs, batch_size=3)
+    assert scorer.exact
+    full = emoji_logprobs(model, tok, PROMPTS, EMOJIS, chat=False).ravel()
+    np.testing.assert_allclose(scorer.reference, full, atol=1e-5)
+    for ns in random_draws(128, 7, [], n=3, seed=4):
+        patch = ablation_patch(ns, "mean", np.linspace(-1, 1, 128))
+        with intervention(model, patch):
+            slow = emoji_logprobs(model, tok, PROMPTS, EMOJIS, chat=False).ravel()
+        np.testing.assert_allclose(scorer.ablated(patch), slow, atol=1e-4)
+    fast = patching_experiment(model, tok, PROMPTS, EMOJIS, [4, 9, 33], n_random=3, chat=False, n_boot=50)
+    assert fast["method"] == "cached last layer (exact)"
+    shape = (len(PROMPTS), len(EMOJIS))
+    post, base, cand, rand = _patching_full(model, tok, pairs, shape, [4, 9, 33],
+                                            random_draws(128, 3, [4, 9, 33], 3, 0), "blocks.-1.mlp.hook_post", 4)
+    np.testing.assert_allclose(fast["per_prompt_delta"], cand - base, atol=1e-4)
+    np.testing.assert_allclose(fast["random_control"]["draws"], rand, atol=1e-4)
+
+
+def test_cache_declines_when_something_follows_the_mlp():
+    """Gemma2 norms the MLP's output before adding it: the cache must notice and decline."""
+    from interp.intervene import LastLayerScorer
+    from tests.conftest import tiny_model
+
+    model = tiny_model("gemma2")
+    assert not LastLayerScorer(model, [([5, 6, 7], [8, 9])]).exact
+    assert not LastLayerScorer(model, [([5, 6, 7], [8, 9])], site="blocks.0.mlp.hook_post").applicable
+
+
+@pytest.fixture(scope="module")
+def lora_adapter(tiny_model_dir, tmp_path_factory):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(5)
+    lora = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+                          LoraConfig(r=4, lora_alpha=16, init_lora_weights=False,
+                                     target_modules=["q_proj", "gate_proj", "up_proj", "down_proj"]))
+    d = tmp_path_factory.mktemp("lora-n")
+    lora.save_pretrained(d)
+    return d

@@ -367,6 +367,9 @@ def _neurons(cfg: NeuronsConfig, out: Path) -> None:
 class TraceConfig(ProbeConfig):
     """``text2emoji trace``: each trait's emoji probability pre/post and its logit lens."""
 
+    lens_emojis: int = option(1, help="how many of each trait's emojis the logit lens decodes (its first n; "
+                              "each costs a vocabulary projection per layer and prompt)")
+
 
 def trace(cfg: TraceConfig) -> dict[str, Any]:
     scfg = _stage_config(cfg)
@@ -397,7 +400,8 @@ def _trace(cfg: TraceConfig, out: Path) -> None:
         for space in (False, True):
             lp = emoji_logprobs(model, tok, texts, emojis, chat=True, leading_space=space, batch_size=cfg.batch_size)
             per["leading_space" if space else "no_space"] = lp
-        lens = np.stack([logit_lens(model, tok, texts, e, chat=True) for e in emojis])  # [E, P, L]
+        lens = np.stack([logit_lens(model, tok, texts, e, chat=True, batch_size=cfg.batch_size)
+                         for e in emojis[: cfg.lens_emojis]])  # [E, P, L]
         m = lens.max(0)
         any_lens = m + np.log(np.exp(lens - m).sum(0))
         return {"logprob": per, "lens_any": any_lens}
@@ -416,6 +420,7 @@ def _trace(cfg: TraceConfig, out: Path) -> None:
             "logprob_pre": {k: v.tolist() for k, v in pre["logprob"].items()},
             "logprob_post": {k: v.tolist() for k, v in post["logprob"].items()},
             "any_emoji_pre": any_pre.tolist(), "any_emoji_post": any_post.tolist(),
+            "logit_lens_emojis": emojis[: cfg.lens_emojis],
             "logit_lens_pre": pre["lens_any"].mean(0).tolist(), "logit_lens_post": post["lens_any"].mean(0).tolist(),
         }
         summary[t] = {
