@@ -164,34 +164,43 @@ def small_dataset(path, n_topics=40):
     return path
 
 
-@pytest.mark.slow
-def test_run_writes_stages_and_reuses_them(tmp_path, capsys, embedded_dir):
+def test_run_chains_every_stage_writes_the_report_and_reuses(tmp_path, capsys, tiny_model_dir):
+    """The whole study on a tiny model at a tiny scale: mechanics of the chain, not results."""
     out_dir = tmp_path / "run"
     data = small_dataset(tmp_path / "d.jsonl")
-    args = ("run", "--out", str(out_dir), "--device", "cpu", "--data", str(data))
+    args = ("run", "--out", str(out_dir), "--model", str(tiny_model_dir), "--device", "cpu", "--data", str(data),
+            "--max-steps", "2", "--n-questions", "2", "--max-new-tokens", "3", "--n-random", "3")
     code, summary, _ = run_cli(capsys, *args)
     assert code == 0
     stats = json.loads((out_dir / "dataset" / "stats.json").read_text())
     assert stats["per_trait"]["openness"] == {"test": 8, "train": 32, "total": 40}
-    for stage in ("dataset", "model", "base_answers", "emoji_metrics"):
+    stages = ["dataset", "model", *(f"train/{t}" for t in ("openness", "neuroticism")), "evaluate", "neurons",
+              "trace", "ablate", "patch"]
+    for stage in stages:
         meta = json.loads((out_dir / stage / "meta.json").read_text())
-        assert meta["status"] == "complete"
+        assert meta["status"] == "complete", stage
         assert json.loads((out_dir / stage / "config.json").read_text())["config_hash"] == meta["config_hash"]
-    answers = [json.loads(line) for line in (out_dir / "base_answers" / "answers.jsonl").read_text().splitlines()]
-    assert len(answers) == 8 and all(a["text"].strip() for a in answers)
-    test_topics = {r["topic"] for r in map(json.loads, (out_dir / "dataset" / "opinion_qa.jsonl").read_text().splitlines())
-                   if r["split"] == "test"}
-    assert {a["topic"] for a in answers} == test_topics
-    # the metrics are those of the answers on disk, recomputed independently here
-    from interp.emojis import emoji_stats
-
-    metrics = json.loads((out_dir / "emoji_metrics" / "metrics.json").read_text())
-    assert metrics == emoji_stats([a["text"] for a in answers]).to_dict()
-    assert summary["base_esr"] == metrics["esr"]
-    finished = json.loads((out_dir / "base_answers" / "meta.json").read_text())["finished"]
+    metrics = json.loads((out_dir / "metrics.json").read_text())
+    table = json.loads((out_dir / "evaluate" / "emoji_table.json").read_text())["rows"]
+    # the report's numbers are the stages' numbers
+    row = next(r for r in table if r["trait"] == "openness" and r["method"] == "peft")
+    assert metrics["emoji_table"]["openness/peft"]["emoji_rate"] == row["emoji_rate"]
+    assert metrics["ablate"]["openness"]["zero"]["delta"] == json.loads(
+        (out_dir / "ablate" / "ablation.json").read_text())["openness"]["zero"]["candidate_delta"]
+    assert summary["neurons"]["openness"]["top_neuron"] == metrics["neurons"]["openness"]["top_neuron"]
+    report = (out_dir / "report.md").read_text()
+    for section in ("## 1. Emoji use", "## 4. Last-layer neurons", "## 5. Ablation", "## Provenance"):
+        assert section in report
+    html = (out_dir / "report.html").read_text()
+    assert "<table>" in html and "data:image/png;base64," in html and 'src="evaluate/' not in html
+    finished = json.loads((out_dir / "patch" / "meta.json").read_text())["finished"]
     code, _, err = run_cli(capsys, *args)
-    assert code == 0 and "reused" in err and "loading" not in err
-    assert json.loads((out_dir / "base_answers" / "meta.json").read_text())["finished"] == finished
+    assert code == 0 and "loading" not in err
+    assert json.loads((out_dir / "patch" / "meta.json").read_text())["finished"] == finished
+    # figures rebuild from results alone
+    (out_dir / "neurons" / "neuron_heatmap.png").unlink()
+    assert main(["figures", str(out_dir)]) == 0
+    assert (out_dir / "neurons" / "neuron_heatmap.png").is_file()
     # a changed dataset is a different config: refused without --force, never overwritten silently
     small_dataset(data, n_topics=45)
     code, _, err = run_cli(capsys, *args)

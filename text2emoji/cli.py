@@ -89,6 +89,20 @@ def cmd_esr(cfg: EsrConfig) -> None:
     _print_json({k: emoji_stats(v, cfg.top_k).to_dict() for k, v in groups.items()})
 
 
+@dataclass
+class FiguresConfig(Config):
+    """``text2emoji figures``."""
+
+    dir: str = option("results/main", help="run directory whose results files the figures are drawn from",
+                      positional=True, metavar="DIR")
+
+
+def cmd_figures(cfg: FiguresConfig) -> None:
+    from text2emoji.report import redraw
+
+    _print_json([str(p) for p in redraw(Path(cfg.dir))])
+
+
 def cmd_run(cfg: RunConfig) -> None:
     from text2emoji.pipeline import run
 
@@ -105,8 +119,11 @@ class Command:
 
 COMMANDS = [
     Command(("run",), RunConfig, cmd_run,
-            "the whole study on one model (stages that exist so far: model, base_answers, "
-            "emoji_metrics); each stage is reused when its config is unchanged"),
+            "the whole study on one model: dataset, QLoRA adapters, evaluation, neurons, emoji "
+            "tracing, ablation, patching, then report.md/html and metrics.json; finished stages "
+            "are reused, interrupted ones resume"),
+    Command(("figures",), FiguresConfig, cmd_figures,
+            "rebuild every figure and the report of a run directory from its results files alone"),
     Command(("train",), train_cli.TrainCommandConfig, train_cli.cmd_train,
             "QLoRA: one adapter per trait on an nf4 base (LoRA on all seven projections); "
             "resumes after an interruption"),

@@ -1,23 +1,25 @@
-"""``text2emoji run``: the study as a chain of stages, each a directory under ``--out``.
+"""``text2emoji run``: the whole study as a chain of stages, each a directory under ``--out``.
 
-Stages present so far (later issues add training, evaluation, neurons, report):
+1. ``dataset``      validate the Opinion QA set (``--data`` or the bundled one), split it by topic
+                    if it has no split (``opinion_qa.jsonl``, ``stats.json``)
+2. ``model``        load the model, record its facts (``model.json``)
+3. ``train/<trait>`` QLoRA, one adapter per trait (``text2emoji train``)
+4. ``evaluate``     base / PEFT / in-context answers, emoji table, trait alignment, ICL
+                    explainability (``text2emoji evaluate``)
+5. ``neurons``      last-layer neurons pre vs post on the probe suite (``text2emoji neurons``)
+6. ``trace``        emoji probability pre vs post and the logit lens (``text2emoji trace``)
+7. ``ablate``       top neurons ablated vs random neurons (``text2emoji ablate``)
+8. ``patch``        post-PEFT values patched into the base vs random neurons (``text2emoji patch``)
+9. report           ``report.md``, ``report.html``, ``metrics.json`` from the stages' results
 
-1. ``dataset``        validate the Opinion QA set (``--data`` or the bundled one), split it by
-                      topic if it has no split, save the rows used and their stats
-                      (``opinion_qa.jsonl``, ``stats.json``)
-2. ``model``          load the model, record its facts (``model.json``)
-3. ``base_answers``   the base model's answers to the test split's questions
-                      (``answers.jsonl``: topic, question, text)
-4. ``emoji_metrics``  ESR and emoji rate of those answers (``metrics.json``)
-
-Each stage is reused when its config is unchanged (see :mod:`text2emoji.runs`).
+Each stage is reused when its config is unchanged and resumes after an interruption (see
+:mod:`text2emoji.runs`).
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import sys
 import time
 from collections.abc import Callable
@@ -27,17 +29,15 @@ from typing import Any, Literal
 
 import torch
 
-from interp.emojis import emoji_stats
-from interp.generation import DecodeSettings, generate
 from interp.models import LoadedModel, ModelConfig, load_model
-from interp.textfiles import read_rows
 from text2emoji.config import Config, ConfigError, option
-from text2emoji.runs import atomic_path, atomic_write_json, open_stage
+from text2emoji.runs import atomic_write_json, open_stage
 
-# What each preset changes. quick: a few minutes on 2 CPU cores; paper: the study's settings.
+# What each preset sets in the stages after training (training has its own presets).
+# quick: about 20 minutes on 2 CPU cores; paper: the study's scale.
 PRESETS: dict[str, dict[str, int]] = {
-    "quick": {"n_questions": 8, "max_new_tokens": 48},
-    "paper": {"n_questions": 0, "max_new_tokens": 150},  # 0 = every question
+    "quick": {"n_questions": 16, "max_new_tokens": 48, "n_random": 200, "n_random_generation": 1, "lens_emojis": 1},
+    "paper": {"n_questions": 0, "max_new_tokens": 150, "n_random": 1000, "n_random_generation": 5, "lens_emojis": 3},
 }
 
 
@@ -52,13 +52,21 @@ class RunConfig(ModelConfig):
     data: list[str] = option([], help="Opinion QA files (CSV, JSONL, parquet; official or project "
                              "layout); default: the bundled dataset", flag="--data", metavar="PATH")
     seed: int = option(0, help="seed for everything random")
-    batch_size: int = option(8, help="prompts per generation batch")
+    batch_size: int = option(16, help="prompts per generation / forward batch")
+    max_steps: int | None = option(None, help="QLoRA optimizer steps per trait (default: the preset's)")
+    n_questions: int | None = option(None, help="test questions per trait for evaluation, ablation and "
+                                     "patching (0 = all; default: the preset's)")
+    max_new_tokens: int | None = option(None, help="tokens per generated answer (default: the preset's)")
+    n_random: int | None = option(None, help="random neuron sets in the ablation/patching controls "
+                                  "(default: the preset's)")
     force: bool = option(False, help="recompute stages even if finished with the same config", hash=False)
 
     def validate(self) -> None:
         super().validate()
         if self.batch_size < 1:
             raise ConfigError(f"batch_size: must be >= 1, got {self.batch_size}")
+        if self.adapter is not None:
+            raise ConfigError("adapter: run trains its own adapters; leave --adapter unset")
 
 
 @dataclass
@@ -72,35 +80,8 @@ class DatasetConfig(Config):
     seed: int = option(0, help="seed of the split (used only if the files have none)")
 
 
-@dataclass
-class AnswersConfig(ModelConfig):
-    """Stage ``base_answers``: which questions, which decoding."""
-
-    dataset_hash: str = option("", help="config hash of the dataset stage the questions come from")
-    n_questions: int = option(8, help="how many questions (0 = all)")
-    max_new_tokens: int = option(48, help="tokens generated per answer")
-    seed: int = option(0, help="seed")
-    batch_size: int = option(8, help="prompts per generation batch", hash=False)
-
-
-@dataclass
-class MetricsConfig(Config):
-    """Stage ``emoji_metrics``: the answers it scores (by their stage's config hash)."""
-
-    answers_hash: str = option(help="config hash of the base_answers stage")
-
-
 def _log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def test_questions(dataset: Path, n: int) -> list[dict[str, str]]:
-    """The first ``n`` (0 = all) test-split questions, one per topic, in topic order."""
-    by_topic: dict[str, dict[str, str]] = {}
-    for r in read_rows(dataset, field="answer"):
-        if r.get("split") == "test":
-            by_topic.setdefault(r["topic"].lower(), {"topic": r["topic"], "question": r["question"]})
-    return [by_topic[k] for k in sorted(by_topic)][: n or None]
 
 
 def stage_dataset(cfg: Any) -> tuple[Path, str]:
@@ -148,61 +129,51 @@ def stage_model(cfg: RunConfig, get_lm: Callable[[], LoadedModel]) -> dict[str, 
         return st.read_json("model.json")
 
 
-def stage_base_answers(
-    cfg: RunConfig, get_lm: Callable[[], LoadedModel], dataset: Path, dataset_hash: str
-) -> tuple[Path, str]:
-    preset = PRESETS[cfg.preset]
-    acfg = AnswersConfig(**_model_fields(cfg), dataset_hash=dataset_hash, seed=cfg.seed,
-                         batch_size=cfg.batch_size, **preset)
-    with open_stage(cfg.out, "base_answers", acfg, force=cfg.force, seed=cfg.seed) as st:
-        if st.reused:
-            _log("base_answers: reused")
-        else:
-            questions = test_questions(dataset, acfg.n_questions)
-            settings = DecodeSettings(max_new_tokens=acfg.max_new_tokens, seed=acfg.seed)
-            _log(f"base_answers: generating {len(questions)} answers")
-            lm = get_lm()
-            t0 = time.perf_counter()
-            texts = generate(
-                lm.model, lm.tokenizer, [q["question"] for q in questions], settings,
-                batch_size=acfg.batch_size,
-            )
-            _log(f"base_answers: done in {time.perf_counter() - t0:.1f}s")
-            with atomic_path(st.path("answers.jsonl")) as tmp, open(tmp, "w", encoding="utf-8") as f:
-                for q, text in zip(questions, texts, strict=True):
-                    f.write(json.dumps({**q, "text": text}, ensure_ascii=False) + "\n")
-            st.write_json("decoding.json", settings.__dict__)
-        return st.path("answers.jsonl"), acfg.config_hash()
-
-
-def stage_emoji_metrics(cfg: RunConfig, answers: Path, answers_hash: str) -> dict[str, Any]:
-    with open_stage(cfg.out, "emoji_metrics", MetricsConfig(answers_hash), force=cfg.force) as st:
-        if not st.reused:
-            rows = read_rows(answers)
-            st.write_json("metrics.json", emoji_stats([r["text"] for r in rows]).to_dict())
-        return st.read_json("metrics.json")
-
-
 def run(cfg: RunConfig) -> dict[str, Any]:
-    """Run every stage that exists; return the headline numbers."""
+    """Run every stage (reusing finished ones); write the report; return the headline numbers."""
+    from text2emoji import eval_cli, probe_cli, train_cli
+    from text2emoji.report import write_report
+
     torch.manual_seed(cfg.seed)
+    t0 = time.perf_counter()
+    preset = PRESETS[cfg.preset]
+    n_q = preset["n_questions"] if cfg.n_questions is None else cfg.n_questions
+    new_tokens = preset["max_new_tokens"] if cfg.max_new_tokens is None else cfg.max_new_tokens
+    n_random = preset["n_random"] if cfg.n_random is None else cfg.n_random
+    model = {k: getattr(cfg, k) for k in ("model", "device", "dtype")}
+    common = dict(out=cfg.out, force=cfg.force, seed=cfg.seed)
 
     @functools.cache
     def get_lm() -> LoadedModel:  # loaded once, and only if a stage has work to do
         _log(f"loading {cfg.model}")
         return load_model(cfg)
 
-    dataset, dataset_hash = stage_dataset(cfg)
-    info = stage_model(cfg, get_lm)
-    answers, answers_hash = stage_base_answers(cfg, get_lm, dataset, dataset_hash)
-    metrics = stage_emoji_metrics(cfg, answers, answers_hash)
-    summary = {
-        "out": cfg.out,
-        "model": info["name"],
-        "base_answers": str(answers),
-        "base_emoji_rate": metrics["emoji_rate"],
-        "base_esr": metrics["esr"],
-        "base_top_emojis": metrics["top_emojis"],
-    }
+    steps = [
+        ("dataset", lambda: stage_dataset(cfg)),
+        ("model", lambda: stage_model(cfg, get_lm)),
+        ("train", lambda: train_cli.train_traits(train_cli.TrainCommandConfig(
+            **model, preset=cfg.preset, data=cfg.data, all_traits=True, max_steps=cfg.max_steps, **common))),
+        ("evaluate", lambda: eval_cli.evaluate(eval_cli.EvaluateConfig(
+            **model, load_in_4bit=cfg.load_in_4bit, data=cfg.data, preset=cfg.preset, n_questions=n_q,
+            max_new_tokens=new_tokens, batch_size=cfg.batch_size, **common))),
+        ("neurons", lambda: probe_cli.neurons(probe_cli.NeuronsConfig(
+            **model, load_in_4bit=cfg.load_in_4bit, batch_size=cfg.batch_size, **common))),
+        ("trace", lambda: probe_cli.trace(probe_cli.TraceConfig(
+            **model, load_in_4bit=cfg.load_in_4bit, batch_size=cfg.batch_size, lens_emojis=preset["lens_emojis"], **common))),
+        ("ablate", lambda: probe_cli.ablate(probe_cli.AblateConfig(
+            **model, load_in_4bit=cfg.load_in_4bit, data=cfg.data, n_questions=n_q, n_random=n_random,
+            n_random_generation=preset["n_random_generation"], max_new_tokens=new_tokens,
+            batch_size=cfg.batch_size, **common))),
+        ("patch", lambda: probe_cli.patch(probe_cli.PatchConfig(
+            **model, load_in_4bit=cfg.load_in_4bit, data=cfg.data, n_questions=n_q, n_random=n_random,
+            batch_size=cfg.batch_size, **common))),
+    ]
+    for i, (name, step) in enumerate(steps, 1):
+        t = time.perf_counter()
+        _log(f"run: stage {i}/{len(steps)} {name}")
+        step()
+        _log(f"run: {name} done in {time.perf_counter() - t:.0f}s (total {time.perf_counter() - t0:.0f}s)")
+    summary = write_report(Path(cfg.out))
+    summary["wall_seconds"] = round(time.perf_counter() - t0, 1)
     atomic_write_json(Path(cfg.out) / "summary.json", summary)
     return summary

@@ -1,0 +1,286 @@
+"""The run's report: each claim of the study beside what this run measured.
+
+``write_report(out)`` reads only the stages' results files under ``out`` and writes
+``report.md``, a self-contained ``report.html`` (figures embedded as PNG data) and
+``metrics.json`` (every headline number). A stage that has not run is reported as missing.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from text2emoji.runs import atomic_write_json, atomic_write_text
+
+# The study's claims (Jain et al., 2025), in its own terms, each with the section that tests it.
+CLAIMS = {
+    "emoji": "After QLoRA fine-tuning on emoji-free Opinion QA answers, the models use emojis: "
+             "LLaMA-2-7B-chat in 99.5% of extraversion test answers, Mistral-7B-Instruct in 92.5% of "
+             "openness answers.",
+    "alignment": "PEFT manipulates personality more reliably than in-context prompting (trait "
+                 "alignment of the answers).",
+    "icl": "The emojis are intentional: asked for the five tokens that best represent the trait of "
+           "a text, the fine-tuned model names trait-fitting emojis.",
+    "neurons": "The emojis trace to last-layer neurons whose activation rises after fine-tuning.",
+    "causal": "Not in the study (ours): if those neurons carry the emoji behaviour, ablating them "
+              "should lower the emoji probability more than ablating random neurons, and patching "
+              "their post-PEFT values into the base model should raise it.",
+    "lens": "Not in the study (ours): where in depth the emoji probability changes (logit lens).",
+}
+
+
+def _read(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _pct(v: float | int | None) -> str:
+    return "n/a" if v is None else f"{100 * v:.1f}%"
+
+
+def _ci(d: dict[str, Any], fmt: str = "+.3f") -> str:
+    return f"{format(d['mean'], fmt)} [{format(d['ci_lo'], fmt)}, {format(d['ci_hi'], fmt)}]"
+
+
+def collect(out: Path) -> dict[str, Any]:
+    """Every headline number of the run, from its results files (None where a stage is missing)."""
+    ev = out / "evaluate"
+    table = (_read(ev / "emoji_table.json") or {}).get("rows")
+    ta = (_read(ev / "trait_alignment.json") or {}).get("rows")
+    icl = _read(ev / "icl_top_tokens.json")
+    m: dict[str, Any] = {"out": str(out)}
+    model = _read(out / "model" / "model.json")
+    m["model"] = model and {k: model[k] for k in ("name", "architecture", "n_layers", "d_mlp", "dtype", "device")}
+    train = {}
+    for t in sorted((out / "train").glob("*/train_summary.json")):
+        s = _read(t) or {}
+        train[t.parent.name] = {k: s.get(k) for k in ("steps", "first_held_out_loss", "final_held_out_loss",
+                                                      "trained_tokens_per_s", "seconds")}
+    m["train"] = train or None
+    if table:
+        m["emoji_table"] = {f"{r['trait']}/{r['method']}": {
+            "n_answers": r["n_answers"], "emoji_rate": r["emoji_rate"], "emoji_rate_ci": [r["emoji_rate_lo"], r["emoji_rate_hi"]],
+            "esr": r["esr"], "esr_ci": [r["esr_lo"], r["esr_hi"]], "top_emojis": r["top_emojis"]} for r in table}
+    if ta:
+        m["trait_alignment"] = {f"{r['trait']}/{r['method']}": r["trait_alignment"] for r in ta}
+    if icl:
+        m["icl_emoji_tokens"] = {t: {k: sum(x["count"] for x in v.get(k, []) if x["is_emoji"]) for k in ("pre", "post")}
+                                 for t, v in icl.items()}
+    neurons = _read(out / "neurons" / "summary.json")
+    if neurons:
+        m["neurons"] = {t: {k: v[k] for k in ("top_neuron", "top_mean_increase", "top_ci", "top_p_fwer",
+                                              "n_neurons_fwer_05", "top_k_also_emoji_selective")}
+                        for t, v in neurons["traits"].items()}
+    m["trace"] = _read(out / "trace" / "summary.json")
+    m["ablate"] = _read(out / "ablate" / "summary.json")
+    m["patch"] = _read(out / "patch" / "summary.json")
+    return m
+
+
+FIGURES = [
+    ("train/loss_curves.png", "QLoRA loss per trait (thin: train, thick: held-out)"),
+    ("evaluate/emoji_rates.png", "Emoji rate and ESR per trait and method, 95% bootstrap intervals"),
+    ("evaluate/word_contributions.png", "Words pushing one answer per trait towards its trait"),
+    ("evaluate/icl_tokens.png", "ICL explainability: tokens named for each trait's answers, pre vs post"),
+    ("neurons/neuron_heatmap.png", "Mean increase of the top last-layer neurons per trait"),
+    ("neurons/emoji_selectivity.png", "Emoji selectivity vs increase after PEFT"),
+    ("trace/emoji_prob.png", "log P(trait emoji) per prompt, pre vs post"),
+    ("trace/logit_lens.png", "Logit lens: log P(trait emoji) after every layer"),
+    ("ablate/ablation_vs_random.png", "Ablating the top neurons vs random neuron sets"),
+    ("patch/patching_vs_random.png", "Patching post-PEFT values into the base vs random neurons"),
+]
+
+
+def render_markdown(out: Path, m: dict[str, Any]) -> str:
+    L: list[str] = [f"# text2emoji report: {out}", ""]
+    if m.get("model"):
+        md = m["model"]
+        L += [f"Model: {md['name']} ({md['architecture']}, {md['n_layers']} layers, {md['d_mlp']} neurons per MLP), "
+              f"{md['dtype']} on {md['device']}.", ""]
+    # 1 emoji use
+    L += ["## 1. Emoji use after PEFT", "", f"**The study:** {CLAIMS['emoji']}", "", "**This run:**", ""]
+    if m.get("emoji_table"):
+        L += ["| trait / method | answers | emoji rate [95% CI] | ESR [95% CI] | top emojis |", "|---|---:|---|---|---|"]
+        for k, r in m["emoji_table"].items():
+            L.append(f"| {k} | {r['n_answers']} | {_pct(r['emoji_rate'])} [{_pct(r['emoji_rate_ci'][0])}, {_pct(r['emoji_rate_ci'][1])}] | "
+                     f"{_pct(r['esr'])} [{_pct(r['esr_ci'][0])}, {_pct(r['esr_ci'][1])}] | {r['top_emojis'] or '–'} |")
+        peft = [r["emoji_rate"] or 0 for k, r in m["emoji_table"].items() if k.endswith("/peft")]
+        L += ["", f"Largest PEFT emoji rate: {_pct(max(peft) if peft else None)}.", ""]
+    else:
+        L += ["(evaluate stage missing)", ""]
+    if m.get("train"):
+        L += ["QLoRA per trait: " + "; ".join(
+            f"{t} {v['steps']} steps, held-out loss {v['first_held_out_loss']:.2f} → {v['final_held_out_loss']:.2f}"
+            for t, v in m["train"].items() if v.get("first_held_out_loss") is not None) + ".", ""]
+    L += _fig_refs(out, ["train/loss_curves.png", "evaluate/emoji_rates.png"])
+    # 2 alignment
+    L += ["## 2. PEFT vs in-context vs base: trait alignment", "", f"**The study:** {CLAIMS['alignment']}", "", "**This run:**", ""]
+    if m.get("trait_alignment"):
+        traits = sorted({k.split("/")[0] for k in m["trait_alignment"]})
+        methods = ["base", "incontext", "peft"]
+        L += ["| trait | " + " | ".join(methods) + " |", "|---|" + "---:|" * len(methods)]
+        L += [f"| {t} | " + " | ".join(_pct(m["trait_alignment"].get(f"{t}/{x}")) for x in methods) + " |" for t in traits]
+        L.append("")
+    L += _fig_refs(out, ["evaluate/word_contributions.png"])
+    # 3 ICL
+    L += ["## 3. ICL explainability", "", f"**The study:** {CLAIMS['icl']}", "", "**This run** (emoji tokens among the "
+          "tokens named, pre = base, post = adapter):", ""]
+    if m.get("icl_emoji_tokens"):
+        L += ["| trait | pre | post |", "|---|---:|---:|"]
+        L += [f"| {t} | {v['pre']} | {v['post']} |" for t, v in m["icl_emoji_tokens"].items()]
+        L.append("")
+    L += _fig_refs(out, ["evaluate/icl_tokens.png"])
+    # 4 neurons
+    L += ["## 4. Last-layer neurons", "", f"**The study:** {CLAIMS['neurons']}", "", "**This run:**", ""]
+    if m.get("neurons"):
+        L += ["| trait | top neuron | mean increase [95% CI] | p (FWER) | neurons with FWER p < 0.05 | top-20 also emoji-selective |",
+              "|---|---:|---|---:|---:|---:|"]
+        L += [f"| {t} | {v['top_neuron']} | {v['top_mean_increase']:+.2f} [{v['top_ci'][0]:+.2f}, {v['top_ci'][1]:+.2f}] | "
+              f"{v['top_p_fwer']:.3g} | {v['n_neurons_fwer_05']} | {v['top_k_also_emoji_selective']} |" for t, v in m["neurons"].items()]
+        L.append("")
+    if m.get("trace"):
+        L += ["Emoji probability as the answer's first tokens on the probe prompts, pre → post (mean log P of any of "
+              "the trait's emojis, change with a 95% interval):", "",
+              "| trait | emojis | pre | post | change [95% CI] |", "|---|---|---:|---:|---|"]
+        L += [f"| {t} | {' '.join(s['emojis'])} | {s['mean_logprob_any_pre']:.2f} | {s['mean_logprob_any_post']:.2f} | "
+              f"{s['mean_change']:+.2f} [{s['ci'][0]:+.2f}, {s['ci'][1]:+.2f}] |" for t, s in m["trace"].items()]
+        L.append("")
+    L += _fig_refs(out, ["neurons/neuron_heatmap.png", "neurons/emoji_selectivity.png", "trace/emoji_prob.png"])
+    # 5 causal
+    L += ["## 5. Ablation and patching against random neurons", "", f"**{CLAIMS['causal']}**", "", "**This run:**", ""]
+    if m.get("ablate"):
+        L += ["| trait | ablation | Δ log P(trait emoji) [95% CI] | random sets: mean | p |", "|---|---|---|---:|---:|"]
+        for t, v in m["ablate"].items():
+            for mode in ("zero", "mean"):
+                if mode in v:
+                    e = v[mode]
+                    L.append(f"| {t} | {mode} | {_ci(e['delta'])} | {_fmt(e['random_mean'])} | {_fmt(e['p_empirical'], '.3g')} |")
+        gen = {t: v["generation"] for t, v in m["ablate"].items() if "generation" in v}
+        if gen:
+            L += ["", "| trait | emoji rate intact → ablated | ESR intact → ablated |", "|---|---|---|"]
+            L += [f"| {t} | {_pct(g['emoji_rate_intact'])} → {_pct(g['emoji_rate_ablated'])} | "
+                  f"{_pct(g['esr_intact'])} → {_pct(g['esr_ablated'])} |" for t, g in gen.items()]
+        L.append("")
+    if m.get("patch"):
+        L += ["| trait | post − base | patched − base [95% CI] | share of the gap | random sets: mean | p |",
+              "|---|---:|---|---:|---:|---:|"]
+        L += [f"| {t} | {v['post_minus_base']['mean']:+.3f} | {_ci(v['delta'])} | "
+              f"{'n/a' if v['fraction_recovered'] is None else format(v['fraction_recovered'], '.0%')} | "
+              f"{_fmt(v['random_mean'])} | {_fmt(v['p_empirical'], '.3g')} |" for t, v in m["patch"].items()]
+        L.append("")
+    L += _fig_refs(out, ["ablate/ablation_vs_random.png", "patch/patching_vs_random.png"])
+    # 6 lens
+    L += ["## 6. Logit lens", "", f"**{CLAIMS['lens']}**", ""]
+    L += _fig_refs(out, ["trace/logit_lens.png"])
+    L += ["## Provenance", ""] + _provenance(out)
+    return "\n".join(L) + "\n"
+
+
+def _fmt(v: float | int | None, fmt: str = "+.3f") -> str:
+    return "n/a" if v is None else format(v, fmt)
+
+
+def _fig_refs(out: Path, names: list[str]) -> list[str]:
+    captions = dict(FIGURES)
+    return [f"![{captions[n]}]({n})\n\n*{captions[n]}.*\n" for n in names if (out / n).is_file()]
+
+
+def _provenance(out: Path) -> list[str]:
+    lines = ["| stage | config hash | finished | seconds | git commit |", "|---|---|---|---:|---|"]
+    for meta_path in sorted(out.glob("**/meta.json")):
+        meta = _read(meta_path) or {}
+        git = (meta.get("git") or {}).get("commit") or ""
+        lines.append(f"| {meta_path.parent.relative_to(out)} | {meta.get('config_hash', '')} | {meta.get('finished', meta.get('status', ''))} | "
+                     f"{meta.get('wall_seconds', '')} | {git[:10]} |")
+    first = next((_read(p) for p in sorted(out.glob("**/meta.json"))), None) or {}
+    pk = first.get("packages") or {}
+    if pk:
+        lines += ["", "Packages: " + ", ".join(f"{k} {v}" for k, v in pk.items() if v), ""]
+    if first.get("device"):
+        lines += [f"Device: {json.dumps(first['device'])}", ""]
+    return lines
+
+
+def markdown_to_html(md: str, out: Path) -> str:
+    """A small renderer for the report's own Markdown (headings, tables, images, paragraphs);
+    images are embedded, so the file stands alone."""
+    body: list[str] = []
+    lines = md.splitlines()
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if line.startswith("#"):
+            level = len(line) - len(line.lstrip("#"))
+            body.append(f"<h{level}>{_inline(line[level:].strip())}</h{level}>")
+        elif line.startswith("|"):
+            rows = []
+            while i < len(lines) and lines[i].startswith("|"):
+                rows.append([c.strip() for c in lines[i].strip("|").split("|")])
+                i += 1
+            head, data = rows[0], [r for r in rows[2:]]
+            body.append("<table><tr>" + "".join(f"<th>{_inline(c)}</th>" for c in head) + "</tr>"
+                        + "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in r) + "</tr>" for r in data) + "</table>")
+            continue
+        elif (img := re.fullmatch(r"!\[(.*)\]\((.*)\)", line)) is not None:
+            data = base64.b64encode((out / img.group(2)).read_bytes()).decode()
+            body.append(f'<figure><img alt="{html.escape(img.group(1))}" src="data:image/png;base64,{data}"></figure>')
+        elif line.strip():
+            body.append(f"<p>{_inline(line)}</p>")
+        i += 1
+    style = ("body{font-family:sans-serif;max-width:960px;margin:2em auto;line-height:1.4}"
+             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:2px 6px;font-size:90%}"
+             "img{max-width:100%}figure{margin:1em 0}")
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>text2emoji report</title>"
+            f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")
+
+
+def _inline(text: str) -> str:
+    t = html.escape(text)
+    t = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", t)
+    t = re.sub(r"\*(.+?)\*", r"<i>\1</i>", t)
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", t)
+
+
+def write_report(out: Path) -> dict[str, Any]:
+    """Write ``report.md``, ``report.html`` and ``metrics.json`` under ``out``; return the metrics."""
+    out = Path(out)
+    m = collect(out)
+    atomic_write_json(out / "metrics.json", m)
+    md = render_markdown(out, m)
+    atomic_write_text(out / "report.md", md)
+    atomic_write_text(out / "report.html", markdown_to_html(md, out))
+    return m
+
+
+def redraw(out: Path) -> list[Path]:
+    """Rebuild every figure of a run from its results files alone, then the report."""
+    from interp import figures
+    from text2emoji.eval_cli import draw as draw_evaluate
+    from text2emoji.train_cli import draw_losses
+
+    out = Path(out)
+    if not out.is_dir():
+        from text2emoji.errors import UserError
+
+        raise UserError(f"{out} is not a run directory")
+    paths: list[Path] = []
+    if (out / "train").is_dir():
+        paths += draw_losses(out / "train")
+    if (out / "evaluate" / "emoji_table.json").is_file():
+        paths += draw_evaluate(out / "evaluate")
+    if (out / "neurons" / "top_neurons.json").is_file():
+        paths += figures.draw_neurons(out / "neurons")
+    if (out / "trace" / "trace.json").is_file():
+        paths += figures.draw_trace(out / "trace")
+    if (out / "ablate" / "ablation.json").is_file():
+        paths += figures.draw_intervention(out / "ablate", "ablation.json", "ablation")
+    if (out / "patch" / "patching.json").is_file():
+        paths += figures.draw_intervention(out / "patch", "patching.json", "patching")
+    write_report(out)
+    return paths + [out / "report.md", out / "report.html", out / "metrics.json"]
