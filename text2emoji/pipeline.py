@@ -36,8 +36,10 @@ from text2emoji.runs import atomic_write_json, open_stage
 # What each preset sets in the stages after training (training has its own presets).
 # quick: about 20 minutes on 2 CPU cores; paper: the study's scale.
 PRESETS: dict[str, dict[str, int]] = {
-    "quick": {"n_questions": 16, "max_new_tokens": 48, "n_random": 200, "n_random_generation": 1, "lens_emojis": 1},
-    "paper": {"n_questions": 0, "max_new_tokens": 150, "n_random": 1000, "n_random_generation": 5, "lens_emojis": 3},
+    "quick": {"n_questions": 16, "max_new_tokens": 48, "n_random": 200, "n_random_generation": 1,
+              "n_generation_questions": 8, "lens_emojis": 1},
+    "paper": {"n_questions": 0, "max_new_tokens": 150, "n_random": 1000, "n_random_generation": 5,
+              "n_generation_questions": 0, "lens_emojis": 3},
 }
 
 
@@ -163,6 +165,7 @@ def run(cfg: RunConfig) -> dict[str, Any]:
         ("ablate", lambda: probe_cli.ablate(probe_cli.AblateConfig(
             **model, load_in_4bit=cfg.load_in_4bit, data=cfg.data, n_questions=n_q, n_random=n_random,
             n_random_generation=preset["n_random_generation"], max_new_tokens=new_tokens,
+            n_generation_questions=preset["n_generation_questions"],
             batch_size=cfg.batch_size, **common))),
         ("patch", lambda: probe_cli.patch(probe_cli.PatchConfig(
             **model, load_in_4bit=cfg.load_in_4bit, data=cfg.data, n_questions=n_q, n_random=n_random,

@@ -471,7 +471,8 @@ class AblateConfig(InterveneConfig):
 
     modes: list[str] = option(["zero", "mean"], help="ablation modes: zero, mean", flag="--mode")
     generation: bool = option(True, help="also measure the emoji rate and ESR of generated answers")
-    n_random_generation: int = option(2, help="random sets ablated during generation (costly)")
+    n_random_generation: int = option(1, help="random sets ablated during generation (costly)")
+    n_generation_questions: int = option(8, help="questions answered intact and ablated (0 = all --n-questions)")
     max_new_tokens: int = option(48, help="tokens per generated answer")
 
     def validate(self) -> None:
@@ -550,7 +551,7 @@ def _ablate(cfg: AblateConfig, out: Path) -> None:
                                               n_boot=cfg.n_boot, batch_size=cfg.batch_size)
             if cfg.generation:
                 r["generation"] = ablation_generation(
-                    model, tok, qs, cand, mode=cfg.modes[0], means=means, n_random=cfg.n_random_generation,
+                    model, tok, qs[: cfg.n_generation_questions or None], cand, mode=cfg.modes[0], means=means, n_random=cfg.n_random_generation,
                     seed=cfg.seed, settings=DecodeSettings(max_new_tokens=cfg.max_new_tokens), site=cfg.site,
                     batch_size=cfg.batch_size)
             results[t] = r
