@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 
 import torch
-
 from common import build_model, emit, prompts, timed
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 
 import torch
-
 from common import add_adapters, build_model, emit, prompts, timed
 
 

@@ -311,12 +311,20 @@ def draw_intervention(stage_dir: Path, file: str, name: str) -> list[Path]:
                 panels.append((t, mode, e))
     if not panels:
         return []
-    fig, axes = plt.subplots(1, len(panels), figsize=(1.3 * len(panels) + 0.5, 1.9), squeeze=False)
-    for ax, (t, mode, e) in zip(axes[0], panels, strict=True):
+    traits = list(dict.fromkeys(p[0] for p in panels))
+    modes = list(dict.fromkeys(p[1] for p in panels))
+    fig, axes = plt.subplots(len(modes), len(traits), figsize=(1.25 * len(traits) + 0.5, 1.5 * len(modes) + 0.5),
+                             squeeze=False)
+    for ax in axes.flat:
+        ax.set_visible(False)
+    for t, mode, e in panels:
+        ax = axes[modes.index(mode)][traits.index(t)]
+        ax.set_visible(True)
         ax.hist(e["random_control"]["draws"], bins=15, color="#BBBBBB")
         ax.axvline(e["candidate_delta"]["mean"], color=TRAIT_COLORS.get(t), lw=1.5)
-        ax.set_title(f"{t[:5]}{', ' + mode if mode else ''}\np={e['random_control']['p_empirical']:.2g}", fontsize=7)
-    axes[0][0].set_ylabel("random sets")
+        ax.set_title(f"{t[:5]}{', ' + mode if mode else ''}  p={e['random_control']['p_empirical']:.2g}", fontsize=7)
+    for row in axes:
+        row[0].set_ylabel("random sets")
     fig.supxlabel("Δ log P(trait emoji): top-k neurons (line) vs random k", fontsize=8)
     fig.tight_layout()
     return save(fig, stage_dir, name + "_vs_random")
