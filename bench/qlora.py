@@ -71,7 +71,8 @@ def _trl(cfg, rows, a, encode, held_out_loss, load_for_training) -> dict:
     cuda = torch.cuda.is_available()
     args = SFTConfig(
         output_dir=tempfile.mkdtemp(), per_device_train_batch_size=2, gradient_accumulation_steps=2,
-        group_by_length=True, max_length=512, learning_rate=2e-4, lr_scheduler_type="cosine", warmup_ratio=0.03,
+        train_sampling_strategy="group_by_length", max_length=512, learning_rate=2e-4, lr_scheduler_type="cosine",
+        warmup_steps=0.03,
         optim="paged_adamw_8bit" if cuda else "adamw_torch", max_steps=a.steps, logging_steps=10**6,
         save_strategy="no", report_to=[], completion_only_loss=True, seed=0, use_cpu=not cuda,
         bf16=cuda, dataloader_num_workers=0,
