@@ -119,7 +119,7 @@ def test_generate_jobs_resumes_after_a_torn_line(tiny_model_dir, tmp_path):
 
 
 def test_evaluate_config_covers_merge_and_adapter_bytes(tmp_path):
-    from text2emoji.eval_cli import _file_hash
+    from text2emoji.runs import file_hash as _file_hash
     from text2emoji.train_cli import TrainStageConfig
 
     assert TrainStageConfig(merge=True).config_hash() != TrainStageConfig(merge=False).config_hash()

@@ -70,19 +70,6 @@ def _progress_printer():
     return show
 
 
-def _file_hash(*paths: Any) -> str:
-    """SHA-256 over the files' bytes ("" for a missing file: load_adapters then names it)."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for p in paths:
-        try:
-            h.update(p.read_bytes())
-        except OSError:
-            return ""
-    return h.hexdigest()[:16]
-
-
 def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     from finetune.io import load_rows
     from finetune.schema import TRAITS
@@ -98,15 +85,15 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     from interp.models import load_model
     from interp.prompts import prompts_dir
     from text2emoji.pipeline import stage_dataset
-    from text2emoji.runs import open_stage
+    from text2emoji.runs import file_hash, open_stage
 
     dataset, dataset_hash = stage_dataset(cfg)
     traits = cfg.traits or list(TRAITS)
     methods = cfg.methods or list(METHODS)
     adapters_dir = Path(cfg.adapters or Path(cfg.out) / "train")
     adapter_paths = {t: adapters_dir / t / "adapter" for t in traits} if "peft" in methods else {}
-    hashes = {t: _file_hash(p / "adapter_model.safetensors") for t, p in adapter_paths.items()}
-    hashes["prompts"] = _file_hash(*(prompts_dir() / n for n in ("incontext.yaml", "icl_explain.yaml", "trait_profiles.yaml")))
+    hashes = {t: file_hash(p / "adapter_model.safetensors") for t, p in adapter_paths.items()}
+    hashes["prompts"] = file_hash(*(prompts_dir() / n for n in ("incontext.yaml", "icl_explain.yaml", "trait_profiles.yaml")))
     preset = PRESETS[cfg.preset]
     fields = asdict(cfg)
     fields["n_questions"] = preset["n_questions"] if cfg.n_questions is None else cfg.n_questions

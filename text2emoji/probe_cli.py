@@ -25,7 +25,7 @@ from interp.capture import DEFAULT_SITE
 from interp.models import ModelConfig
 from text2emoji.config import ConfigError, option
 from text2emoji.errors import UserError
-from text2emoji.runs import atomic_write_json, atomic_write_text, open_stage
+from text2emoji.runs import atomic_write_json, atomic_write_text, file_hash, open_stage
 
 
 def _log(msg: str) -> None:
@@ -43,18 +43,6 @@ class Progress:
         rate = self.done / max(time.perf_counter() - self.t0, 1e-9)
         eta = (self.total - self.done) / rate if rate else 0.0
         _log(f"{self.what}: {self.done}/{self.total}{' ' + note if note else ''}, ETA {eta:.0f}s")
-
-
-def _hash_files(*paths: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    for p in paths:
-        try:
-            h.update(p.read_bytes())
-        except OSError:
-            return ""
-    return h.hexdigest()[:16]
 
 
 # --- text2emoji activations -----------------------------------------------------------------
@@ -206,10 +194,10 @@ def _stage_config(cfg: ProbeConfig, extra: dict[str, Path] | None = None) -> Any
     from interp.prompts import prompts_dir
 
     suite = Path(cfg.probes) if cfg.probes else prompts_dir() / SUITE_FILE
-    hashes = {t: _hash_files(p / "adapter_model.safetensors") for t, p in cfg.adapter_paths().items()}
-    hashes["probes"] = _hash_files(suite)
+    hashes = {t: file_hash(p / "adapter_model.safetensors") for t, p in cfg.adapter_paths().items()}
+    hashes["probes"] = file_hash(suite)
     for name, p in (extra or {}).items():
-        hashes[name] = _hash_files(p)
+        hashes[name] = file_hash(p)
     fields = asdict(cfg)
     fields["inputs"] = hashes
     return _STAGE_CLASSES[type(cfg)](**fields)
@@ -516,14 +504,19 @@ def _candidates(cfg: InterveneConfig, trait: str) -> list[int]:
     return [r["neuron"] for r in rows[: cfg.k]]
 
 
-def ablate(cfg: AblateConfig) -> dict[str, Any]:
-    for t in cfg.trait_list():  # fail before the stage directory is touched
+def _intervention_stage(cfg: InterveneConfig, name: str, body: Any) -> dict[str, Any]:
+    """Stage ``name`` (ablate or patch): candidates checked before the directory is touched."""
+    for t in cfg.trait_list():
         _candidates(cfg, t)
     scfg = _stage_config(cfg, {"neurons": Path(cfg.out) / "neurons" / "top_neurons.json"})
-    with open_stage(cfg.out, "ablate", scfg, force=cfg.force, seed=cfg.seed) as st:
+    with open_stage(cfg.out, name, scfg, force=cfg.force, seed=cfg.seed) as st:
         if not st.reused:
-            _ablate(cfg, st.dir)
+            body(cfg, st.dir)
         return st.read_json("summary.json")
+
+
+def ablate(cfg: AblateConfig) -> dict[str, Any]:
+    return _intervention_stage(cfg, "ablate", _ablate)
 
 
 def _ablate(cfg: AblateConfig, out: Path) -> None:
@@ -601,13 +594,7 @@ def _read_partial(path: Path) -> dict[str, Any]:
 
 
 def patch(cfg: PatchConfig) -> dict[str, Any]:
-    for t in cfg.trait_list():  # fail before the stage directory is touched
-        _candidates(cfg, t)
-    scfg = _stage_config(cfg, {"neurons": Path(cfg.out) / "neurons" / "top_neurons.json"})
-    with open_stage(cfg.out, "patch", scfg, force=cfg.force, seed=cfg.seed) as st:
-        if not st.reused:
-            _patch(cfg, st.dir)
-        return st.read_json("summary.json")
+    return _intervention_stage(cfg, "patch", _patch)
 
 
 def _patch(cfg: PatchConfig, out: Path) -> None:

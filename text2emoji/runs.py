@@ -76,6 +76,20 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
+def file_hash(*paths: Path) -> str:
+    """SHA-256 (16 hex digits) over the files' bytes, in order; "" when one is missing (the
+    stage that needs it then names it)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in paths:
+        try:
+            h.update(Path(p).read_bytes())
+        except OSError:
+            return ""
+    return h.hexdigest()[:16]
+
+
 def read_appended_jsonl(path: str | Path) -> list[dict[str, Any]]:
     """Records of a JSONL file that a resumable stage appends to; a last line torn by a crash
     (no trailing newline) is cut from the file, so appending can go on after it."""
