@@ -187,7 +187,8 @@ def test_run_chains_every_stage_writes_the_report_and_reuses(tmp_path, capsys, t
     assert metrics["emoji_table"]["openness/peft"]["emoji_rate"] == row["emoji_rate"]
     assert metrics["ablate"]["openness"]["zero"]["delta"] == json.loads(
         (out_dir / "ablate" / "ablation.json").read_text())["openness"]["zero"]["candidate_delta"]
-    assert summary["neurons"]["openness"]["top_neuron"] == metrics["neurons"]["openness"]["top_neuron"]
+    assert summary["top_neuron"]["openness"] == metrics["neurons"]["openness"]["top_neuron"]
+    assert summary["emoji_rate"]["openness/peft"] == row["emoji_rate"] and summary["wall_seconds"] > 0
     report = (out_dir / "report.md").read_text()
     for section in ("## 1. Emoji use", "## 4. Last-layer neurons", "## 5. Ablation", "## Provenance"):
         assert section in report

@@ -134,7 +134,7 @@ def stage_model(cfg: RunConfig, get_lm: Callable[[], LoadedModel]) -> dict[str, 
 def run(cfg: RunConfig) -> dict[str, Any]:
     """Run every stage (reusing finished ones); write the report; return the headline numbers."""
     from text2emoji import eval_cli, probe_cli, train_cli
-    from text2emoji.report import write_report
+    from text2emoji.report import short_summary, write_report
 
     torch.manual_seed(cfg.seed)
     t0 = time.perf_counter()
@@ -176,7 +176,7 @@ def run(cfg: RunConfig) -> dict[str, Any]:
         _log(f"run: stage {i}/{len(steps)} {name}")
         step()
         _log(f"run: {name} done in {time.perf_counter() - t:.0f}s (total {time.perf_counter() - t0:.0f}s)")
-    summary = write_report(Path(cfg.out))
+    summary = short_summary(write_report(Path(cfg.out)))
     summary["wall_seconds"] = round(time.perf_counter() - t0, 1)
     atomic_write_json(Path(cfg.out) / "summary.json", summary)
     return summary

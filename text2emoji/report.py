@@ -247,6 +247,24 @@ def _inline(text: str) -> str:
     return re.sub(r"`(.+?)`", r"<code>\1</code>", t)
 
 
+def short_summary(m: dict[str, Any]) -> dict[str, Any]:
+    """The few numbers ``text2emoji run`` prints at the end (all of them are in metrics.json)."""
+    out: dict[str, Any] = {"report": str(Path(m["out"]) / "report.html"), "metrics": str(Path(m["out"]) / "metrics.json")}
+    if m.get("emoji_table"):
+        out["emoji_rate"] = {k: r["emoji_rate"] for k, r in m["emoji_table"].items() if not k.endswith("/incontext")}
+    if m.get("trait_alignment"):
+        out["trait_alignment_peft"] = {k.split("/")[0]: v for k, v in m["trait_alignment"].items() if k.endswith("/peft")}
+    if m.get("neurons"):
+        out["top_neuron"] = {t: v["top_neuron"] for t, v in m["neurons"].items()}
+    if m.get("trace"):
+        out["emoji_logprob_change"] = {t: round(v["mean_change"], 3) for t, v in m["trace"].items()}
+    if m.get("ablate"):
+        out["ablation_p_zero"] = {t: v["zero"]["p_empirical"] for t, v in m["ablate"].items() if "zero" in v}
+    if m.get("patch"):
+        out["patching_p"] = {t: v["p_empirical"] for t, v in m["patch"].items()}
+    return out
+
+
 def write_report(out: Path) -> dict[str, Any]:
     """Write ``report.md``, ``report.html`` and ``metrics.json`` under ``out``; return the metrics."""
     out = Path(out)
