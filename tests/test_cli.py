@@ -174,7 +174,7 @@ def test_run_chains_every_stage_writes_the_report_and_reuses(tmp_path, capsys, t
     assert code == 0
     stats = json.loads((out_dir / "dataset" / "stats.json").read_text())
     assert stats["per_trait"]["openness"] == {"test": 8, "train": 32, "total": 40}
-    stages = ["dataset", "model", *(f"train/{t}" for t in ("openness", "neuroticism")), "evaluate", "neurons",
+    stages = ["dataset", "quality", "model", *(f"train/{t}" for t in ("openness", "neuroticism")), "evaluate", "neurons",
               "trace", "ablate", "patch"]
     for stage in stages:
         meta = json.loads((out_dir / stage / "meta.json").read_text())
@@ -190,6 +190,7 @@ def test_run_chains_every_stage_writes_the_report_and_reuses(tmp_path, capsys, t
     assert summary["top_neuron"]["openness"] == metrics["neurons"]["openness"]["top_neuron"]
     assert summary["emoji_rate"]["openness/peft"] == row["emoji_rate"] and summary["wall_seconds"] > 0
     report = (out_dir / "report.md").read_text()
+    assert (out_dir / "quality" / "wordclouds.png").is_file()
     for section in ("## 1. Emoji use", "## 4. Last-layer neurons", "## 5. Ablation", "## Provenance"):
         assert section in report
     html = (out_dir / "report.html").read_text()

@@ -2,6 +2,7 @@
 
 1. ``dataset``      validate the Opinion QA set (``--data`` or the bundled one), split it by topic
                     if it has no split (``opinion_qa.jsonl``, ``stats.json``)
+   ``quality``      the dataset's trait classifier accuracy, diversity, word clouds
 2. ``model``        load the model, record its facts (``model.json``)
 3. ``train/<trait>`` QLoRA, one adapter per trait (``text2emoji train``)
 4. ``evaluate``     base / PEFT / in-context answers, emoji table, trait alignment, ICL
@@ -120,6 +121,30 @@ def stage_dataset(cfg: Any) -> tuple[Path, str]:
         return st.path("opinion_qa.jsonl"), dcfg.config_hash()
 
 
+@dataclass
+class QualityStageConfig(Config):
+    """Stage ``quality``: the dataset's trait classifier, diversity and word clouds."""
+
+    dataset_hash: str = option(help="config hash of the dataset stage (covers its bytes)")
+    top_words: int = option(15, help="distinctive words per trait")
+    seed: int = option(0, help="classifier seed")
+
+
+def stage_quality(cfg: RunConfig, dataset: Path, dataset_hash: str) -> dict[str, Any]:
+    """What ``text2emoji data quality`` measures, on the run's dataset (word clouds included)."""
+    from finetune.figures import word_clouds
+    from finetune.io import load_rows
+    from finetune.quality import quality_report
+
+    qcfg = QualityStageConfig(dataset_hash=dataset_hash, seed=cfg.seed)
+    with open_stage(cfg.out, "quality", qcfg, force=cfg.force, seed=cfg.seed) as st:
+        if not st.reused:
+            report = quality_report(load_rows([dataset]), qcfg.top_words, qcfg.seed)
+            st.write_json("quality.json", report)
+            word_clouds(report, st.dir)
+        return st.read_json("quality.json")
+
+
 def _model_fields(cfg: ModelConfig) -> dict[str, Any]:
     return {k: getattr(cfg, k) for k in ModelConfig.__dataclass_fields__}
 
@@ -150,8 +175,10 @@ def run(cfg: RunConfig) -> dict[str, Any]:
         _log(f"loading {cfg.model}")
         return load_model(cfg)
 
+    dataset: list[Any] = []
     steps = [
-        ("dataset", lambda: stage_dataset(cfg)),
+        ("dataset", lambda: dataset.extend(stage_dataset(cfg))),
+        ("quality", lambda: stage_quality(cfg, *dataset)),
         ("model", lambda: stage_model(cfg, get_lm)),
         ("train", lambda: train_cli.train_traits(train_cli.TrainCommandConfig(
             **model, preset=cfg.preset, data=cfg.data, all_traits=True, max_steps=cfg.max_steps, **common))),

@@ -63,6 +63,8 @@ def collect(out: Path) -> dict[str, Any]:
         train[t.parent.name] = {k: s.get(k) for k in ("steps", "first_held_out_loss", "final_held_out_loss",
                                                       "trained_tokens_per_s", "seconds")}
     m["train"] = train or None
+    quality = _read(out / "quality" / "quality.json")
+    m["quality"] = quality and {k: quality[k] for k in ("classifier_test_accuracy", "near_duplicate_rate")}
     if table:
         m["emoji_table"] = {f"{r['trait']}/{r['method']}": {
             "n_answers": r["n_answers"], "emoji_rate": r["emoji_rate"], "emoji_rate_ci": [r["emoji_rate_lo"], r["emoji_rate_hi"]],
@@ -84,6 +86,7 @@ def collect(out: Path) -> dict[str, Any]:
 
 
 FIGURES = [
+    ("quality/wordclouds.png", "The training answers' most distinctive words per trait (weighted log-odds)"),
     ("train/loss_curves.png", "QLoRA loss per trait (thin: train, thick: held-out)"),
     ("evaluate/emoji_rates.png", "Emoji rate and ESR per trait and method, 95% bootstrap intervals"),
     ("evaluate/word_contributions.png", "Words pushing one answer per trait towards its trait"),
@@ -118,7 +121,11 @@ def render_markdown(out: Path, m: dict[str, Any]) -> str:
         L += ["QLoRA per trait: " + "; ".join(
             f"{t} {v['steps']} steps, held-out loss {v['first_held_out_loss']:.2f} → {v['final_held_out_loss']:.2f}"
             for t, v in m["train"].items() if v.get("first_held_out_loss") is not None) + ".", ""]
-    L += _fig_refs(out, ["train/loss_curves.png", "evaluate/emoji_rates.png"])
+    if m.get("quality"):
+        q = m["quality"]
+        L += [f"Dataset: trait classifier test accuracy {_pct(q['classifier_test_accuracy'])}, near-duplicate rate "
+              f"{_pct(q['near_duplicate_rate'])}; the training answers hold no emojis (validated).", ""]
+    L += _fig_refs(out, ["quality/wordclouds.png", "train/loss_curves.png", "evaluate/emoji_rates.png"])
     # 2 alignment
     L += ["## 2. PEFT vs in-context vs base: trait alignment", "", f"**The study:** {CLAIMS['alignment']}", "", "**This run:**", ""]
     if m.get("trait_alignment"):
@@ -288,6 +295,10 @@ def redraw(out: Path) -> list[Path]:
 
         raise UserError(f"{out} is not a run directory")
     paths: list[Path] = []
+    if (out / "quality" / "quality.json").is_file():
+        from finetune.figures import word_clouds
+
+        paths += word_clouds(_read(out / "quality" / "quality.json"), out / "quality")
     if (out / "train").is_dir():
         paths += draw_losses(out / "train")
     if (out / "evaluate" / "emoji_table.json").is_file():
