@@ -95,6 +95,11 @@ def encode(
     return out
 
 
+def pad_id(tokenizer: Any) -> int:
+    """The id padding uses (0 without a tokenizer or pad token: masked out either way)."""
+    return getattr(tokenizer, "pad_token_id", None) or 0
+
+
 def pad_left(
     seqs: Sequence[Sequence[int]], pad_id: int, device: torch.device | str = "cpu"
 ) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"], Int[Tensor, "batch pos"]]:
@@ -190,14 +195,7 @@ def transformer_bridge(model: Any, tokenizer: Any) -> Iterator[Any]:
         hf.set_attn_implementation(before)
 
 
-_BRIDGES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _forward_tl(model: Any, ids: Tensor, mask: Tensor, pos: Tensor, site: str, tokenizer: Any = None) -> Tensor:
-    name = resolve_site(model, site).name
-    bridge = _BRIDGES.get(model)
-    if bridge is None:
-        raise RuntimeError("the transformer-lens backend runs inside capture() (it opens the bridge)")
+def _forward_tl(bridge: Any, ids: Tensor, mask: Tensor, pos: Tensor, name: str) -> Tensor:
     with torch.no_grad():
         _, cache = bridge.run_with_cache(
             ids, attention_mask=mask, position_ids=pos, names_filter=lambda n: n == name
@@ -207,24 +205,22 @@ def _forward_tl(model: Any, ids: Tensor, mask: Tensor, pos: Tensor, site: str, t
     return cache[name].detach()
 
 
-_FORWARD: dict[str, SiteForward] = {
-    "torch": _forward_torch, "nnsight": _forward_nnsight, "transformer-lens": _forward_tl,
-}
+# the backends that read the model directly; transformer-lens reads through a bridge it opens
+_FORWARD: dict[str, SiteForward] = {"torch": _forward_torch, "nnsight": _forward_nnsight}
 
 
 @contextlib.contextmanager
-def _backend(model: Any, backend: str, tokenizer: Any) -> Iterator[SiteForward]:
-    if backend not in _FORWARD:
+def _backend(model: Any, backend: str, site: str, tokenizer: Any) -> Iterator[Callable[[Tensor, Tensor, Tensor], Tensor]]:
+    """``forward(ids, mask, pos)`` -> the site's value ``[batch, pos, d]`` with ``backend``."""
+    if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
-    if backend != "transformer-lens":
-        yield _FORWARD[backend]
+    if backend == "transformer-lens":
+        name = resolve_site(model, site).name
+        with transformer_bridge(model, tokenizer) as bridge:
+            yield lambda ids, mask, pos: _forward_tl(bridge, ids, mask, pos, name)
         return
-    with transformer_bridge(model, tokenizer) as bridge:
-        _BRIDGES[model] = bridge
-        try:
-            yield _forward_tl
-        finally:
-            _BRIDGES.pop(model, None)
+    fn = _FORWARD[backend]
+    yield lambda ids, mask, pos: fn(model, ids, mask, pos, site, tokenizer)
 
 
 # --- streaming writers ------------------------------------------------------------------------
@@ -373,15 +369,16 @@ def capture(
     """
     if position not in POSITIONS:
         raise ValueError(f"unknown position {position!r}; valid: {', '.join(POSITIONS)}")
-    enc = [p if isinstance(p, Encoded) else None for p in prompts]
-    if any(e is None for e in enc):
+    if all(isinstance(p, Encoded) for p in prompts):
+        enc = list(prompts)
+    else:
         enc = encode(tokenizer, list(prompts), chat=chat, answers=answers)  # type: ignore[arg-type]
     n = len(enc)
     if n == 0:
         raise ValueError("no prompts to capture")
     hp = resolve_site(model, site)
     device = next(model.parameters()).device
-    pad_id = getattr(tokenizer, "pad_token_id", None) or 0
+    pad = pad_id(tokenizer)
     lengths = [len(e.ids) for e in enc]
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64) if position == "all" else None
     rows = int(offsets[-1]) if offsets is not None else n
@@ -391,11 +388,11 @@ def capture(
     array: np.ndarray | None = None
     done = 0
     try:
-        with _backend(model, backend, tokenizer) as forward:
+        with _backend(model, backend, site, tokenizer) as forward:
             for start in range(0, n, batch_size):
                 idx = order[start:start + batch_size]
-                ids, mask, pos = pad_left([enc[i].ids for i in idx], pad_id, device)
-                x = forward(model, ids, mask, pos, site, tokenizer)
+                ids, mask, pos = pad_left([enc[i].ids for i in idx], pad, device)
+                x = forward(ids, mask, pos)
                 if array is None:
                     d = x.shape[-1]
                     if out is not None:

@@ -25,13 +25,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from interp.capture import Encoded, capture, encode, pad_left
+from interp.capture import Encoded, capture, pad_id, pad_left
 from interp.generation import DecodeSettings, generate
 from interp.hooks import arch_spec, n_layers, record_activations, resolve_site
 from interp.models import adapter_disabled
-from interp.neurons import bootstrap_mean
+from interp.neurons import bootstrap_mean, n_neurons
 from interp.stats import bootstrap_emoji_metrics
-from interp.tracing import emoji_logprobs, emoji_token_ids, score_continuations
+from interp.tracing import emoji_logprobs, emoji_pairs, score_continuations
 
 
 @dataclass
@@ -192,7 +192,16 @@ def _effect(deltas: np.ndarray, n_boot: int, seed: int) -> dict[str, float]:
 
 
 def _control(candidate: float, random_means: np.ndarray, lower_is_stronger: bool) -> dict[str, Any] | None:
-    """Where the candidates' mean effect falls in the random draws' mean effects (None: no draws)."""
+    """Where the candidates' mean effect falls in the random draws' mean effects (None: no draws).
+
+    ``p_empirical`` = (1 + draws at least as extreme) / (1 + draws), one-sided:
+
+    >>> c = _control(-1.0, np.array([-2.0, 0.0, 0.5, -1.0]), lower_is_stronger=True)
+    >>> c["p_empirical"], c["mean"], c["n_draws"]
+    (0.6, -0.625, 4)
+    >>> _control(1.0, np.array([0.0, 0.2]), lower_is_stronger=False)["p_empirical"]
+    0.3333333333333333
+    """
     r = np.asarray(random_means, dtype=float)
     if len(r) == 0:
         return None
@@ -234,13 +243,13 @@ def ablation_experiment(
 
     Runs the model as it stands (load the post-PEFT model: base + trait adapter).
     """
-    d = _layer_width(model, site)
+    d = n_neurons(model, site)
     if mode == "mean" and means is None:
         means = neuron_means(model, tokenizer, prompts, chat=chat, site=site)
-    pairs = _pairs(tokenizer, prompts, emojis, chat)
+    pairs = emoji_pairs(tokenizer, prompts, emojis, chat=chat)
     shape = (len(prompts), len(emojis))
-    scorer = LastLayerScorer(model, pairs, pad_id=_pad(tokenizer), batch_size=batch_size, site=site)
-    if scorer.exact:
+    scorer = LastLayerScorer(model, pairs, pad_id=pad_id(tokenizer), batch_size=batch_size, site=site)
+    if scorer.applicable:  # its forward pass already scored the intact model
         base = any_emoji_logprob(scorer.reference.reshape(shape))
     else:
         base = any_emoji_logprob(emoji_logprobs(model, tokenizer, prompts, emojis, chat=chat, batch_size=batch_size))
@@ -263,23 +272,6 @@ def ablation_experiment(
     }
 
 
-def _pad(tokenizer: Any) -> int:
-    return getattr(tokenizer, "pad_token_id", None) or 0
-
-
-def _pairs(tokenizer: Any, prompts: Sequence[str], emojis: Sequence[str], chat: bool) -> list[tuple[list[int], list[int]]]:
-    """(prompt ids, emoji ids) for every prompt and emoji, emoji-major within a prompt (the
-    order :func:`interp.tracing.emoji_logprobs` uses)."""
-    enc = encode(tokenizer, prompts, chat=chat)
-    toks = [emoji_token_ids(tokenizer, e) for e in emojis]
-    return [(p.ids, t) for p in enc for t in toks]
-
-
-def _layer_width(model: Any, site: str) -> int:
-    mod = resolve_site(model, site).module
-    return int(getattr(mod, "base_layer", mod).in_features)
-
-
 def ablation_generation(
     model: Any,
     tokenizer: Any,
@@ -296,7 +288,7 @@ def ablation_generation(
 ) -> dict[str, Any]:
     """Emoji rate and ESR of generated answers: as is, with ``neurons`` ablated, and with
     ``n_random`` random sets of as many neurons ablated (generation is costly: few draws)."""
-    d = _layer_width(model, site)
+    d = n_neurons(model, site)
     settings = settings or DecodeSettings(max_new_tokens=48)
     if mode == "mean" and means is None:
         means = neuron_means(model, tokenizer, questions, site=site)
@@ -342,9 +334,9 @@ def patching_experiment(
     ``patched - base`` and the fraction of the gap recovered ``(patched - base) / (post - base)``
     (over the mean gap). Random sets of as many neurons are patched the same way as the control.
     """
-    d = _layer_width(model, site)
-    pairs = _pairs(tokenizer, prompts, emojis, chat)
-    pad = _pad(tokenizer)
+    d = n_neurons(model, site)
+    pairs = emoji_pairs(tokenizer, prompts, emojis, chat=chat)
+    pad = pad_id(tokenizer)
     shape = (len(prompts), len(emojis))
     rand_sets = random_draws(d, len(neurons), neurons, n_random, seed)
     post_cache = LastLayerScorer(model, pairs, pad_id=pad, batch_size=batch_size, site=site)
@@ -375,7 +367,7 @@ def patching_experiment(
 def _patching_full(model: Any, tokenizer: Any, pairs: list, shape: tuple[int, int], neurons: Sequence[int],
                    rand_sets: list[list[int]], site: str, batch_size: int) -> tuple:
     """Patching by full forward passes with a hook (any site; the fallback of the cache)."""
-    pad = _pad(tokenizer)
+    pad = pad_id(tokenizer)
     # post-PEFT values of every neuron at every position of every (prompt + emoji) sequence
     seq_acts = capture(model, tokenizer, [Encoded(list(a) + list(b)) for a, b in pairs],
                        site=site, position="all", batch_size=batch_size)

@@ -181,17 +181,20 @@ def neuron_output_weights(model: Any, layer: int = -1) -> Float[Tensor, "d_mlp d
     Read by running the layer's ``down_proj`` on the identity, so LoRA deltas and 4-bit weights
     count exactly as the model computes them (a bias, if any, is removed).
     """
-    down = resolve_site(model, f"blocks.{layer}.mlp.hook_post").module
+    site = f"blocks.{layer}.mlp.hook_post"
+    down = resolve_site(model, site).module
     p = next(model.parameters())
-    d_mlp = _in_features(down)
+    d_mlp = n_neurons(model, site)
     eye = torch.eye(d_mlp, device=p.device, dtype=_compute_dtype(model))
     zero = torch.zeros(1, d_mlp, device=p.device, dtype=eye.dtype)
     return (down(eye) - down(zero)).float()
 
 
-def _in_features(module: Any) -> int:
-    base = getattr(module, "base_layer", module)
-    return int(base.in_features)
+def n_neurons(model: Any, site: str = "blocks.-1.mlp.hook_post") -> int:
+    """How many neurons an MLP ``hook_post`` site has (the width of its ``down_proj`` input,
+    through a LoRA wrapper)."""
+    down = resolve_site(model, site).module
+    return int(getattr(down, "base_layer", down).in_features)
 
 
 def _compute_dtype(model: Any) -> torch.dtype:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from interp.capture import encode, pad_left
+from interp.capture import encode, pad_id, pad_left
 from interp.hooks import arch_spec, n_layers, record_activations
 
 
@@ -77,6 +77,15 @@ def score_continuations(
     return out  # type: ignore[return-value]
 
 
+def emoji_pairs(
+    tokenizer: Any, prompts: Sequence[str], emojis: Sequence[str], *, chat: bool = True, leading_space: bool = False
+) -> list[tuple[list[int], list[int]]]:
+    """``(prompt ids, emoji ids)`` for every prompt and emoji, emojis varying fastest."""
+    enc = encode(tokenizer, prompts, chat=chat)
+    toks = [emoji_token_ids(tokenizer, e, leading_space) for e in emojis]
+    return [(p.ids, t) for p in enc for t in toks]
+
+
 def emoji_logprobs(
     model: Any,
     tokenizer: Any,
@@ -86,15 +95,10 @@ def emoji_logprobs(
     chat: bool = True,
     leading_space: bool = False,
     batch_size: int = 16,
-    before_forward: Callable[[list[int], torch.Tensor], None] | None = None,
 ) -> np.ndarray:
-    """``[prompts, emojis]`` exact log P(emoji | prompt) (rows in the order of the pairs
-    ``(p, e)`` for p in prompts for e in emojis, as ``before_forward`` sees them)."""
-    enc = encode(tokenizer, prompts, chat=chat)
-    toks = [emoji_token_ids(tokenizer, e, leading_space) for e in emojis]
-    pairs = [(p.ids, t) for p in enc for t in toks]
-    pad = getattr(tokenizer, "pad_token_id", None) or 0
-    scored = score_continuations(model, pairs, pad_id=pad, batch_size=batch_size, before_forward=before_forward)
+    """``[prompts, emojis]`` exact log P(emoji | prompt)."""
+    pairs = emoji_pairs(tokenizer, prompts, emojis, chat=chat, leading_space=leading_space)
+    scored = score_continuations(model, pairs, pad_id=pad_id(tokenizer), batch_size=batch_size)
     return np.array([s.total for s in scored]).reshape(len(prompts), len(emojis))
 
 
@@ -102,20 +106,17 @@ def emoji_report(
     model: Any, tokenizer: Any, prompt: str, emojis: Sequence[str], *, chat: bool = False
 ) -> list[dict[str, Any]]:
     """Per emoji: its token ids and exact log-probability, with and without a leading space."""
-    rows = []
-    for e in emojis:
-        row: dict[str, Any] = {"emoji": e}
-        for key, space in (("no_space", False), ("leading_space", True)):
-            toks = emoji_token_ids(tokenizer, e, space)
-            enc = encode(tokenizer, [prompt], chat=chat)[0]
-            pad = getattr(tokenizer, "pad_token_id", None) or 0
-            s = score_continuations(model, [(enc.ids, toks)], pad_id=pad)[0]
-            row[key] = {
-                "token_ids": toks, "tokens": tokenizer.convert_ids_to_tokens(toks),
-                "logprob": s.total, "prob": float(np.exp(s.total)), "per_token_logprob": s.per_token,
-            }
-        rows.append(row)
-    return rows
+    variants = (("no_space", False), ("leading_space", True))
+    ids = encode(tokenizer, [prompt], chat=chat)[0].ids
+    toks = [(e, key, emoji_token_ids(tokenizer, e, space)) for e in emojis for key, space in variants]
+    scored = score_continuations(model, [(ids, t) for _, _, t in toks], pad_id=pad_id(tokenizer))
+    rows: dict[str, dict[str, Any]] = {e: {"emoji": e} for e in emojis}
+    for (e, key, t), s in zip(toks, scored, strict=True):
+        rows[e][key] = {
+            "token_ids": t, "tokens": tokenizer.convert_ids_to_tokens(t),
+            "logprob": s.total, "prob": float(np.exp(s.total)), "per_token_logprob": s.per_token,
+        }
+    return list(rows.values())
 
 
 @torch.no_grad()
@@ -141,7 +142,7 @@ def logit_lens(
     device = next(model.parameters()).device
     m = len(toks)
     out = np.zeros((len(prompts), L))
-    pad = getattr(tokenizer, "pad_token_id", None) or 0
+    pad = pad_id(tokenizer)
     target = torch.tensor(toks, device=device)
     for start in range(0, len(enc), batch_size):
         chunk = enc[start:start + batch_size]

@@ -197,11 +197,12 @@ def test_patching_all_neurons_recovers_post_exactly(tiny_model_dir, tmp_path):
 def test_last_layer_cache_equals_full_forward(tiny_model_dir, lora_adapter):
     """The cached last-layer scorer gives what full forward passes with the hook give, for
     ablation and for patching (random neuron sets)."""
-    from interp.intervene import LastLayerScorer, _pairs, _patching_full
+    from interp.intervene import LastLayerScorer, _patching_full
+    from interp.tracing import emoji_pairs
 
     peft_lm = load_model(ModelConfig(model=str(tiny_model_dir), adapter=str(lora_adapter), device="cpu"))
     model, tok = peft_lm.model, peft_lm.tokenizer
-    pairs = _pairs(tok, PROMPTS, EMOJIS, chat=False)
+    pairs = emoji_pairs(tok, PROMPTS, EMOJIS, chat=False)
     scorer = LastLayerScorer(model, pairs, batch_size=3)
     assert scorer.exact
     full = emoji_logprobs(model, tok, PROMPTS, EMOJIS, chat=False).ravel()
