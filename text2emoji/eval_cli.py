@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -58,18 +56,6 @@ class EvaluateStageConfig(EvaluateConfig):
         None, help="SHA-256 of each trait's adapter weights, and of the prompt files used")
 
 
-def _progress_printer():
-    t0 = time.perf_counter()
-
-    def show(done: int, total: int) -> None:
-        rate = done / max(time.perf_counter() - t0, 1e-9)
-        eta = (total - done) / rate if rate else 0
-        print(f"[{time.strftime('%H:%M:%S')}] evaluate: {done}/{total} generations, ETA {eta:.0f}s",
-              file=sys.stderr, flush=True)
-
-    return show
-
-
 def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     from finetune.io import load_rows
     from finetune.schema import TRAITS
@@ -85,7 +71,7 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     from interp.models import load_model
     from interp.prompts import prompts_dir
     from text2emoji.pipeline import stage_dataset
-    from text2emoji.runs import file_hash, open_stage
+    from text2emoji.runs import Progress, file_hash, open_stage
 
     dataset, dataset_hash = stage_dataset(cfg)
     traits = cfg.traits or list(TRAITS)
@@ -108,7 +94,7 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
                                       temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed)
             jobs = build_jobs(rows, lm.tokenizer, traits, methods, scfg.n_questions, cfg.k_demos, cfg.seed)
             gens = generate_jobs(model, lm.tokenizer, jobs, settings, st.path("generations.jsonl"),
-                                 cfg.batch_size, progress=_progress_printer())
+                                 cfg.batch_size, progress=Progress("evaluate", unit="generations").update)
             st.write_json("decoding.json", asdict(settings))
             table = emoji_table(gens, n_boot=cfg.n_boot, seed=cfg.seed)
             write_table(table, st.dir, cfg.model)

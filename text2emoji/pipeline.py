@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ import torch
 
 from interp.models import LoadedModel, ModelConfig, load_model
 from text2emoji.config import Config, ConfigError, option
-from text2emoji.runs import atomic_write_json, open_stage
+from text2emoji.runs import atomic_write_json, log, open_stage
 
 # What each preset sets in the stages after training (training has its own presets).
 # quick: about 20 minutes on 2 CPU cores; paper: the study's scale.
@@ -83,10 +82,6 @@ class DatasetConfig(Config):
     seed: int = option(0, help="seed of the split (used only if the files have none)")
 
 
-def _log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
 def stage_dataset(cfg: Any) -> tuple[Path, str]:
     """Validate and save the dataset; ``cfg`` is any config with out, data, model, seed, force.
 
@@ -108,7 +103,7 @@ def stage_dataset(cfg: Any) -> tuple[Path, str]:
     dcfg = DatasetConfig(files=files, sha256=digest.hexdigest(), tokenizer=cfg.model, seed=cfg.seed)
     with open_stage(cfg.out, "dataset", dcfg, force=cfg.force, seed=cfg.seed) as st:
         if st.reused:
-            _log("dataset: reused")
+            log("dataset: reused")
         else:
             report = validate_files(files, load_tokenizer(cfg.model), dcfg.max_length)
             report.raise_if_problems()
@@ -117,7 +112,7 @@ def stage_dataset(cfg: Any) -> tuple[Path, str]:
                 rows = assign_splits(rows, seed=dcfg.seed)
             write_jsonl(rows, st.path("opinion_qa.jsonl"))
             st.write_json("stats.json", {**stats(rows), "warnings": report.warnings})
-            _log(f"dataset: {len(rows)} rows from {', '.join(files)}")
+            log(f"dataset: {len(rows)} rows from {', '.join(files)}")
         return st.path("opinion_qa.jsonl"), dcfg.config_hash()
 
 
@@ -172,7 +167,7 @@ def run(cfg: RunConfig) -> dict[str, Any]:
 
     @functools.cache
     def get_lm() -> LoadedModel:  # loaded once, and only if a stage has work to do
-        _log(f"loading {cfg.model}")
+        log(f"loading {cfg.model}")
         return load_model(cfg)
 
     dataset: list[Any] = []
@@ -200,9 +195,9 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     ]
     for i, (name, step) in enumerate(steps, 1):
         t = time.perf_counter()
-        _log(f"run: stage {i}/{len(steps)} {name}")
+        log(f"run: stage {i}/{len(steps)} {name}")
         step()
-        _log(f"run: {name} done in {time.perf_counter() - t:.0f}s (total {time.perf_counter() - t0:.0f}s)")
+        log(f"run: {name} done in {time.perf_counter() - t:.0f}s (total {time.perf_counter() - t0:.0f}s)")
     summary = short_summary(write_report(Path(cfg.out)))
     summary["wall_seconds"] = round(time.perf_counter() - t0, 1)
     atomic_write_json(Path(cfg.out) / "summary.json", summary)

@@ -12,8 +12,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import sys
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,25 +23,7 @@ from interp.capture import DEFAULT_SITE
 from interp.models import ModelConfig
 from text2emoji.config import ConfigError, option
 from text2emoji.errors import UserError
-from text2emoji.runs import atomic_write_json, atomic_write_text, file_hash, open_stage
-
-
-def _log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-class Progress:
-    """Prints ``done/total`` with an ETA from the mean time per item so far."""
-
-    def __init__(self, what: str, total: int):
-        self.what, self.total, self.done, self.t0 = what, total, 0, time.perf_counter()
-
-    def step(self, n: int = 1, note: str = "") -> None:
-        self.done += n
-        rate = self.done / max(time.perf_counter() - self.t0, 1e-9)
-        eta = (self.total - self.done) / rate if rate else 0.0
-        _log(f"{self.what}: {self.done}/{self.total}{' ' + note if note else ''}, ETA {eta:.0f}s")
-
+from text2emoji.runs import Progress, atomic_write_json, atomic_write_text, file_hash, open_stage
 
 # --- text2emoji activations -----------------------------------------------------------------
 
@@ -93,7 +73,7 @@ def cmd_activations(cfg: ActivationsConfig) -> None:
     try:
         res = capture(lm.model, lm.tokenizer, [r["text"] for r in rows], site=cfg.site, position=cfg.position,
                       backend=cfg.backend, batch_size=cfg.batch_size, chat=cfg.chat, answers=answers,
-                      out=cfg.out, progress=lambda done, total: prog.step(done - prog.done))
+                      out=cfg.out, progress=prog.update)
     except ValueError as e:
         raise UserError(f"{cfg.prompts}: {e}") from e
     print(json.dumps({"out": cfg.out, "shape": list(res.activations.shape), "site": res.site,
@@ -203,6 +183,20 @@ def _stage_config(cfg: ProbeConfig, extra: dict[str, Path] | None = None) -> Any
     return _STAGE_CLASSES[type(cfg)](**fields)
 
 
+def _run_stage(cfg: ProbeConfig, name: str, body: Any, needs_neurons: bool = False) -> dict[str, Any]:
+    """Stage ``OUT/name/``: reused when finished with the same config and inputs, else
+    ``body(cfg, stage_dir)``; ablate and patch check their candidates before touching it."""
+    extra = {}
+    if needs_neurons:
+        for t in cfg.trait_list():
+            _candidates(cfg, t)  # type: ignore[arg-type]
+        extra["neurons"] = Path(cfg.out) / "neurons" / "top_neurons.json"
+    with open_stage(cfg.out, name, _stage_config(cfg, extra), force=cfg.force, seed=cfg.seed) as st:
+        if not st.reused:
+            body(cfg, st.dir)
+        return st.read_json("summary.json")
+
+
 def _load_peft(cfg: ProbeConfig) -> Any:
     from interp.evaluate import load_adapters
     from interp.models import load_model
@@ -241,11 +235,7 @@ class NeuronsConfig(ProbeConfig):
 
 def neurons(cfg: NeuronsConfig) -> dict[str, Any]:
     """Capture, diff, rank, selectivity, overlap and DLA; tables and figures in OUT/neurons/."""
-    scfg = _stage_config(cfg)
-    with open_stage(cfg.out, "neurons", scfg, force=cfg.force, seed=cfg.seed) as st:
-        if not st.reused:
-            _neurons(cfg, st.dir)
-        return st.read_json("summary.json")
+    return _run_stage(cfg, "neurons", _neurons)
 
 
 def _neurons(cfg: NeuronsConfig, out: Path) -> None:
@@ -360,11 +350,7 @@ class TraceConfig(ProbeConfig):
 
 
 def trace(cfg: TraceConfig) -> dict[str, Any]:
-    scfg = _stage_config(cfg)
-    with open_stage(cfg.out, "trace", scfg, force=cfg.force, seed=cfg.seed) as st:
-        if not st.reused:
-            _trace(cfg, st.dir)
-        return st.read_json("summary.json")
+    return _run_stage(cfg, "trace", _trace)
 
 
 def _trace(cfg: TraceConfig, out: Path) -> None:
@@ -504,19 +490,8 @@ def _candidates(cfg: InterveneConfig, trait: str) -> list[int]:
     return [r["neuron"] for r in rows[: cfg.k]]
 
 
-def _intervention_stage(cfg: InterveneConfig, name: str, body: Any) -> dict[str, Any]:
-    """Stage ``name`` (ablate or patch): candidates checked before the directory is touched."""
-    for t in cfg.trait_list():
-        _candidates(cfg, t)
-    scfg = _stage_config(cfg, {"neurons": Path(cfg.out) / "neurons" / "top_neurons.json"})
-    with open_stage(cfg.out, name, scfg, force=cfg.force, seed=cfg.seed) as st:
-        if not st.reused:
-            body(cfg, st.dir)
-        return st.read_json("summary.json")
-
-
 def ablate(cfg: AblateConfig) -> dict[str, Any]:
-    return _intervention_stage(cfg, "ablate", _ablate)
+    return _run_stage(cfg, "ablate", _ablate, needs_neurons=True)
 
 
 def _ablate(cfg: AblateConfig, out: Path) -> None:
@@ -594,7 +569,7 @@ def _read_partial(path: Path) -> dict[str, Any]:
 
 
 def patch(cfg: PatchConfig) -> dict[str, Any]:
-    return _intervention_stage(cfg, "patch", _patch)
+    return _run_stage(cfg, "patch", _patch, needs_neurons=True)
 
 
 def _patch(cfg: PatchConfig, out: Path) -> None:

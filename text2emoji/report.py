@@ -230,7 +230,7 @@ def markdown_to_html(md: str, out: Path) -> str:
             while i < len(lines) and lines[i].startswith("|"):
                 rows.append([c.strip() for c in lines[i].strip("|").split("|")])
                 i += 1
-            head, data = rows[0], [r for r in rows[2:]]
+            head, data = rows[0], rows[2:]
             body.append("<table><tr>" + "".join(f"<th>{_inline(c)}</th>" for c in head) + "</tr>"
                         + "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in r) + "</tr>" for r in data) + "</table>")
             continue

@@ -76,6 +76,29 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
+def log(msg: str) -> None:
+    """One timestamped progress line on stderr (stdout stays for results)."""
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+class Progress:
+    """Logs ``what: done/total`` with an ETA from the mean time per item so far."""
+
+    def __init__(self, what: str, total: int = 0, unit: str = ""):
+        self.what, self.total, self.unit, self.done, self.t0 = what, total, unit, 0, time.perf_counter()
+
+    def step(self, n: int = 1, note: str = "") -> None:
+        self.update(self.done + n, self.total, note)
+
+    def update(self, done: int, total: int, note: str = "") -> None:
+        """Set the count (usable as a ``progress(done, total)`` callback)."""
+        self.done, self.total = done, total
+        rate = done / max(time.perf_counter() - self.t0, 1e-9)
+        eta = (total - done) / rate if rate else 0.0
+        unit = f" {self.unit}" if self.unit else ""
+        log(f"{self.what}: {done}/{total}{unit}{' ' + note if note else ''}, ETA {eta:.0f}s")
+
+
 def file_hash(*paths: Path) -> str:
     """SHA-256 (16 hex digits) over the files' bytes, in order; "" when one is missing (the
     stage that needs it then names it)."""
