@@ -99,6 +99,16 @@ def test_neurons_trace_ablate_patch_stages(tiny_model_dir, run_dir, capsys):
     tr = json.loads((run_dir / "run" / "trace" / "trace.json").read_text())
     assert len(tr["traits"]["openness"]["logit_lens_post"]) == 2
     assert (run_dir / "run" / "trace" / "logit_lens.png").is_file()
+    # the stage's post-PEFT emoji probability = the adapter loaded alone, scored independently
+    from interp.models import ModelConfig, load_model
+    from interp.probes import load_probe_suite
+    from interp.tracing import emoji_logprobs
+
+    suite = load_probe_suite()
+    alone = load_model(ModelConfig(model=str(tiny_model_dir), device="cpu",
+                                   adapter=str(run_dir / "run" / "train" / "openness" / "adapter")))
+    lp = emoji_logprobs(alone.model, alone.tokenizer, suite.texts, suite.trait_emojis["openness"], chat=True)
+    np.testing.assert_allclose(tr["traits"]["openness"]["any_emoji_post"], np.log(np.exp(lp).sum(1)), atol=1e-4)
     capsys.readouterr()
     n = ["--k", "3", "--n-random", "4", "--n-questions", "3"]
     assert main(["ablate", *common, *data, *n, "--n-random-generation", "1", "--max-new-tokens", "3"]) == 0

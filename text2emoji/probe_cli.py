@@ -268,13 +268,16 @@ def _neurons(cfg: NeuronsConfig, out: Path) -> None:
     pairs = suite.pairs()
     tables, summary, md = {}, {"traits": {}, "n_prompts": len(suite.prompts), "site": cfg.site}, []
     sel_pre = emoji_selectivity(pre, pairs)
+    sel_posts = {t: emoji_selectivity(posts[t], pairs) for t in traits}
+    increase = {}
     top_sets = {}
     dla_all = {}
     for t in traits:
         d = neuron_diff(pre, posts[t], n_perm=cfg.n_perm, seed=cfg.seed)
         by_mean = top_table(d, cfg.k, "mean", cfg.n_boot, cfg.seed)
         by_effect = top_table(d, cfg.k, "effect", cfg.n_boot, cfg.seed)
-        sel_post = emoji_selectivity(posts[t], pairs)
+        sel_post = sel_posts[t]
+        increase[t] = d.mean.tolist()
         idx = [r["neuron"] for r in by_mean]
         top_sets[t] = idx
         emojis = suite.trait_emojis[t]
@@ -324,8 +327,8 @@ def _neurons(cfg: NeuronsConfig, out: Path) -> None:
         "pairs": [[suite.prompts[e].id, suite.prompts[p].id] for e, p in pairs],
         "top_pre": sel_rows,
         "effect_pre": sel_pre.effect.tolist(),
-        "effect_post": {t: emoji_selectivity(posts[t], pairs).effect.tolist() for t in traits},
-        "mean_increase": {t: (posts[t] - pre).mean(0).tolist() for t in traits},
+        "effect_post": {t: sel_posts[t].effect.tolist() for t in traits},
+        "mean_increase": increase,
     })
     atomic_write_json(out / "summary.json", summary)
     header = [f"# Neurons ({cfg.site}) pre vs post PEFT", "",
