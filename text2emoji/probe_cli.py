@@ -503,31 +503,23 @@ def _ablate(cfg: AblateConfig, out: Path) -> None:
     from interp.intervene import ablation_experiment, ablation_generation, neuron_means
 
     suite = _suite(cfg)
-    lm = _load_peft(cfg)
-    model, tok = lm.model, lm.tokenizer
     traits = cfg.trait_list()
-    results, summary = _read_partial(out / "ablation.json"), {}
-    questions = _questions(cfg)
-    prog = Progress("ablate", len(traits))
-    for t in traits:
-        if t not in results:
-            cand = _candidates(cfg, t)
-            qs = questions[t]
-            model.set_adapter(t)
-            means = neuron_means(model, tok, qs, site=cfg.site) if "mean" in cfg.modes else None
-            r: dict[str, Any] = {"questions": qs, "candidates": cand}
-            for mode in cfg.modes:
-                r[mode] = ablation_experiment(model, tok, qs, suite.trait_emojis[t], cand, mode=mode, means=means,
-                                              n_random=cfg.n_random, seed=cfg.seed, site=cfg.site,
-                                              n_boot=cfg.n_boot, batch_size=cfg.batch_size)
-            if cfg.generation:
-                r["generation"] = ablation_generation(
-                    model, tok, qs[: cfg.n_generation_questions or None], cand, mode=cfg.modes[0], means=means, n_random=cfg.n_random_generation,
-                    seed=cfg.seed, settings=DecodeSettings(max_new_tokens=cfg.max_new_tokens), site=cfg.site,
-                    batch_size=cfg.batch_size)
-            results[t] = r
-            atomic_write_json(out / "ablation.json", results)  # a trait at a time: resumable
-        prog.step(note=t)
+
+    def one(model: Any, tok: Any, t: str, qs: list[str], cand: list[int]) -> dict[str, Any]:
+        means = neuron_means(model, tok, qs, site=cfg.site) if "mean" in cfg.modes else None
+        r: dict[str, Any] = {"questions": qs, "candidates": cand}
+        for mode in cfg.modes:
+            r[mode] = ablation_experiment(model, tok, qs, suite.trait_emojis[t], cand, mode=mode, means=means,
+                                          n_random=cfg.n_random, seed=cfg.seed, site=cfg.site,
+                                          n_boot=cfg.n_boot, batch_size=cfg.batch_size)
+        if cfg.generation:
+            r["generation"] = ablation_generation(
+                model, tok, qs[: cfg.n_generation_questions or None], cand, mode=cfg.modes[0], means=means,
+                n_random=cfg.n_random_generation, seed=cfg.seed,
+                settings=DecodeSettings(max_new_tokens=cfg.max_new_tokens), site=cfg.site, batch_size=cfg.batch_size)
+        return r
+
+    results, summary = _per_trait(cfg, out / "ablation.json", "ablate", one), {}
     for t in traits:
         summary[t] = {mode: {"delta": results[t][mode]["candidate_delta"],
                              "random_mean": results[t][mode]["random_control"]["mean"] if results[t][mode]["random_control"] else None,
@@ -564,6 +556,25 @@ def _pct(v: float | None) -> str:
     return "n/a" if v is None else f"{100 * v:.1f}%"
 
 
+def _per_trait(cfg: InterveneConfig, path: Path, what: str, one: Any) -> dict[str, Any]:
+    """``one(model, tokenizer, trait, questions, candidates)`` for each trait with the trait's
+    adapter active; ``path`` is rewritten after every trait, and traits already in it are kept
+    (an interrupted stage resumes)."""
+    results = _read_partial(path)
+    todo = [t for t in cfg.trait_list() if t not in results]
+    if todo:
+        lm = _load_peft(cfg)
+        questions = _questions(cfg)
+    prog = Progress(what, len(cfg.trait_list()))
+    for t in cfg.trait_list():
+        if t in todo:
+            lm.model.set_adapter(t)
+            results[t] = one(lm.model, lm.tokenizer, t, questions[t], _candidates(cfg, t))
+            atomic_write_json(path, results)
+        prog.step(note=t)
+    return results
+
+
 def _read_partial(path: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -580,22 +591,14 @@ def _patch(cfg: PatchConfig, out: Path) -> None:
     from interp.intervene import patching_experiment
 
     suite = _suite(cfg)
-    lm = _load_peft(cfg)
-    model, tok = lm.model, lm.tokenizer
     traits = cfg.trait_list()
-    results = _read_partial(out / "patching.json")
-    questions = _questions(cfg)
-    prog = Progress("patch", len(traits))
-    for t in traits:
-        if t not in results:
-            model.set_adapter(t)
-            qs = questions[t]
-            r = patching_experiment(model, tok, qs, suite.trait_emojis[t], _candidates(cfg, t), n_random=cfg.n_random,
-                                    seed=cfg.seed, site=cfg.site, n_boot=cfg.n_boot, batch_size=cfg.batch_size)
-            r["questions"] = qs
-            results[t] = r
-            atomic_write_json(out / "patching.json", results)
-        prog.step(note=t)
+
+    def one(model: Any, tok: Any, t: str, qs: list[str], cand: list[int]) -> dict[str, Any]:
+        r = patching_experiment(model, tok, qs, suite.trait_emojis[t], cand, n_random=cfg.n_random,
+                                seed=cfg.seed, site=cfg.site, n_boot=cfg.n_boot, batch_size=cfg.batch_size)
+        return {**r, "questions": qs}
+
+    results = _per_trait(cfg, out / "patching.json", "patch", one)
     summary = {t: {"delta": r["candidate_delta"], "post_minus_base": r["post_minus_base"],
                    "fraction_recovered": r["fraction_recovered"],
                    "random_mean": r["random_control"]["mean"] if r["random_control"] else None,
