@@ -18,20 +18,20 @@ probabilities of the trait's emojis (each teacher-forced over all its tokens).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from interp.capture import Encoded, capture, pad_id, pad_left
+from interp.capture import Encoded, capture, pad_id
 from interp.generation import DecodeSettings, generate
-from interp.hooks import arch_spec, n_layers, record_activations, resolve_site
+from interp.hooks import arch_spec, n_layers, resolve_site
 from interp.models import adapter_disabled
 from interp.neurons import bootstrap_mean, n_neurons
 from interp.stats import bootstrap_emoji_metrics
-from interp.tracing import emoji_logprobs, emoji_pairs, score_continuations
+from interp.tracing import continuation_passes, emoji_logprobs, emoji_pairs, score_continuations
 
 
 @dataclass
@@ -64,6 +64,33 @@ def intervention(model: Any, patch: Patch, site: str = "blocks.-1.mlp.hook_post"
     handle = hp.module.register_forward_pre_hook(pre_hook)
     try:
         yield patch
+    finally:
+        handle.remove()
+
+
+@contextlib.contextmanager
+def row_ablation(model: Any, site: str = "blocks.-1.mlp.hook_post") -> Iterator[Callable[[torch.Tensor, torch.Tensor], None]]:
+    """A hook at ``site`` that ablates each row of a batch its own way; yields ``set(mask,
+    fill)`` (both ``[batch, d]``): from then on, row ``r``'s neurons where ``mask[r]`` take
+    ``fill[r]``, at every position, in every forward pass (generation steps included)."""
+    hp = resolve_site(model, site)
+    if hp.read != "input":
+        raise ValueError(f"interventions write neuron activations ({site} is not an input site)")
+    now: dict[str, torch.Tensor] = {}
+
+    def set_rows(mask: torch.Tensor, fill: torch.Tensor) -> None:
+        now["mask"], now["fill"] = mask, fill
+
+    def pre_hook(_mod, args):
+        x = args[0]
+        mask, fill = now["mask"].to(x.device)[:, None], now["fill"].to(x.device, x.dtype)[:, None]
+        if mask.shape[0] != x.shape[0]:
+            raise ValueError(f"row ablation set for {mask.shape[0]} rows, batch has {x.shape[0]}")
+        return (torch.where(mask, fill, x), *args[1:])
+
+    handle = hp.module.register_forward_pre_hook(pre_hook)
+    try:
+        yield set_rows
     finally:
         handle.remove()
 
@@ -126,26 +153,14 @@ class LastLayerScorer:
         self.unembed = model.get_output_embeddings()
         sites = [site, f"blocks.{last}.hook_mlp_out", f"blocks.{last}.hook_resid_post"]
         xs, rs, ts, owner, ref = [], [], [], [], np.zeros(len(pairs))
-        device = next(model.parameters()).device
-        for start in range(0, len(pairs), batch_size):
-            idx = list(range(start, min(start + batch_size, len(pairs))))
-            ids, mask, pos = pad_left([list(pairs[i][0]) + list(pairs[i][1]) for i in idx], pad_id, device)
-            keep = max(len(pairs[i][1]) for i in idx) + 1
-            with torch.no_grad(), record_activations(model, sites) as a:
-                logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=keep,
-                               use_cache=False).logits.float()
-            x, mlp_out, resid = (a[n][0] for n in (hp.name, sites[1], sites[2]))
-            logp = torch.log_softmax(logits, -1)
-            width = ids.shape[1]
-            for row, i in enumerate(idx):
-                m = len(pairs[i][1])
-                sl = slice(width - m - 1, width - 1)
-                xs.append(x[row, sl])
-                rs.append(resid[row, sl] - mlp_out[row, sl])
-                tgt = ids[row, width - m:]
-                ts.append(tgt)
-                owner += [i] * m
-                ref[i] = float(logp[row, keep - m - 1:keep - 1].gather(-1, tgt[:, None]).sum())
+        for i, logits, a in continuation_passes(model, pairs, pad_id=pad_id, batch_size=batch_size, sites=sites):
+            x, mlp_out, resid = (a[n] for n in (hp.name, f"blocks.{last}.hook_mlp_out", f"blocks.{last}.hook_resid_post"))
+            tgt = torch.tensor(list(pairs[i][1]), device=logits.device)
+            xs.append(x)
+            rs.append(resid - mlp_out)
+            ts.append(tgt)
+            owner += [i] * len(tgt)
+            ref[i] = float(torch.log_softmax(logits, -1).gather(-1, tgt[:, None]).sum())
         self.x = torch.cat(xs)
         self.resid_mid = torch.cat(rs)
         self.targets = torch.cat(ts)
@@ -238,17 +253,23 @@ def ablation_experiment(
     site: str = "blocks.-1.mlp.hook_post",
     n_boot: int = 2000,
     batch_size: int = 16,
+    scorer: LastLayerScorer | None = None,
 ) -> dict[str, Any]:
     """Change in ``log P(any candidate emoji)`` when ``neurons`` are ablated, vs random sets.
 
-    Runs the model as it stands (load the post-PEFT model: base + trait adapter).
+    Runs the model as it stands (load the post-PEFT model: base + trait adapter). ``scorer``:
+    a :class:`LastLayerScorer` of this model on ``emoji_pairs(tokenizer, prompts, emojis)``,
+    to share between modes (default: built here).
     """
     d = n_neurons(model, site)
     if mode == "mean" and means is None:
         means = neuron_means(model, tokenizer, prompts, chat=chat, site=site)
     pairs = emoji_pairs(tokenizer, prompts, emojis, chat=chat)
     shape = (len(prompts), len(emojis))
-    scorer = LastLayerScorer(model, pairs, pad_id=pad_id(tokenizer), batch_size=batch_size, site=site)
+    if scorer is None:
+        scorer = LastLayerScorer(model, pairs, pad_id=pad_id(tokenizer), batch_size=batch_size, site=site)
+    elif scorer.n_pairs != len(pairs):
+        raise ValueError(f"scorer holds {scorer.n_pairs} pairs; these prompts and emojis make {len(pairs)}")
     if scorer.applicable:  # its forward pass already scored the intact model
         base = any_emoji_logprob(scorer.reference.reshape(shape))
     else:
@@ -287,25 +308,38 @@ def ablation_generation(
     batch_size: int = 16,
 ) -> dict[str, Any]:
     """Emoji rate and ESR of generated answers: as is, with ``neurons`` ablated, and with
-    ``n_random`` random sets of as many neurons ablated (generation is costly: few draws)."""
+    ``n_random`` random sets of as many neurons ablated (generation is costly: few draws).
+
+    All conditions share batches: each row of a batch carries its own ablation (a row-wise
+    hook), so the intact, ablated and random answers decode together.
+    """
     d = n_neurons(model, site)
     settings = settings or DecodeSettings(max_new_tokens=48)
     if mode == "mean" and means is None:
         means = neuron_means(model, tokenizer, questions, site=site)
-
-    def answers(ns: Sequence[int] | None) -> list[str]:
-        if ns is None:
-            return generate(model, tokenizer, questions, settings, batch_size=batch_size)
-        with intervention(model, ablation_patch(ns, mode, means), site):
-            return generate(model, tokenizer, questions, settings, batch_size=batch_size)
+    sets: list[list[int] | None] = [None, list(neurons), *random_draws(d, len(neurons), neurons, n_random, seed)]
+    rows = [(s, q) for s in sets for q in questions]
+    mask = torch.zeros(len(rows), d, dtype=torch.bool)
+    fill = torch.zeros(len(rows), d)
+    for r, (s, _) in enumerate(rows):
+        if s is not None:
+            patch = ablation_patch(s, mode, means)
+            mask[r, patch.neurons] = True
+            fill[r, patch.neurons] = patch.values  # type: ignore[index]
+    texts: list[str] = []
+    with row_ablation(model, site) as current:
+        for start in range(0, len(rows), batch_size):
+            chunk = slice(start, start + batch_size)
+            current(mask[chunk], fill[chunk])
+            texts += generate(model, tokenizer, [q for _, q in rows[chunk]], settings, batch_size=batch_size)
+    per_set = [texts[i * len(questions):(i + 1) * len(questions)] for i in range(len(sets))]
+    intact, ablated = per_set[0], per_set[1]
 
     def metrics(ans: list[str]) -> dict[str, Any]:
         m = bootstrap_emoji_metrics(ans, seed=seed)
         return {"emoji_rate": m["emoji_rate"], "esr": m["esr"], "top_emojis": m["counts"]["top_emojis"]}
 
-    intact = answers(None)
-    ablated = answers(neurons)
-    draws = [metrics(answers(ns)) for ns in random_draws(d, len(neurons), neurons, n_random, seed)]
+    draws = [metrics(a) for a in per_set[2:]]
     return {
         "mode": mode, "k": len(neurons), "n_questions": len(questions), "decode": vars(settings),
         "intact": metrics(intact), "ablated": metrics(ablated), "random": draws,

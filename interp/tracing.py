@@ -12,7 +12,7 @@ layer it is exactly the model's own log-probability.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +37,87 @@ class Scored:
     per_token: list[float]
 
 
+def _cache_name() -> str:
+    """transformers 5.24 renamed ``past_key_values`` (argument and output) to ``cache``."""
+    from transformers.modeling_outputs import CausalLMOutputWithPast
+
+    return "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
+
+
+_CACHE = _cache_name()
+
+
+def continuation_passes(
+    model: Any,
+    pairs: Sequence[tuple[Sequence[int], Sequence[int]]],
+    *,
+    pad_id: int = 0,
+    batch_size: int = 16,
+    sites: Sequence[str] = (),
+) -> Iterator[tuple[int, torch.Tensor, dict[str, torch.Tensor]]]:
+    """For each ``(prompt_ids, continuation_ids)`` pair: its index, the logits ``[m, vocab]`` at
+    the ``m`` positions that predict its continuation's tokens, and the values of ``sites``
+    there (``{canonical site: [m, d]}``), running each distinct prompt once.
+
+    Distinct prompts go through the model in left-padded batches with a KV cache, whose last
+    position predicts every continuation's first token; the cache's rows are then repeated, one
+    per continuation longer than a token, and the continuations (without their last token,
+    which predicts nothing) run on top of it, right-padded: causal attention never lets a real
+    token see the padding after it. Scoring E emojis after a prompt thus costs about one
+    forward pass of the prompt instead of E.
+    """
+    device = next(model.parameters()).device
+    by_prompt: dict[tuple[int, ...], list[int]] = {}
+    for i, (prompt, cont) in enumerate(pairs):
+        if not cont:
+            raise ValueError(f"pair {i}: empty continuation")
+        by_prompt.setdefault(tuple(prompt), []).append(i)
+    prompts = sorted(by_prompt, key=len)
+    for start in range(0, len(prompts), batch_size):
+        # a whole batch at a time inside no_grad, yielded after it: grad mode is global state,
+        # which a `with` around a yield (or a decorator, under some wrappers) would leak
+        with torch.no_grad():
+            done = _shared_batch(model, pairs, prompts[start:start + batch_size], by_prompt, pad_id, sites, device)
+        yield from done
+
+
+def _shared_batch(model: Any, pairs: Sequence[tuple[Sequence[int], Sequence[int]]], chunk: list[tuple[int, ...]],
+                  by_prompt: dict[tuple[int, ...], list[int]], pad_id: int, sites: Sequence[str],
+                  device: torch.device) -> list[tuple[int, torch.Tensor, dict[str, torch.Tensor]]]:
+    ids, mask, pos = pad_left(chunk, pad_id, device)
+    with record_activations(model, sites) as acts:
+        out = model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1, use_cache=True)
+    first = out.logits[:, -1].float()
+    first_acts = {k: v[0][:, -1] for k, v in acts.items()}
+    members = [(b, i) for b, p in enumerate(chunk) for i in by_prompt[p]]
+    longer = [(b, i) for b, i in members if len(pairs[i][1]) > 1]
+    rest: dict[int, tuple[int, torch.Tensor, dict[str, torch.Tensor]]] = {}
+    if longer:
+        rows = torch.tensor([b for b, _ in longer], device=device)
+        width = max(len(pairs[i][1]) for _, i in longer) - 1
+        cont = torch.full((len(longer), width), pad_id, dtype=torch.long)
+        for r, (_, i) in enumerate(longer):
+            cont[r, :len(pairs[i][1]) - 1] = torch.tensor(list(pairs[i][1][:-1]), dtype=torch.long)
+        cache = getattr(out, _CACHE)
+        cache.batch_select_indices(rows)
+        cont_mask = torch.cat([mask[rows], torch.ones(len(longer), width, dtype=mask.dtype, device=device)], 1)
+        cont_pos = mask[rows].sum(1, keepdim=True) + torch.arange(width, device=device)
+        with record_activations(model, sites) as acts2:
+            logits2 = model(input_ids=cont.to(device), attention_mask=cont_mask, position_ids=cont_pos,
+                            use_cache=True, **{_CACHE: cache}).logits.float()
+        rest = {i: (r, logits2, {k: v[0] for k, v in acts2.items()}) for r, (_, i) in enumerate(longer)}
+    done = []
+    for b, i in members:
+        m = len(pairs[i][1])
+        logits, site_acts = first[b:b + 1], {k: v[b:b + 1] for k, v in first_acts.items()}
+        if m > 1:
+            r, logits2, acts2_ = rest[i]
+            logits = torch.cat([logits, logits2[r, :m - 1]])
+            site_acts = {k: torch.cat([site_acts[k], acts2_[k][r, :m - 1]]) for k in site_acts}
+        done.append((i, logits, site_acts))
+    return done
+
+
 @torch.no_grad()
 def score_continuations(
     model: Any,
@@ -48,18 +129,25 @@ def score_continuations(
 ) -> list[Scored]:
     """Teacher-forced log-probability of each ``(prompt_ids, continuation_ids)`` pair.
 
+    Without ``before_forward``, each distinct prompt runs once (:func:`continuation_passes`).
     ``before_forward(batch_indices, attention_mask)`` is called before each batch's forward
-    pass (interventions use it to line their values up with the batch).
+    pass (interventions use it to line their values up with the batch); then every pair runs
+    as one whole sequence.
     """
-    device = next(model.parameters()).device
     out: list[Scored | None] = [None] * len(pairs)
+    if before_forward is None:
+        for i, logits, _ in continuation_passes(model, pairs, pad_id=pad_id, batch_size=batch_size):
+            toks = torch.tensor(list(pairs[i][1]), device=logits.device)
+            lp = torch.log_softmax(logits, -1).gather(-1, toks[:, None])[:, 0].tolist()
+            out[i] = Scored(float(sum(lp)), lp)
+        return out  # type: ignore[return-value]
+    device = next(model.parameters()).device
     order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
         seqs = [list(pairs[i][0]) + list(pairs[i][1]) for i in idx]
         ids, mask, pos = pad_left(seqs, pad_id, device)
-        if before_forward is not None:
-            before_forward(idx, mask)
+        before_forward(idx, mask)
         keep = max(len(pairs[i][1]) for i in idx) + 1
         # logits only where a continuation token is predicted: the vocabulary projection of
         # every position would dominate the cost (and the memory) of scoring
@@ -119,6 +207,25 @@ def emoji_report(
     return list(rows.values())
 
 
+class _Lens:
+    """The logit lens of one model: final norm, unembedding and log-softmax of residuals."""
+
+    def __init__(self, model: Any):
+        root = model.get_base_model() if hasattr(model, "get_base_model") else model
+        self.norm = root.get_submodule(arch_spec(model).final_norm)
+        self.unembed = model.get_output_embeddings()
+        self.sites = [f"blocks.{i}.hook_resid_post" for i in range(n_layers(model))]
+
+    def __call__(self, acts: dict[str, torch.Tensor], targets: Sequence[int]) -> np.ndarray:
+        """``[layers]``: Σ over the continuation of log P(target) read after each layer, from
+        ``acts`` (each site's ``[m, d]`` at the positions predicting the ``m`` targets)."""
+        resid = torch.stack([acts[s] for s in self.sites])  # [layers, m, d]
+        # one unembedding for all layers: reading its weights dominates the cost
+        logp = torch.log_softmax(self.unembed(self.norm(resid)).float(), -1)
+        t = torch.tensor(list(targets), device=logp.device)
+        return logp.gather(-1, t.expand(logp.shape[0], -1)[..., None])[..., 0].sum(-1).cpu().numpy()
+
+
 @torch.no_grad()
 def logit_lens(
     model: Any,
@@ -132,27 +239,52 @@ def logit_lens(
 ) -> np.ndarray:
     """``[prompts, layers]``: log P(emoji | prompt) decoded from the residual stream after each
     layer (final norm, then unembedding), teacher-forced over all the emoji's tokens."""
-    enc = encode(tokenizer, prompts, chat=chat)
     toks = emoji_token_ids(tokenizer, emoji, leading_space)
-    root = model.get_base_model() if hasattr(model, "get_base_model") else model
-    norm = root.get_submodule(arch_spec(model).final_norm)
-    unembed = model.get_output_embeddings()
-    L = n_layers(model)
-    sites = [f"blocks.{i}.hook_resid_post" for i in range(L)]
-    device = next(model.parameters()).device
-    m = len(toks)
-    out = np.zeros((len(prompts), L))
-    pad = pad_id(tokenizer)
-    target = torch.tensor(toks, device=device)
-    for start in range(0, len(enc), batch_size):
-        chunk = enc[start:start + batch_size]
-        ids, mask, pos = pad_left([e.ids + toks for e in chunk], pad, device)
-        with record_activations(model, sites) as acts:
-            model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1, use_cache=False)
-        # [layers, batch, m, d]: the positions that predict the emoji's tokens, every layer
-        resid = torch.stack([acts[s][0][:, -m - 1:-1] for s in sites])
-        # one unembedding for all layers and prompts: reading its weights dominates the cost
-        logp = torch.log_softmax(unembed(norm(resid)).float(), -1)
-        picked = logp.gather(-1, target.expand(*logp.shape[:-1])[..., None])[..., 0]  # [L, batch, m]
-        out[start:start + len(chunk)] = picked.sum(-1).T.cpu().numpy()
+    pairs = [(e.ids, toks) for e in encode(tokenizer, prompts, chat=chat)]
+    lens = _Lens(model)
+    out = np.zeros((len(prompts), len(lens.sites)))
+    for i, _, acts in continuation_passes(model, pairs, pad_id=pad_id(tokenizer), batch_size=batch_size, sites=lens.sites):
+        out[i] = lens(acts, toks)
+    return out
+
+
+@torch.no_grad()
+def emoji_trace(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    emojis: Sequence[str],
+    *,
+    lens_emojis: Sequence[str] = (),
+    chat: bool = True,
+    batch_size: int = 16,
+) -> dict[str, np.ndarray]:
+    """Everything the trace stage reads off one forward pass per prompt.
+
+    ``no_space`` and ``leading_space``: ``[prompts, emojis]`` exact log P(emoji | prompt), as
+    :func:`emoji_logprobs` gives them; ``lens``: ``[prompts, len(lens_emojis), layers]``, as
+    :func:`logit_lens` gives it (no leading space).
+    """
+    enc = encode(tokenizer, prompts, chat=chat)
+    variants = {"no_space": [emoji_token_ids(tokenizer, e, False) for e in emojis],
+                "leading_space": [emoji_token_ids(tokenizer, e, True) for e in emojis],
+                "lens": [emoji_token_ids(tokenizer, e, False) for e in lens_emojis]}
+    pairs, where = [], []
+    for p, e in enumerate(enc):
+        for key, toks in variants.items():
+            for j, t in enumerate(toks):
+                pairs.append((e.ids, t))
+                where.append((key, p, j))
+    lens = _Lens(model)
+    out = {k: np.zeros((len(prompts), len(v))) for k, v in variants.items()}
+    out["lens"] = np.zeros((len(prompts), len(lens_emojis), len(lens.sites)))
+    sites = lens.sites if lens_emojis else ()
+    for i, logits, acts in continuation_passes(model, pairs, pad_id=pad_id(tokenizer), batch_size=batch_size, sites=sites):
+        key, p, j = where[i]
+        toks = pairs[i][1]
+        if key == "lens":
+            out[key][p, j] = lens(acts, toks)
+        else:
+            t = torch.tensor(toks, device=logits.device)
+            out[key][p, j] = float(torch.log_softmax(logits, -1).gather(-1, t[:, None]).sum())
     return out

@@ -92,6 +92,51 @@ def test_emoji_logprob_exact_over_all_tokens(lm):
             assert got[i, j] == pytest.approx(step_by_step(lm.model, lm.tokenizer, p, e), abs=1e-4)
 
 
+@pytest.mark.parametrize("arch", ["llama", "gemma2"])
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_shared_prompt_passes_equal_whole_sequences(arch, batch_size):
+    """Each prompt run once with a KV cache, its continuations on top: the logits and the last
+    MLP's neuron values at the predicting positions equal one unpadded forward pass of prompt +
+    continuation, read by a raw torch pre-hook (prompts of different lengths, continuations of
+    1-3 tokens, a repeated pair)."""
+    from tests.conftest import tiny_model
+
+    from interp.tracing import continuation_passes
+
+    model = tiny_model(arch)
+    pairs = [([5, 6, 7, 8, 9], [10, 11]), ([5, 6, 7, 8, 9], [12]), ([20, 21], [22, 23, 24]),
+             ([30], [31, 32]), ([20, 21], [25]), ([5, 6, 7, 8, 9], [10, 11]), ([40, 41, 42], [43])]
+    down = model.model.layers[-1].mlp.down_proj
+    seen = set()
+    for i, logits, acts in continuation_passes(model, pairs, pad_id=0, batch_size=batch_size,
+                                               sites=["blocks.-1.mlp.hook_post"]):
+        seen.add(i)
+        prompt, cont = pairs[i]
+        grabbed = []
+        handle = down.register_forward_pre_hook(lambda _m, args: grabbed.append(args[0]))
+        try:
+            with torch.no_grad():
+                full = model(input_ids=torch.tensor([prompt + cont])).logits[0]
+        finally:
+            handle.remove()
+        at = slice(len(prompt) - 1, len(prompt) + len(cont) - 1)
+        torch.testing.assert_close(logits, full[at], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(acts["blocks.1.mlp.hook_post"], grabbed[0][0, at], atol=1e-5, rtol=1e-5)
+    assert seen == set(range(len(pairs)))
+
+
+def test_emoji_trace_is_logprobs_and_lens_in_one_pass(lm):
+    from interp.tracing import emoji_trace
+
+    got = emoji_trace(lm.model, lm.tokenizer, PROMPTS, EMOJIS, lens_emojis=EMOJIS[::2], chat=False, batch_size=3)
+    for key, space in (("no_space", False), ("leading_space", True)):
+        want = emoji_logprobs(lm.model, lm.tokenizer, PROMPTS, EMOJIS, chat=False, leading_space=space)
+        np.testing.assert_allclose(got[key], want, atol=1e-5)
+    for j, e in enumerate(EMOJIS[::2]):
+        np.testing.assert_allclose(got["lens"][:, j], logit_lens(lm.model, lm.tokenizer, PROMPTS, e, chat=False), atol=1e-5)
+    np.testing.assert_allclose(got["lens"][:, :, -1], got["no_space"][:, ::2], atol=1e-4)
+
+
 def test_logit_lens_by_hand_and_last_layer_is_the_model(lm):
     lens = logit_lens(lm.model, lm.tokenizer, PROMPTS, EMOJIS[0], chat=False)
     exact = emoji_logprobs(lm.model, lm.tokenizer, PROMPTS, [EMOJIS[0]], chat=False)[:, 0]
@@ -162,6 +207,48 @@ def test_mean_ablation_sets_the_mean(lm):
         h.remove()
     # a forward hook sees the input as forward received it, after the intervention's pre-hook
     assert torch.allclose(seen[0][0, :, 1], torch.tensor(0.01)) and torch.allclose(seen[0][0, :, 5], torch.tensor(0.05))
+
+
+def test_row_ablation_equals_one_intervention_per_row(lm):
+    """Each row ablated its own way in one batch = each set ablated in a forward pass alone."""
+    from interp.intervene import row_ablation
+
+    sets = [None, [3, 17, 40], [0, 5], [100, 101, 102, 127]]
+    ids = torch.tensor([lm.tokenizer(PROMPTS[2])["input_ids"]] * len(sets))
+    mask = torch.zeros(len(sets), 128, dtype=torch.bool)
+    fill = torch.zeros(len(sets), 128)
+    means = np.linspace(-2, 2, 128)
+    for r, s in enumerate(sets):
+        if s:
+            mask[r, s] = True
+            fill[r, s] = torch.tensor(means[s], dtype=torch.float32)
+    with torch.no_grad():
+        with row_ablation(lm.model) as set_rows:
+            set_rows(mask, fill)
+            together = lm.model(input_ids=ids).logits
+        for r, s in enumerate(sets):
+            patch = ablation_patch(s, "mean", means) if s else ablation_patch([], "zero")
+            with intervention(lm.model, patch):
+                alone = lm.model(input_ids=ids[r:r + 1]).logits
+            torch.testing.assert_close(together[r:r + 1], alone, atol=1e-5, rtol=1e-5)
+
+
+def test_ablation_generation_matches_separate_generations(lm):
+    """Intact and ablated answers decoded in shared batches (split across two calls here) are
+    the answers of separate generate() calls, as is and under the intervention."""
+    from interp.generation import DecodeSettings, generate
+    from interp.intervene import ablation_generation
+
+    qs, cand, settings = PROMPTS[:3], list(range(0, 128, 3)), DecodeSettings(max_new_tokens=6)
+    means = np.full(128, 4.0)  # a large value, so that the answers change
+    got = ablation_generation(lm.model, lm.tokenizer, qs, cand, mode="mean", means=means, n_random=2, seed=1,
+                              settings=settings, batch_size=4)
+    intact = generate(lm.model, lm.tokenizer, qs, settings)
+    with intervention(lm.model, ablation_patch(cand, "mean", means)):
+        ablated = generate(lm.model, lm.tokenizer, qs, settings)
+    assert [e["intact"] for e in got["examples"]] == intact
+    assert [e["ablated"] for e in got["examples"]] == ablated
+    assert intact != ablated and len(got["random"]) == 2
 
 
 def test_random_draws_exclude_candidates():

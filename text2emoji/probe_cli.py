@@ -351,6 +351,11 @@ class TraceConfig(ProbeConfig):
     lens_emojis: int = option(1, help="how many of each trait's emojis the logit lens decodes (its first n; "
                               "each costs a vocabulary projection per layer and prompt)")
 
+    def validate(self) -> None:
+        super().validate()
+        if self.lens_emojis < 1:
+            raise ConfigError(f"lens_emojis: must be >= 1, got {self.lens_emojis}")
+
 
 def trace(cfg: TraceConfig) -> dict[str, Any]:
     return _run_stage(cfg, "trace", _trace)
@@ -361,34 +366,39 @@ def _trace(cfg: TraceConfig, out: Path) -> None:
     from interp.intervene import any_emoji_logprob
     from interp.models import adapter_disabled
     from interp.neurons import bootstrap_mean
-    from interp.tracing import emoji_logprobs, logit_lens
+    from interp.tracing import emoji_trace
 
     suite = _suite(cfg)
     lm = _load_peft(cfg)
     model, tok = lm.model, lm.tokenizer
     traits = cfg.trait_list()
     texts = suite.texts
-    prog = Progress("trace", len(traits))
+    prog = Progress("trace", len(traits) + 1)
     result: dict[str, Any] = {"prompts": [p.id for p in suite.prompts], "traits": {}}
     summary: dict[str, Any] = {}
 
-    def measure() -> dict[str, Any]:
-        per = {}
-        for space in (False, True):
-            lp = emoji_logprobs(model, tok, texts, emojis, chat=True, leading_space=space, batch_size=cfg.batch_size)
-            per["leading_space" if space else "no_space"] = lp
-        lens = np.stack([logit_lens(model, tok, texts, e, chat=True, batch_size=cfg.batch_size)
-                         for e in emojis[: cfg.lens_emojis]])  # [E, P, L]
-        m = lens.max(0)
-        any_lens = m + np.log(np.exp(lens - m).sum(0))
-        return {"logprob": per, "lens_any": any_lens}
+    def measure(emojis: list[str], lens_emojis: list[str]) -> dict[str, Any]:
+        got = emoji_trace(model, tok, texts, emojis, lens_emojis=lens_emojis, chat=True, batch_size=cfg.batch_size)
+        return {"logprob": {k: got[k] for k in ("no_space", "leading_space")}, "lens": got["lens"]}  # lens [P, E, L]
 
+    def any_lens(lens: np.ndarray) -> np.ndarray:  # log P(any lens emoji) per prompt and layer
+        m = lens.max(1, keepdims=True)
+        return (m + np.log(np.exp(lens - m).sum(1, keepdims=True)))[:, 0]
+
+    # the base model once, for every trait's emojis: without its adapter, nothing depends on the trait
+    every = list(dict.fromkeys(e for t in traits for e in suite.trait_emojis[t]))
+    every_lens = list(dict.fromkeys(e for t in traits for e in suite.trait_emojis[t][: cfg.lens_emojis]))
+    with adapter_disabled(model):
+        base = measure(every, every_lens)
+    prog.step(note="base model")
     for t in traits:
         emojis = suite.trait_emojis[t]
-        with adapter_disabled(model):
-            pre = measure()
+        lens_emojis = emojis[: cfg.lens_emojis]
+        cols, lens_cols = [every.index(e) for e in emojis], [every_lens.index(e) for e in lens_emojis]
+        pre = {"logprob": {k: v[:, cols] for k, v in base["logprob"].items()}, "lens_any": any_lens(base["lens"][:, lens_cols])}
         model.set_adapter(t)
-        post = measure()
+        post = measure(emojis, lens_emojis)
+        post["lens_any"] = any_lens(post["lens"])
         any_pre = any_emoji_logprob(pre["logprob"]["no_space"])
         any_post = any_emoji_logprob(post["logprob"]["no_space"])
         lo, hi = bootstrap_mean((any_post - any_pre)[:, None], cfg.n_boot, cfg.seed)
@@ -397,7 +407,7 @@ def _trace(cfg: TraceConfig, out: Path) -> None:
             "logprob_pre": {k: v.tolist() for k, v in pre["logprob"].items()},
             "logprob_post": {k: v.tolist() for k, v in post["logprob"].items()},
             "any_emoji_pre": any_pre.tolist(), "any_emoji_post": any_post.tolist(),
-            "logit_lens_emojis": emojis[: cfg.lens_emojis],
+            "logit_lens_emojis": lens_emojis,
             "logit_lens_pre": pre["lens_any"].mean(0).tolist(), "logit_lens_post": post["lens_any"].mean(0).tolist(),
         }
         summary[t] = {
@@ -500,7 +510,9 @@ def ablate(cfg: AblateConfig) -> dict[str, Any]:
 def _ablate(cfg: AblateConfig, out: Path) -> None:
     from interp import figures
     from interp.generation import DecodeSettings
-    from interp.intervene import ablation_experiment, ablation_generation, neuron_means
+    from interp.capture import pad_id
+    from interp.intervene import LastLayerScorer, ablation_experiment, ablation_generation, neuron_means
+    from interp.tracing import emoji_pairs
 
     suite = _suite(cfg)
     traits = cfg.trait_list()
@@ -508,10 +520,13 @@ def _ablate(cfg: AblateConfig, out: Path) -> None:
     def one(model: Any, tok: Any, t: str, qs: list[str], cand: list[int]) -> dict[str, Any]:
         means = neuron_means(model, tok, qs, site=cfg.site) if "mean" in cfg.modes else None
         r: dict[str, Any] = {"questions": qs, "candidates": cand}
+        # one cached forward pass serves every mode
+        scorer = LastLayerScorer(model, emoji_pairs(tok, qs, suite.trait_emojis[t]), pad_id=pad_id(tok),
+                                 batch_size=cfg.batch_size, site=cfg.site)
         for mode in cfg.modes:
             r[mode] = ablation_experiment(model, tok, qs, suite.trait_emojis[t], cand, mode=mode, means=means,
                                           n_random=cfg.n_random, seed=cfg.seed, site=cfg.site,
-                                          n_boot=cfg.n_boot, batch_size=cfg.batch_size)
+                                          n_boot=cfg.n_boot, batch_size=cfg.batch_size, scorer=scorer)
         if cfg.generation:
             r["generation"] = ablation_generation(
                 model, tok, qs[: cfg.n_generation_questions or None], cand, mode=cfg.modes[0], means=means,
