@@ -36,7 +36,7 @@ from text2emoji.runs import atomic_write_json, log, open_stage
 # What each preset sets in the stages after training (training has its own presets).
 # quick: about 20 minutes on 2 CPU cores; paper: the study's scale.
 PRESETS: dict[str, dict[str, int]] = {
-    "quick": {"n_questions": 16, "max_new_tokens": 48, "n_random": 200, "n_random_generation": 1,
+    "quick": {"n_questions": 16, "max_new_tokens": 48, "n_random": 100, "n_random_generation": 1,
               "n_generation_questions": 8, "lens_emojis": 1},
     "paper": {"n_questions": 0, "max_new_tokens": 150, "n_random": 1000, "n_random_generation": 5,
               "n_generation_questions": 0, "lens_emojis": 3},
@@ -54,7 +54,7 @@ class RunConfig(ModelConfig):
     data: list[str] = option([], help="Opinion QA files (CSV, JSONL, parquet; official or project "
                              "layout); default: the bundled dataset", flag="--data", metavar="PATH")
     seed: int = option(0, help="seed for everything random")
-    batch_size: int = option(16, help="prompts per generation / forward batch")
+    batch_size: int = option(32, help="prompts per generation / forward batch")
     max_steps: int | None = option(None, help="QLoRA optimizer steps per trait (default: the preset's)")
     n_questions: int | None = option(None, help="test questions per trait for evaluation, ablation and "
                                      "patching (0 = all; default: the preset's)")
