@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -195,6 +195,8 @@ class LastLayerScorer:
 
     def patched(self, neurons: Sequence[int], source: LastLayerScorer) -> np.ndarray:
         """``x`` with ``neurons`` taken from ``source`` (the same pairs, another model state)."""
+        if not torch.equal(self.owner, source.owner) or not torch.equal(self.targets, source.targets):
+            raise ValueError("patching needs two scorers of the same pairs")
         x = self.x.clone()
         idx = torch.as_tensor(list(neurons), dtype=torch.long, device=x.device)
         x[:, idx] = source.x[:, idx]
@@ -331,7 +333,9 @@ def ablation_generation(
         for start in range(0, len(rows), batch_size):
             chunk = slice(start, start + batch_size)
             current(mask[chunk], fill[chunk])
-            texts += generate(model, tokenizer, [q for _, q in rows[chunk]], settings, batch_size=batch_size)
+            # each batch its own sampling seed (generate seeds a call from settings.seed)
+            texts += generate(model, tokenizer, [q for _, q in rows[chunk]], replace(settings, seed=settings.seed + start),
+                              batch_size=batch_size)
     per_set = [texts[i * len(questions):(i + 1) * len(questions)] for i in range(len(sets))]
     intact, ablated = per_set[0], per_set[1]
 

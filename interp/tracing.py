@@ -12,6 +12,8 @@ layer it is exactly the model's own log-probability.
 
 from __future__ import annotations
 
+import copy
+import functools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,14 +39,12 @@ class Scored:
     per_token: list[float]
 
 
+@functools.cache
 def _cache_name() -> str:
     """transformers 5.24 renamed ``past_key_values`` (argument and output) to ``cache``."""
     from transformers.modeling_outputs import CausalLMOutputWithPast
 
     return "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
-
-
-_CACHE = _cache_name()
 
 
 def continuation_passes(
@@ -74,48 +74,62 @@ def continuation_passes(
         by_prompt.setdefault(tuple(prompt), []).append(i)
     prompts = sorted(by_prompt, key=len)
     for start in range(0, len(prompts), batch_size):
-        # a whole batch at a time inside no_grad, yielded after it: grad mode is global state,
-        # which a `with` around a yield (or a decorator, under some wrappers) would leak
+        chunk = prompts[start:start + batch_size]
+        # forward passes inside no_grad, yields outside it: grad mode is global state, which a
+        # `with` around a yield (or a decorator, under some wrappers) would leak
         with torch.no_grad():
-            done = _shared_batch(model, pairs, prompts[start:start + batch_size], by_prompt, pad_id, sites, device)
-        yield from done
+            ids, mask, pos = pad_left(chunk, pad_id, device)
+            with record_activations(model, sites) as acts:
+                out = model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1, use_cache=True)
+            first = out.logits[:, -1].float()
+            first_acts = {k: v[0][:, -1] for k, v in acts.items()}
+            cache = getattr(out, _cache_name())
+            del out, acts
+        members = [(b, i) for b, p in enumerate(chunk) for i in by_prompt[p]]
+        for b, i in members:
+            if len(pairs[i][1]) == 1:
+                yield i, first[b:b + 1], {k: v[b:b + 1] for k, v in first_acts.items()}
+        longer = [(b, i) for b, i in members if len(pairs[i][1]) > 1]
+        # at most batch_size continuation rows at a time: each carries a copy of its prompt's cache
+        for g in range(0, len(longer), batch_size):
+            group = longer[g:g + batch_size]
+            with torch.no_grad():
+                rows = [b for b, _ in group]
+                logits2, acts2 = _continue(model, _cache_rows(cache, rows, device), mask[rows],
+                                           [pairs[i][1] for _, i in group], pad_id, sites, device)
+            for r, (b, i) in enumerate(group):
+                m = len(pairs[i][1])
+                yield (i, torch.cat([first[b:b + 1], logits2[r, :m - 1]]),
+                       {k: torch.cat([first_acts[k][b:b + 1], acts2[k][r, :m - 1]]) for k in first_acts})
 
 
-def _shared_batch(model: Any, pairs: Sequence[tuple[Sequence[int], Sequence[int]]], chunk: list[tuple[int, ...]],
-                  by_prompt: dict[tuple[int, ...], list[int]], pad_id: int, sites: Sequence[str],
-                  device: torch.device) -> list[tuple[int, torch.Tensor, dict[str, torch.Tensor]]]:
-    ids, mask, pos = pad_left(chunk, pad_id, device)
+def _cache_rows(cache: Any, rows: list[int], device: torch.device) -> Any:
+    """A cache holding ``rows`` of ``cache`` (repeats allowed), leaving ``cache`` as it was."""
+    idx = torch.tensor(rows, device=device)
+    if hasattr(cache, "layers"):  # select() rebinds each layer's tensors: shallow copies suffice
+        picked = copy.copy(cache)
+        picked.layers = [copy.copy(layer) for layer in cache.layers]
+    else:
+        picked = copy.deepcopy(cache)
+    picked.batch_select_indices(idx)
+    return picked
+
+
+def _continue(model: Any, cache: Any, prompt_mask: torch.Tensor, conts: list[Sequence[int]], pad_id: int,
+              sites: Sequence[str], device: torch.device) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Each continuation but its last token, right-padded, on top of its prompt's ``cache`` row
+    (``prompt_mask``: those rows' attention masks): logits ``[rows, width, vocab]`` and the
+    values of ``sites`` ``[rows, width, d]``."""
+    width = max(len(c) for c in conts) - 1
+    ids = torch.full((len(conts), width), pad_id, dtype=torch.long)
+    for r, c in enumerate(conts):
+        ids[r, :len(c) - 1] = torch.tensor(list(c[:-1]), dtype=torch.long)
+    mask = torch.cat([prompt_mask, torch.ones(len(conts), width, dtype=prompt_mask.dtype, device=device)], 1)
+    pos = prompt_mask.sum(1, keepdim=True) + torch.arange(width, device=device)
     with record_activations(model, sites) as acts:
-        out = model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1, use_cache=True)
-    first = out.logits[:, -1].float()
-    first_acts = {k: v[0][:, -1] for k, v in acts.items()}
-    members = [(b, i) for b, p in enumerate(chunk) for i in by_prompt[p]]
-    longer = [(b, i) for b, i in members if len(pairs[i][1]) > 1]
-    rest: dict[int, tuple[int, torch.Tensor, dict[str, torch.Tensor]]] = {}
-    if longer:
-        rows = torch.tensor([b for b, _ in longer], device=device)
-        width = max(len(pairs[i][1]) for _, i in longer) - 1
-        cont = torch.full((len(longer), width), pad_id, dtype=torch.long)
-        for r, (_, i) in enumerate(longer):
-            cont[r, :len(pairs[i][1]) - 1] = torch.tensor(list(pairs[i][1][:-1]), dtype=torch.long)
-        cache = getattr(out, _CACHE)
-        cache.batch_select_indices(rows)
-        cont_mask = torch.cat([mask[rows], torch.ones(len(longer), width, dtype=mask.dtype, device=device)], 1)
-        cont_pos = mask[rows].sum(1, keepdim=True) + torch.arange(width, device=device)
-        with record_activations(model, sites) as acts2:
-            logits2 = model(input_ids=cont.to(device), attention_mask=cont_mask, position_ids=cont_pos,
-                            use_cache=True, **{_CACHE: cache}).logits.float()
-        rest = {i: (r, logits2, {k: v[0] for k, v in acts2.items()}) for r, (_, i) in enumerate(longer)}
-    done = []
-    for b, i in members:
-        m = len(pairs[i][1])
-        logits, site_acts = first[b:b + 1], {k: v[b:b + 1] for k, v in first_acts.items()}
-        if m > 1:
-            r, logits2, acts2_ = rest[i]
-            logits = torch.cat([logits, logits2[r, :m - 1]])
-            site_acts = {k: torch.cat([site_acts[k], acts2_[k][r, :m - 1]]) for k in site_acts}
-        done.append((i, logits, site_acts))
-    return done
+        logits = model(input_ids=ids.to(device), attention_mask=mask, position_ids=pos, use_cache=True,
+                       **{_cache_name(): cache}).logits.float()
+    return logits, {k: v[0] for k, v in acts.items()}
 
 
 @torch.no_grad()

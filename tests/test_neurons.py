@@ -92,18 +92,23 @@ def test_emoji_logprob_exact_over_all_tokens(lm):
             assert got[i, j] == pytest.approx(step_by_step(lm.model, lm.tokenizer, p, e), abs=1e-4)
 
 
-@pytest.mark.parametrize("arch", ["llama", "gemma2"])
+@pytest.mark.parametrize("arch", ["llama", "gemma2", "gemma2-window3"])
 @pytest.mark.parametrize("batch_size", [1, 3])
 def test_shared_prompt_passes_equal_whole_sequences(arch, batch_size):
     """Each prompt run once with a KV cache, its continuations on top: the logits and the last
     MLP's neuron values at the predicting positions equal one unpadded forward pass of prompt +
     continuation, read by a raw torch pre-hook (prompts of different lengths, continuations of
     1-3 tokens, a repeated pair)."""
-    from tests.conftest import tiny_model
+    from transformers import AutoModelForCausalLM
 
     from interp.tracing import continuation_passes
+    from tests.conftest import tiny_config
 
-    model = tiny_model(arch)
+    cfg = tiny_config(arch.split("-")[0])
+    if arch.endswith("window3"):  # sliding-window layers whose window the prompts overflow
+        cfg.sliding_window = 3
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).eval()
     pairs = [([5, 6, 7, 8, 9], [10, 11]), ([5, 6, 7, 8, 9], [12]), ([20, 21], [22, 23, 24]),
              ([30], [31, 32]), ([20, 21], [25]), ([5, 6, 7, 8, 9], [10, 11]), ([40, 41, 42], [43])]
     down = model.model.layers[-1].mlp.down_proj
@@ -113,7 +118,7 @@ def test_shared_prompt_passes_equal_whole_sequences(arch, batch_size):
         seen.add(i)
         prompt, cont = pairs[i]
         grabbed = []
-        handle = down.register_forward_pre_hook(lambda _m, args: grabbed.append(args[0]))
+        handle = down.register_forward_pre_hook(lambda _m, args, g=grabbed: g.append(args[0]))
         try:
             with torch.no_grad():
                 full = model(input_ids=torch.tensor([prompt + cont])).logits[0]

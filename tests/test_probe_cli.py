@@ -109,6 +109,17 @@ def test_neurons_trace_ablate_patch_stages(tiny_model_dir, run_dir, capsys):
                                    adapter=str(run_dir / "run" / "train" / "openness" / "adapter")))
     lp = emoji_logprobs(alone.model, alone.tokenizer, suite.texts, suite.trait_emojis["openness"], chat=True)
     np.testing.assert_allclose(tr["traits"]["openness"]["any_emoji_post"], np.log(np.exp(lp).sum(1)), atol=1e-4)
+    # pre-PEFT (scored once for all traits, then split by trait) = the base loaded alone
+    from interp.tracing import logit_lens
+
+    base = load_model(ModelConfig(model=str(tiny_model_dir), device="cpu"))
+    for t in ("openness", "neuroticism"):
+        emojis = suite.trait_emojis[t]
+        lp = emoji_logprobs(base.model, base.tokenizer, suite.texts, emojis, chat=True)
+        np.testing.assert_allclose(tr["traits"][t]["any_emoji_pre"], np.log(np.exp(lp).sum(1)), atol=1e-4)
+        np.testing.assert_allclose(tr["traits"][t]["logprob_pre"]["no_space"], lp, atol=1e-4)
+        lens = logit_lens(base.model, base.tokenizer, suite.texts, emojis[0], chat=True)
+        np.testing.assert_allclose(tr["traits"][t]["logit_lens_pre"], lens.mean(0), atol=1e-4)
     capsys.readouterr()
     n = ["--k", "3", "--n-random", "4", "--n-questions", "3"]
     assert main(["ablate", *common, *data, *n, "--n-random-generation", "1", "--max-new-tokens", "3"]) == 0

@@ -188,6 +188,24 @@ def test_held_out_loss_equals_transformers_loss(tiny_llama):
     assert ours == pytest.approx(total / n, rel=1e-5)
 
 
+def test_loss_sum_over_answer_logits_equals_full_logits(tiny_llama):
+    """Logits from the batch's first answer position on give the loss of all positions' logits,
+    with answers starting at different positions; a batch without answer tokens sums to 0."""
+    from finetune.train import _loss_sum
+
+    tok = tiny_tokenizer()
+    rows = [Row("openness", "t", "what " * n + "are your thoughts", "i " + "w1 " * m, "test") for n, m in ((1, 4), (6, 2), (3, 7))]
+    batch = collate([encode(tok, r, 64) for r in rows], pad_id=0)
+    labels = batch["labels"][:, 1:]
+    assert len({int((row != -100).nonzero()[0]) for row in labels}) == 3  # three different answer starts
+    with torch.no_grad():
+        full = tiny_llama(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        want = torch.nn.functional.cross_entropy(full[:, :-1].flatten(0, 1), labels.flatten(), ignore_index=-100, reduction="sum")
+        assert _loss_sum(tiny_llama, batch).item() == pytest.approx(want.item(), rel=1e-5)
+        batch["labels"][:] = -100
+        assert _loss_sum(tiny_llama, batch).item() == 0.0
+
+
 def test_a_leftover_temp_checkpoint_is_ignored(tmp_path):
     import finetune.train as tr
 

@@ -509,9 +509,14 @@ def ablate(cfg: AblateConfig) -> dict[str, Any]:
 
 def _ablate(cfg: AblateConfig, out: Path) -> None:
     from interp import figures
-    from interp.generation import DecodeSettings
     from interp.capture import pad_id
-    from interp.intervene import LastLayerScorer, ablation_experiment, ablation_generation, neuron_means
+    from interp.generation import DecodeSettings
+    from interp.intervene import (
+        LastLayerScorer,
+        ablation_experiment,
+        ablation_generation,
+        neuron_means,
+    )
     from interp.tracing import emoji_pairs
 
     suite = _suite(cfg)
