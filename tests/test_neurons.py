@@ -12,6 +12,7 @@ import torch
 
 from interp.hooks import record_activations
 from interp.intervene import (
+    Patch,
     ablation_experiment,
     ablation_patch,
     intervention,
@@ -296,7 +297,7 @@ def test_last_layer_cache_equals_full_forward(tiny_model_dir, lora_adapter):
     model, tok = peft_lm.model, peft_lm.tokenizer
     pairs = emoji_pairs(tok, PROMPTS, EMOJIS, chat=False)
     scorer = LastLayerScorer(model, pairs, batch_size=3)
-    assert scorer.exact
+    assert scorer.exact and scorer.lowrank is not None
     full = emoji_logprobs(model, tok, PROMPTS, EMOJIS, chat=False).ravel()
     np.testing.assert_allclose(scorer.reference, full, atol=1e-5)
     for ns in random_draws(128, 7, [], n=3, seed=4):
@@ -311,6 +312,39 @@ def test_last_layer_cache_equals_full_forward(tiny_model_dir, lora_adapter):
                                             random_draws(128, 3, [4, 9, 33], 3, 0), "blocks.-1.mlp.hook_post", 4)
     np.testing.assert_allclose(fast["per_prompt_delta"], cand - base, atol=1e-4)
     np.testing.assert_allclose(fast["random_control"]["draws"], rand, atol=1e-4)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma"])
+def test_low_rank_update_equals_full_forward(arch):
+    """The low-rank update (RMSNorm with Llama's g and Gemma's 1 + w) = a full forward pass
+    with the neurons overwritten by a raw hook, for random sets and values."""
+    from interp.intervene import LastLayerScorer
+    from tests.conftest import tiny_model
+
+    model = tiny_model(arch)
+    pairs = [([5, 6, 7, 8], [9, 10]), ([5, 6, 7, 8], [11]), ([20, 21], [22, 23, 24])]
+    scorer = LastLayerScorer(model, pairs)
+    assert scorer.exact and scorer.lowrank is not None
+    down = model.model.layers[-1].mlp.down_proj
+    g = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        idx = torch.randperm(128, generator=g)[:6]
+        values = torch.randn(6, generator=g) * 3
+        want = []
+        for prompt, cont in pairs:
+            def overwrite(_m, args, idx=idx, values=values):
+                x = args[0].clone()
+                x[..., idx] = values
+                return (x,)
+
+            handle = down.register_forward_pre_hook(overwrite)
+            try:
+                with torch.no_grad():
+                    logp = model(input_ids=torch.tensor([prompt + cont])).logits[0].log_softmax(-1)
+            finally:
+                handle.remove()
+            want.append(sum(float(logp[len(prompt) - 1 + j, t]) for j, t in enumerate(cont)))
+        np.testing.assert_allclose(scorer.ablated(Patch(idx, values)), want, atol=1e-4)
 
 
 def test_cache_declines_when_something_follows_the_mlp():
