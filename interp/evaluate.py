@@ -109,8 +109,11 @@ def generate_jobs(
         if j.key() not in done:
             unique.setdefault((j.prompt, j.adapter), []).append(j)
     todo = list(unique)
-    # longest prompts together: less padding per batch
-    todo.sort(key=lambda pa: -len(pa[0]))
+    # one adapter's prompts together, longest first: a batch then holds one or two adapters
+    # (peft's mixed-batch forward gathers and scatters the rows of each adapter in the batch
+    # in every LoRA layer, which costs more than the LoRA products themselves on a CPU) and
+    # little padding
+    todo.sort(key=lambda pa: (pa[1], -len(pa[0])))
     with open(out, "a", encoding="utf-8") as f:
         for start in range(0, len(todo), batch_size):
             chunk = todo[start : start + batch_size]
