@@ -2,7 +2,8 @@
 same machine, same model, same data, same number of optimizer steps, held-out loss of both.
 DESIGN target: never slower on CPU, at least 2x on a GPU, at equal held-out loss.
 
-    python bench/qlora.py [--model embedded] [--steps 8] [--trait extraversion] [--micro-batch 2]
+    python bench/qlora.py [--model smollm2-135m-instruct | --shape llama-2-7b] [--steps 8]
+        [--trait extraversion] [--micro-batch 2]
 
 Reference recipe: nf4 (double quant) base, LoRA r 64 / alpha 16 / dropout 0.1 on all seven
 projections, micro-batch 2 x accumulation 2, group_by_length, max length 512, lr 2e-4 cosine,
@@ -11,6 +12,11 @@ answer only (prompt-completion data). Ours: ``finetune.train.train`` with the ``
 and the same steps; ``--micro-batch`` > 2 also times ours at a larger micro-batch (same
 examples per step). Tokens are counted the same way for both: every token of the examples
 processed. Needs ``pip install -e .[bench]`` (trl).
+
+``--shape smollm2-135m|llama-2-7b`` trains both arms on random weights of that shape instead
+(speed does not depend on weight values; the loss then only shows that both arms learn alike),
+saved once with the embedded model's tokenizer, so the vocabulary is that tokenizer's 49,152
+entries (Llama-2's is 32,000: ~2% more parameters at 7B).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from common import emit
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="smollm2-135m-instruct")
+    ap.add_argument("--shape", choices=["smollm2-135m", "llama-2-7b"], help="random weights of this shape")
     ap.add_argument("--trait", default="extraversion")
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--eval-rows", type=int, default=16)
@@ -35,9 +42,13 @@ def main() -> None:
     from finetune.train import PRESETS, TrainConfig, encode, held_out_loss, load_for_training, train
 
     rows = load_rows([bundled_path()])
+    keep = tempfile.TemporaryDirectory()
+    if a.shape:
+        a.model = _random_checkpoint(a.shape, keep.name)
     cfg = TrainConfig(model=a.model, trait=a.trait, preset="paper", max_steps=a.steps, eval_rows=a.eval_rows,
                       eval_every=10**6, save_every=10**6)
-    out: dict = {"benchmark": "qlora", "model": a.model, "steps": a.steps, "recipe": PRESETS["paper"]}
+    out: dict = {"benchmark": "qlora", "model": f"random {a.shape}" if a.shape else a.model, "steps": a.steps,
+                 "recipe": PRESETS["paper"]}
     with tempfile.TemporaryDirectory() as d:
         ours = train(cfg, rows, d)
     out["ours"] = {"tokens": ours["tokens"], "seconds": ours["seconds"], "tokens_per_s": ours["trained_tokens_per_s"],
@@ -51,6 +62,28 @@ def main() -> None:
     out["trl"] = _trl(cfg, rows, a, encode, held_out_loss, load_for_training)
     out["ours_over_trl_tokens_per_s"] = round(out["ours"]["tokens_per_s"] / out["trl"]["tokens_per_s"], 2)
     emit(out)
+    keep.cleanup()
+
+
+def _random_checkpoint(shape: str, where: str) -> str:
+    """A float checkpoint of random weights of ``shape`` with the embedded tokenizer (bf16 on
+    CUDA, float32 on CPU), for ``load_model`` to quantize like a real one."""
+    from common import SHAPES
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from interp.models import ModelConfig, load_tokenizer
+
+    tok = load_tokenizer(ModelConfig().model)
+    cuda = torch.cuda.is_available()
+    cfg = LlamaConfig(**{**SHAPES[shape], "vocab_size": len(tok)}, pad_token_id=tok.pad_token_id,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    torch.manual_seed(0)
+    with torch.device("cuda" if cuda else "cpu"):  # a 7B model initializes in seconds on the GPU
+        model = LlamaForCausalLM(cfg).to(torch.bfloat16 if cuda else torch.float32)
+    model.save_pretrained(where)
+    del model
+    tok.save_pretrained(where)
+    return where
 
 
 def _trl(cfg, rows, a, encode, held_out_loss, load_for_training) -> dict:

@@ -193,12 +193,18 @@ def run(cfg: RunConfig) -> dict[str, Any]:
             **model, load_in_4bit=cfg.load_in_4bit, data=cfg.data, n_questions=n_q, n_random=n_random,
             batch_size=cfg.batch_size, **common))),
     ]
+    seconds: dict[str, float] = {}
     for i, (name, step) in enumerate(steps, 1):
         t = time.perf_counter()
         log(f"run: stage {i}/{len(steps)} {name}")
         step()
-        log(f"run: {name} done in {time.perf_counter() - t:.0f}s (total {time.perf_counter() - t0:.0f}s)")
+        seconds[name] = round(time.perf_counter() - t, 1)
+        log(f"run: {name} done in {seconds[name]:.0f}s (total {time.perf_counter() - t0:.0f}s)")
+    t = time.perf_counter()
     summary = short_summary(write_report(Path(cfg.out)))
+    seconds["report"] = round(time.perf_counter() - t, 1)
+    # this invocation's times: a reused stage takes ~0 s
+    summary["stage_seconds"] = seconds
     summary["wall_seconds"] = round(time.perf_counter() - t0, 1)
     atomic_write_json(Path(cfg.out) / "summary.json", summary)
     return summary
