@@ -22,6 +22,8 @@ entries (Llama-2's is 32,000: ~2% more parameters at 7B).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import sys
 import tempfile
 import time
 
@@ -113,7 +115,8 @@ def _trl(cfg, rows, a, encode, held_out_loss, load_for_training) -> dict:
     peft = LoraConfig(r=64, lora_alpha=16, lora_dropout=0.1, target_modules=LORA_TARGETS, task_type="CAUSAL_LM")
     trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok, peft_config=peft)
     t = time.perf_counter()
-    trainer.train()
+    with contextlib.redirect_stdout(sys.stderr):  # the trainer prints its metrics: keep stdout JSON
+        trainer.train()
     seconds = time.perf_counter() - t
     # tokens the same way as ours: every token of each example processed (steps x 2 x 2 examples)
     seen = trainer.state.global_step * 2 * 2

@@ -34,7 +34,7 @@ from text2emoji.config import Config, ConfigError, option
 from text2emoji.runs import atomic_write_json, log, open_stage
 
 # What each preset sets in the stages after training (training has its own presets).
-# quick: about 20 minutes on 2 CPU cores; paper: the study's scale.
+# quick: about 15 minutes on 2 CPU cores (bench/quick_run.py); paper: the study's scale.
 PRESETS: dict[str, dict[str, int]] = {
     "quick": {"n_questions": 16, "max_new_tokens": 48, "n_random": 100, "n_random_generation": 1,
               "n_generation_questions": 8, "lens_emojis": 1},
@@ -49,7 +49,7 @@ class RunConfig(ModelConfig):
 
     out: str = option("results/main", help="run directory; each stage writes out/<stage>/", hash=False)
     preset: Literal["quick", "paper"] = option(
-        "quick", help="quick: minutes on 2 CPU cores; paper: the study's full scale"
+        "quick", help="quick: about 15 minutes on 2 CPU cores; paper: the study's full scale"
     )
     data: list[str] = option([], help="Opinion QA files (CSV, JSONL, parquet; official or project "
                              "layout); default: the bundled dataset", flag="--data", metavar="PATH")
