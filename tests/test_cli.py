@@ -209,6 +209,27 @@ def test_run_chains_every_stage_writes_the_report_and_reuses(tmp_path, capsys, t
     assert code == 1 and "holds results of another config" in err and "--force" in err
 
 
+def test_run_paper_preset_sets_the_study_scale(tmp_path, capsys, tiny_model_dir):
+    """--preset paper reaches every stage with the study's settings (here cut short by the
+    overrides): the reference QLoRA recipe, 5 random sets ablated during generation over every
+    question, the logit lens over all three emojis of a trait."""
+    out_dir = tmp_path / "run"
+    data = small_dataset(tmp_path / "d.jsonl")
+    code, _, _ = run_cli(capsys, "run", "--preset", "paper", "--out", str(out_dir), "--model", str(tiny_model_dir),
+                         "--device", "cpu", "--data", str(data), "--max-steps", "1", "--n-questions", "2",
+                         "--max-new-tokens", "3", "--n-random", "2")
+    assert code == 0
+    recipe = json.loads((out_dir / "train" / "openness" / "train_summary.json").read_text())["resolved_config"]
+    assert {k: recipe[k] for k in ("r", "alpha", "dropout", "lr", "batch_size", "grad_accum", "max_length")} == {
+        "r": 64, "alpha": 16, "dropout": 0.1, "lr": 2e-4, "batch_size": 2, "grad_accum": 2, "max_length": 512}
+    ablation = json.loads((out_dir / "ablate" / "ablation.json").read_text())["openness"]
+    assert len(ablation["generation"]["random"]) == 5 and ablation["generation"]["n_questions"] == 2
+    assert ablation["zero"]["random_control"]["n_draws"] == 2
+    trace = json.loads((out_dir / "trace" / "trace.json").read_text())["traits"]["openness"]
+    assert trace["logit_lens_emojis"] == trace["emojis"] and len(trace["emojis"]) == 3
+    assert "## 6. Logit lens" in (out_dir / "report.md").read_text()
+
+
 def test_run_rejects_a_bad_dataset_before_loading_the_model(tmp_path, capsys, tiny_model_dir):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"trait": "openness", "topic": "x", "question": "q", "answer": "Hi 🙂"}\n', encoding="utf-8")
