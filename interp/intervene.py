@@ -45,27 +45,35 @@ class Patch:
 
 
 @contextlib.contextmanager
-def intervention(model: Any, patch: Patch, site: str = "blocks.-1.mlp.hook_post") -> Iterator[Patch]:
-    """Overwrite ``patch.neurons`` at ``site`` (an input-read site such as ``mlp.hook_post``)
-    in every forward pass inside the block, generation steps included."""
+def _edit_input(model: Any, site: str, edit: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[None]:
+    """Replace the input of ``site`` (an input-read site such as ``mlp.hook_post``) by
+    ``edit(input)`` in every forward pass inside the block, generation steps included."""
     hp = resolve_site(model, site)
     if hp.read != "input":
         raise ValueError(f"interventions write neuron activations ({site} is not an input site)")
+    handle = hp.module.register_forward_pre_hook(lambda _mod, args: (edit(args[0]), *args[1:]))
+    try:
+        yield
+    finally:
+        handle.remove()
 
-    def pre_hook(_mod, args):
-        x = args[0].clone()
+
+@contextlib.contextmanager
+def intervention(model: Any, patch: Patch, site: str = "blocks.-1.mlp.hook_post") -> Iterator[Patch]:
+    """Overwrite ``patch.neurons`` at ``site`` (an input-read site such as ``mlp.hook_post``)
+    in every forward pass inside the block, generation steps included."""
+
+    def edit(x: torch.Tensor) -> torch.Tensor:
+        x = x.clone()
         idx = patch.neurons.to(x.device)
         if patch.per_row is not None:
             x[..., idx] = patch.per_row.to(x.device, x.dtype)[:, -x.shape[1]:]
         else:
             x[..., idx] = patch.values.to(x.device, x.dtype)  # type: ignore[union-attr]
-        return (x, *args[1:])
+        return x
 
-    handle = hp.module.register_forward_pre_hook(pre_hook)
-    try:
+    with _edit_input(model, site, edit):
         yield patch
-    finally:
-        handle.remove()
 
 
 @contextlib.contextmanager
@@ -73,26 +81,19 @@ def row_ablation(model: Any, site: str = "blocks.-1.mlp.hook_post") -> Iterator[
     """A hook at ``site`` that ablates each row of a batch its own way; yields ``set(mask,
     fill)`` (both ``[batch, d]``): from then on, row ``r``'s neurons where ``mask[r]`` take
     ``fill[r]``, at every position, in every forward pass (generation steps included)."""
-    hp = resolve_site(model, site)
-    if hp.read != "input":
-        raise ValueError(f"interventions write neuron activations ({site} is not an input site)")
     now: dict[str, torch.Tensor] = {}
 
     def set_rows(mask: torch.Tensor, fill: torch.Tensor) -> None:
         now["mask"], now["fill"] = mask, fill
 
-    def pre_hook(_mod, args):
-        x = args[0]
+    def edit(x: torch.Tensor) -> torch.Tensor:
         mask, fill = now["mask"].to(x.device)[:, None], now["fill"].to(x.device, x.dtype)[:, None]
         if mask.shape[0] != x.shape[0]:
             raise ValueError(f"row ablation set for {mask.shape[0]} rows, batch has {x.shape[0]}")
-        return (torch.where(mask, fill, x), *args[1:])
+        return torch.where(mask, fill, x)
 
-    handle = hp.module.register_forward_pre_hook(pre_hook)
-    try:
+    with _edit_input(model, site, edit):
         yield set_rows
-    finally:
-        handle.remove()
 
 
 def ablation_patch(neurons: Sequence[int], mode: str, means: np.ndarray | None = None) -> Patch:
@@ -160,13 +161,14 @@ class LastLayerScorer:
         self.norm = root.get_submodule(arch_spec(model).final_norm)
         self.unembed = model.get_output_embeddings()
         sites = [site, f"blocks.{last}.hook_mlp_out", f"blocks.{last}.hook_resid_post"]
-        xs, rs, us, ts, owner, ref = [], [], [], [], [], np.zeros(len(pairs))
+        xs, rs, us, ls, ts, owner, ref = [], [], [], [], [], [], np.zeros(len(pairs))
         for i, logits, a in continuation_passes(model, pairs, pad_id=pad_id, batch_size=batch_size, sites=sites):
             x, mlp_out, resid = (a[n] for n in (hp.name, f"blocks.{last}.hook_mlp_out", f"blocks.{last}.hook_resid_post"))
             tgt = torch.tensor(list(pairs[i][1]), device=logits.device)
             xs.append(x)
             rs.append(resid - mlp_out)
             us.append(resid)
+            ls.append(logits)
             ts.append(tgt)
             owner += [i] * len(tgt)
             ref[i] = float(torch.log_softmax(logits, -1).gather(-1, tgt[:, None]).sum())
@@ -178,12 +180,22 @@ class LastLayerScorer:
         self.lowrank: dict[str, Any] | None = None
         self.exact = bool(np.allclose(self.totals(), ref, atol=1e-4, rtol=1e-5)) and self._check(pairs[0], pad_id, site)
         if self.exact:
-            self.lowrank = self._lowrank_setup(torch.cat(us))
+            self.lowrank = self._lowrank_setup(torch.cat(us), torch.cat(ls))
+
+    def _probe_neurons(self) -> torch.Tensor:
+        """The 8 neurons most active on the first pair: what the self-checks change."""
+        return torch.argsort(self.x[self.owner == 0].abs().amax(0), descending=True)[:8]
+
+    def _per_pair(self, logp: torch.Tensor) -> np.ndarray:
+        """Per-token log-probs summed per pair."""
+        out = torch.zeros(self.n_pairs, device=logp.device, dtype=logp.dtype).index_add_(0, self.owner, logp)
+        return out.cpu().numpy().astype(np.float64)
 
     @torch.no_grad()
-    def _lowrank_setup(self, u: torch.Tensor) -> dict[str, Any] | None:
-        """The pieces of the low-rank update (None where the final norm is no RMSNorm, or where
-        the update does not reproduce the direct rebuild)."""
+    def _lowrank_setup(self, u: torch.Tensor, logits: torch.Tensor) -> dict[str, Any] | None:
+        """The pieces of the low-rank update, from the residual ``u`` after the MLP and the
+        model's own ``logits`` at the cached rows (None where the final norm is no RMSNorm, or
+        where the update does not reproduce the direct rebuild)."""
         w = getattr(self.norm, "weight", None)
         eps = getattr(self.norm, "variance_epsilon", getattr(self.norm, "eps", None))
         if w is None or eps is None:
@@ -202,16 +214,13 @@ class LastLayerScorer:
         bias = self.unembed(torch.zeros(1, u.shape[-1], dtype=dtype, device=u.device)).float()
         w_out = neuron_output_weights(self.model)  # [neurons, d]
         low = {"g": g, "eps": eps, "u": uf, "rms": rms, "bias": bias, "has_bias": bool(bias.abs().max() > 0),
-               "z": self.unembed(normed.to(dtype)).float() - bias, "w_out": w_out,
+               "z": logits - bias, "w_out": w_out,
                # [neurons, vocab]: each neuron's unit write, normed by g and unembedded (one
                # product now instead of one skinny, memory-bound one per draw)
                "m": self.unembed((g * w_out).to(dtype)).float() - bias}
-        rows = self.owner == 0
-        top = torch.argsort(self.x[rows].abs().amax(0), descending=True)[:8]
+        top = self._probe_neurons()
         new = self.x[:, top].float() * 0.5 - 1.0
-        x = self.x.clone()
-        x[:, top] = new.to(dtype)
-        ok = np.allclose(self._lowrank_totals(low, top, new), self.totals(x), atol=1e-4, rtol=1e-5)
+        ok = np.allclose(self._lowrank_totals(low, top, new), self._direct(top, new), atol=1e-4, rtol=1e-5)
         return low if ok else None
 
     @torch.no_grad()
@@ -225,15 +234,12 @@ class LastLayerScorer:
         if low["has_bias"]:
             logits += low["bias"]
         # log P(target) = its logit - logsumexp: no log-softmax of the whole vocabulary written
-        logp = logits.gather(-1, self.targets[:, None])[:, 0] - torch.logsumexp(logits, -1)
-        out = torch.zeros(self.n_pairs, device=logp.device, dtype=logp.dtype).index_add_(0, self.owner, logp)
-        return out.cpu().numpy().astype(np.float64)
+        return self._per_pair(logits.gather(-1, self.targets[:, None])[:, 0] - torch.logsumexp(logits, -1))
 
     def _check(self, pair: tuple[Sequence[int], Sequence[int]], pad_id: int, site: str) -> bool:
         """Does a changed ``x`` propagate as the full model propagates it? (Rebuilding the
         unchanged log-probs alone would pass even where a norm follows the MLP.)"""
-        rows = self.owner == 0
-        probe = Patch(torch.argsort(self.x[rows].abs().amax(0), descending=True)[:8].cpu(), torch.zeros(8))
+        probe = Patch(self._probe_neurons().cpu(), torch.zeros(8))
         with intervention(self.model, probe, site):
             full = score_continuations(self.model, [pair], pad_id=pad_id)[0].total
         fast = float(self.ablated(probe)[0])
@@ -244,29 +250,30 @@ class LastLayerScorer:
         """Per pair: log P(continuation), with the cached activations or with ``x`` instead."""
         x = self.x if x is None else x
         h = self.norm(self.resid_mid + self.down(x))
-        logp = torch.log_softmax(self.unembed(h).float(), -1).gather(-1, self.targets[:, None])[:, 0]
-        out = torch.zeros(self.n_pairs, device=logp.device, dtype=logp.dtype).index_add_(0, self.owner, logp)
-        return out.cpu().numpy().astype(np.float64)
+        return self._per_pair(torch.log_softmax(self.unembed(h).float(), -1).gather(-1, self.targets[:, None])[:, 0])
+
+    def _direct(self, idx: torch.Tensor, new: torch.Tensor) -> np.ndarray:
+        """Per pair log P with neurons ``idx`` set to ``new`` ``[rows, k]``, rebuilt directly."""
+        x = self.x.clone()
+        x[:, idx] = new.to(x.dtype)
+        return self.totals(x)
+
+    def _set(self, idx: torch.Tensor, new: torch.Tensor) -> np.ndarray:
+        if self.lowrank is not None:
+            return self._lowrank_totals(self.lowrank, idx, new)
+        return self._direct(idx, new)
 
     def ablated(self, patch: Patch) -> np.ndarray:
         idx = patch.neurons.to(self.x.device)
         values = patch.values.to(self.x.device, self.x.dtype)  # type: ignore[union-attr]
-        if self.lowrank is not None:
-            return self._lowrank_totals(self.lowrank, idx, values.expand(len(self.x), -1))
-        x = self.x.clone()
-        x[:, idx] = values
-        return self.totals(x)
+        return self._set(idx, values.expand(len(self.x), -1))
 
     def patched(self, neurons: Sequence[int], source: LastLayerScorer) -> np.ndarray:
         """``x`` with ``neurons`` taken from ``source`` (the same pairs, another model state)."""
         if not torch.equal(self.owner, source.owner) or not torch.equal(self.targets, source.targets):
             raise ValueError("patching needs two scorers of the same pairs")
         idx = torch.as_tensor(list(neurons), dtype=torch.long, device=self.x.device)
-        if self.lowrank is not None:
-            return self._lowrank_totals(self.lowrank, idx, source.x[:, idx])
-        x = self.x.clone()
-        x[:, idx] = source.x[:, idx]
-        return self.totals(x)
+        return self._set(idx, source.x[:, idx])
 
 
 def _effect(deltas: np.ndarray, n_boot: int, seed: int) -> dict[str, float]:
