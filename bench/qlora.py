@@ -40,8 +40,9 @@ def main() -> None:
     ap.add_argument("--eval-rows", type=int, default=16)
     ap.add_argument("--micro-batch", type=int, default=0, help="also time ours at this micro-batch")
     a = ap.parse_args()
-    from finetune.io import bundled_path, load_rows
+    from finetune.io import bundled_path
     from finetune.train import PRESETS, TrainConfig, encode, held_out_loss, load_for_training, train
+    from finetune.validate import load_rows
 
     rows = load_rows([bundled_path()])
     keep = tempfile.TemporaryDirectory()

@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from finetune.schema import QUESTION_TEMPLATE, TRAITS, Row
 from finetune.validate import check_rows
 from interp.emojis import split_sentences
 from interp.prompts import load_prompt
-from text2emoji.errors import UserError
+from text2emoji.core.errors import UserError
+from text2emoji.core.schema import QUESTION_TEMPLATE, TRAITS, Row
 
 Messages = list[dict[str, str]]
 # A generator takes a batch of conversations and a seed, and returns one reply per conversation.
@@ -128,8 +128,8 @@ def openai_generator(model: str, base_url: str | None = None, api_key: str | Non
 
 def local_generator(model: str, max_new_tokens: int = 96, batch_size: int = 8, device: str = "auto") -> Generator:
     """A generator that samples from a local chat model (batched, seeded)."""
+    from interp.behaviour.generation import DecodeSettings, generate
     from interp.chat import format_chat
-    from interp.generation import DecodeSettings, generate
     from interp.models import ModelConfig, load_model
 
     lm = load_model(ModelConfig(model=model, device=device))
@@ -146,7 +146,7 @@ def local_generator(model: str, max_new_tokens: int = 96, batch_size: int = 8, d
 
 def _read_done(out: Path) -> set[tuple[str, str]]:
     """(trait, topic) pairs already in ``out``; a torn last line (interrupted write) is cut."""
-    from text2emoji.runs import read_appended_jsonl
+    from text2emoji.core.files import read_appended_jsonl
 
     return {(rec["trait"], " ".join(rec["topic"].lower().split())) for rec in read_appended_jsonl(out)}
 

@@ -2,7 +2,7 @@
 
 Reading never stops at the first bad value: text that is not UTF-8 is kept (with surrogate
 escapes) so that :mod:`finetune.validate` can list every problem by file, row and field. Only a
-file that cannot be parsed at all raises :class:`~text2emoji.errors.UserError`.
+file that cannot be parsed at all raises :class:`~text2emoji.core.errors.UserError`.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from finetune.schema import OFFICIAL_COLUMNS, REQUIRED, Row
 from interp.textfiles import json_object
-from text2emoji.errors import UserError
-from text2emoji.runs import atomic_path
+from text2emoji.core.errors import UserError
+from text2emoji.core.files import atomic_path
+from text2emoji.core.schema import OFFICIAL_COLUMNS, REQUIRED, Row
 
 BUNDLED = "opinion_qa.jsonl"
 
@@ -124,19 +124,6 @@ def to_rows(raw: RawFile) -> list[Row]:
 def missing_columns(raw: RawFile) -> list[str]:
     names = OFFICIAL_COLUMNS if raw.layout == "official" else {k: k for k in REQUIRED}
     return [names[k] for k in REQUIRED if names[k] not in raw.columns]
-
-
-def load_rows(paths: list[str | Path] | None = None) -> list[Row]:
-    """Read and validate rows; raise one UserError listing every problem if any.
-
-    Args:
-        paths: files to read (official or project layout); ``None`` = the bundled dataset.
-    """
-    from finetune.validate import validate_files
-
-    report = validate_files(paths or [bundled_path()])
-    report.raise_if_problems()
-    return report.rows
 
 
 def write_jsonl(rows: list[Row], path: str | Path) -> None:

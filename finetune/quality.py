@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from finetune.schema import TRAITS, Row
+from interp.behaviour.alignment import fit_trait_classifier
+from text2emoji.core.schema import TRAITS, Row
 
 _WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
 
@@ -88,20 +89,6 @@ def near_duplicate_rate(texts: Sequence[str], threshold: float = 0.8) -> tuple[f
     pairs = [(int(i), int(j), float(v)) for i, j, v in zip(sim.row, sim.col, sim.data, strict=True) if i < j and v >= threshold]
     dup = {i for i, _, _ in pairs} | {j for _, j, _ in pairs}
     return len(dup) / len(texts), sorted(pairs, key=lambda p: -p[2])
-
-
-def fit_trait_classifier(rows: Sequence[Row], seed: int = 0) -> Any:
-    """TF-IDF (word 1-2-grams) + logistic regression fitted on ``rows`` (a sklearn Pipeline
-    with steps ``tfidf`` and ``lr``); ``predict`` takes raw answer texts."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import Pipeline
-
-    model = Pipeline([
-        ("tfidf", TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2)),
-        ("lr", LogisticRegression(C=10.0, max_iter=2000, random_state=seed)),
-    ])
-    return model.fit([r.answer for r in rows], [r.trait for r in rows])
 
 
 def classifier(rows: Sequence[Row], seed: int = 0) -> dict[str, Any]:

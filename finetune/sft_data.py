@@ -12,9 +12,9 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
-from finetune.schema import Row
 from finetune.validate import training_text
 from interp.chat import format_chat
+from text2emoji.core.schema import Row
 
 IGNORE = -100  # label id that cross-entropy skips (prompt tokens, padding)
 

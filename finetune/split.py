@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from finetune.schema import TRAITS, Row
 from interp.emojis import split_sentences
+from text2emoji.core.schema import TRAITS, Row
 
 
 def assign_splits(rows: Sequence[Row], test_fraction: float = 0.2, seed: int = 0) -> list[Row]:

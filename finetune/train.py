@@ -27,12 +27,12 @@ from typing import Any, Literal
 
 import torch
 
-from finetune.schema import TRAITS, Row
 from finetune.sft_data import Example, collate, encode, epoch_batches
 from interp.models import ModelConfig
-from text2emoji.config import ConfigError, option
-from text2emoji.errors import UserError
-from text2emoji.runs import atomic_write_json
+from text2emoji.core.config import ConfigError, option
+from text2emoji.core.errors import UserError
+from text2emoji.core.files import atomic_write_json
+from text2emoji.core.schema import TRAITS, Row
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -323,7 +323,7 @@ def train(cfg: TrainConfig, rows: list[Row], out: str | Path) -> dict[str, Any]:
 
 
 def _write_losses(path: Path, history: list[dict[str, Any]]) -> None:
-    from text2emoji.runs import atomic_path
+    from text2emoji.core.files import atomic_path
 
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=["step", "train_loss", "eval_loss", "lr", "tokens"])

@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from finetune.io import missing_columns, read_raw, to_rows
-from finetune.schema import SPLITS, TRAITS, Row
+from finetune.io import bundled_path, missing_columns, read_raw, to_rows
 from interp.emojis import find_emojis
-from text2emoji.errors import UserError
+from text2emoji.core.errors import UserError
+from text2emoji.core.schema import SPLITS, TRAITS, Row
 
 
 @dataclass
@@ -140,3 +140,14 @@ def validate_files(
     report.problems.extend(check_rows(report.rows, tokenizer, max_length))
     report.warnings.extend(split_warnings(report.rows))
     return report
+
+
+def load_rows(paths: list[str | Path] | None = None) -> list[Row]:
+    """Read and validate rows; raise one UserError listing every problem if any.
+
+    Args:
+        paths: files to read (official or project layout); ``None`` = the bundled dataset.
+    """
+    report = validate_files(paths or [bundled_path()])
+    report.raise_if_problems()
+    return report.rows

@@ -31,7 +31,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from text2emoji.errors import UserError
+from text2emoji.core.errors import UserError
 
 
 @dataclass(frozen=True)

@@ -25,12 +25,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from interp.behaviour.emoji_metrics import bootstrap_emoji_metrics
+from interp.behaviour.generation import DecodeSettings, generate
 from interp.capture import Encoded, capture, pad_id
-from interp.generation import DecodeSettings, generate
 from interp.hooks import arch_spec, n_layers, resolve_site
 from interp.models import adapter_disabled
 from interp.neurons import bootstrap_mean, n_neurons
-from interp.stats import bootstrap_emoji_metrics
 from interp.tracing import continuation_passes, emoji_logprobs, emoji_pairs, score_continuations
 
 

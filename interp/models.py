@@ -21,8 +21,8 @@ from typing import Any, Literal
 import torch
 
 from interp.embedded import DEFAULT_MODEL, EMBEDDED, fetch
-from text2emoji.config import Config, ConfigError, option
-from text2emoji.errors import UserError
+from text2emoji.core.config import Config, ConfigError, option
+from text2emoji.core.errors import UserError
 
 # "owner/name" as the HF hub spells repository ids.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")

@@ -15,10 +15,10 @@ from typing import Any
 
 import yaml
 
-from finetune.schema import TRAITS
 from interp.emojis import find_emojis
 from interp.prompts import prompts_dir
-from text2emoji.errors import UserError
+from text2emoji.core.errors import UserError
+from text2emoji.core.schema import TRAITS
 
 KINDS = ("neutral", "neutral_emoji", "trait", "trait_emoji", "conversational", "informal")
 SUITE_FILE = "probe_prompts.yaml"

@@ -1,6 +1,6 @@
 """Read answer/prompt files: JSONL with a text field, or plain text with one item per line.
 
-Every problem is reported as ``FILE:LINE: what is wrong`` (a :class:`~text2emoji.errors.UserError`).
+Every problem is reported as ``FILE:LINE: what is wrong`` (a :class:`~text2emoji.core.errors.UserError`).
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from text2emoji.errors import UserError
+from text2emoji.core.errors import UserError
 
 Format = Literal["auto", "jsonl", "text"]
 

@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from interp.alignment import centred_logit, trait_alignment, trait_classifier, word_contributions
+from interp.behaviour.alignment import (
+    centred_logit,
+    trait_alignment,
+    trait_classifier,
+    word_contributions,
+)
 from tests.test_quality import _separable_rows
 
 

@@ -11,9 +11,9 @@ import pytest
 
 from finetune.build import build_messages, build_rows, clean_answer, openai_generator
 from finetune.io import read_raw, to_rows
-from finetune.schema import TRAITS
 from text2emoji.cli import main
-from text2emoji.errors import UserError
+from text2emoji.core.errors import UserError
+from text2emoji.core.schema import TRAITS
 
 
 class FakeChatServer:

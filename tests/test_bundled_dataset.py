@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from finetune.io import bundled_path, load_rows
+from finetune.io import bundled_path
 from finetune.quality import quality_report, words
-from finetune.schema import TRAITS
 from finetune.split import assign_splits
+from finetune.validate import load_rows
 from interp.emojis import split_sentences
+from text2emoji.core.schema import TRAITS
 
 CARD = Path(__file__).resolve().parent.parent / "finetune" / "data" / "DATASET_CARD.md"
 

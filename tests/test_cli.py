@@ -156,7 +156,7 @@ def test_fetch_corrupted_gguf_exit_1(tmp_path, capsys, monkeypatch, embedded_dir
 def small_dataset(path, n_topics=40):
     """A valid project-layout dataset without a split (the run's dataset stage adds one)."""
     from finetune.io import write_jsonl
-    from finetune.schema import QUESTION_TEMPLATE, TRAITS, Row
+    from text2emoji.core.schema import QUESTION_TEMPLATE, TRAITS, Row
 
     rows = [Row(t, f"Topic {i}", QUESTION_TEMPLATE.format(topic=f"Topic {i}"), f"I think about topic {i} a lot.")
             for i in range(n_topics) for t in TRAITS]

@@ -1,4 +1,4 @@
-"""text2emoji.config: typed fields, validate(), the config hash, TOML/YAML files, CLI flags,
+"""text2emoji.core.config: typed fields, validate(), the config hash, TOML/YAML files, CLI flags,
 precedence defaults < file < flags, and save_config."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Literal
 
 import pytest
 
-from text2emoji.config import (
+from text2emoji.core.config import (
     Config,
     ConfigError,
     add_arguments,
@@ -22,7 +22,7 @@ from text2emoji.config import (
     read_config_file,
     save_config,
 )
-from text2emoji.errors import UserError
+from text2emoji.core.errors import UserError
 
 
 @dataclass

@@ -10,10 +10,10 @@ from collections import Counter
 import pytest
 
 from finetune.io import read_raw, write_jsonl
-from finetune.schema import QUESTION_TEMPLATE, TRAITS, Row
 from finetune.split import assign_splits, stats
 from finetune.validate import validate_files
 from text2emoji.cli import main
+from text2emoji.core.schema import QUESTION_TEMPLATE, TRAITS, Row
 
 OFFICIAL = ["Target Personality", "Edit Topic", "Question", "Answer"]
 
@@ -97,7 +97,7 @@ def test_length_check_uses_the_chat_formatted_example(tmp_path):
 
 
 def test_unreadable_inputs_raise_one_clear_error(tmp_path):
-    from text2emoji.errors import UserError
+    from text2emoji.core.errors import UserError
 
     (tmp_path / "d.jsonl").write_text('{"trait": "openness"}\n{oops\n')
     with pytest.raises(UserError, match=r"d.jsonl:row 2: invalid JSON"):

@@ -8,9 +8,9 @@ import shutil
 import pytest
 import torch
 
+from interp.behaviour.generation import DecodeSettings, generate
 from interp.chat import format_chat
 from interp.embedded import EMBEDDED, ChecksumError, converted_dir, fetch, sha256_file
-from interp.generation import DecodeSettings, generate
 from interp.hooks import record_activations
 
 pytestmark = pytest.mark.slow

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from finetune.io import write_jsonl
+from interp.behaviour.evaluate import emoji_table, incontext_messages
 from interp.emojis import emoji_stats
-from interp.evaluate import emoji_table, incontext_messages
 from tests.test_train import _cfg, _rows
 from text2emoji.cli import main
 
@@ -38,7 +38,7 @@ def test_emoji_table_matches_emoji_stats():
 
 def test_evaluate_cli_mixed_adapters_equal_separate_runs(tiny_model_dir, tmp_path, capsys):
     from finetune.train import train
-    from interp.generation import DecodeSettings, generate
+    from interp.behaviour.generation import DecodeSettings, generate
     from interp.models import ModelConfig, load_model
 
     rows = _rows()
@@ -75,7 +75,7 @@ def test_evaluate_cli_mixed_adapters_equal_separate_runs(tiny_model_dir, tmp_pat
     # the counts are the parsed replies' tokens, recounted here
     from collections import Counter
 
-    from interp.icl import parse_tokens
+    from interp.behaviour.icl import parse_tokens
 
     post = Counter(t for r in replies if r["trait"] == "openness" and r["method"] == "post" for t in parse_tokens(r["text"]))
     for entry in icl["openness"].get("post", []):
@@ -103,8 +103,8 @@ def test_evaluate_rejects_unknown_names(bad, capsys):
 
 
 def test_generate_jobs_resumes_after_a_torn_line(tiny_model_dir, tmp_path):
-    from interp.evaluate import build_jobs, generate_jobs
-    from interp.generation import DecodeSettings
+    from interp.behaviour.evaluate import build_jobs, generate_jobs
+    from interp.behaviour.generation import DecodeSettings
     from interp.models import ModelConfig, load_model
 
     lm = load_model(ModelConfig(model=str(tiny_model_dir), device="cpu"))
@@ -119,7 +119,7 @@ def test_generate_jobs_resumes_after_a_torn_line(tiny_model_dir, tmp_path):
 
 
 def test_evaluate_config_covers_merge_and_adapter_bytes(tmp_path):
-    from text2emoji.runs import file_hash as _file_hash
+    from text2emoji.core.files import file_hash as _file_hash
     from text2emoji.train_cli import TrainStageConfig
 
     assert TrainStageConfig(merge=True).config_hash() != TrainStageConfig(merge=False).config_hash()

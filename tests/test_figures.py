@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from interp import figures
+from text2emoji import figures
 
 
 def test_emoji_glyphs_are_drawn_in_colour():

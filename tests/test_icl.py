@@ -1,6 +1,6 @@
 """Parsing and aggregating the ICL explainability replies."""
 
-from interp.icl import explain_messages, parse_tokens, top_tokens
+from interp.behaviour.icl import explain_messages, parse_tokens, top_tokens
 
 
 def test_parse_tokens_cases():

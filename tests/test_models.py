@@ -7,15 +7,15 @@ from pathlib import Path
 import pytest
 import torch
 
+from interp.behaviour.generation import DecodeSettings, generate
 from interp.chat import format_chat
-from interp.generation import DecodeSettings, generate
 from interp.models import (
     ModelConfig,
     adapter_disabled,
     load_model,
     resolve_source,
 )
-from text2emoji.errors import UserError
+from text2emoji.core.errors import UserError
 
 
 def test_resolve_source(tmp_path, tiny_model_dir):

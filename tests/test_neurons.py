@@ -242,7 +242,7 @@ def test_row_ablation_equals_one_intervention_per_row(lm):
 def test_ablation_generation_matches_separate_generations(lm):
     """Intact and ablated answers decoded in shared batches (split across two calls here) are
     the answers of separate generate() calls, as is and under the intervention."""
-    from interp.generation import DecodeSettings, generate
+    from interp.behaviour.generation import DecodeSettings, generate
     from interp.intervene import ablation_generation
 
     qs, cand, settings = PROMPTS[:3], list(range(0, 128, 3)), DecodeSettings(max_new_tokens=6)

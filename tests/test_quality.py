@@ -17,7 +17,7 @@ from finetune.quality import (
     type_token_ratio,
     words,
 )
-from finetune.schema import TRAITS, Row
+from text2emoji.core.schema import TRAITS, Row
 
 
 def test_words_and_distinct_n_by_hand():
@@ -70,7 +70,7 @@ def test_report_on_separable_synthetic_data(tmp_path):
     assert all(w.startswith(t[:4]) for t in TRAITS for w, _ in rep["distinctive_words"][t])
     json.dumps(rep)  # serialisable as written by `data quality`
 
-    from finetune.figures import word_clouds
+    from text2emoji.figures import word_clouds
 
     paths = word_clouds(rep, tmp_path)
     assert {p.name for p in paths} >= {"wordclouds.pdf", "wordclouds.png", "wordcloud_openness.png"}

@@ -1,4 +1,4 @@
-"""text2emoji.runs (atomic writes, stage reuse/force/conflict/resume, provenance) and
+"""text2emoji.core.runs (atomic writes, stage reuse/force/conflict/resume, provenance) and
 interp.textfiles.read_rows (JSONL/text rows, FILE:LINE errors)."""
 
 from __future__ import annotations
@@ -12,16 +12,11 @@ from pathlib import Path
 import pytest
 
 from interp.textfiles import read_rows
-from text2emoji import runs
-from text2emoji.config import Config, option
-from text2emoji.errors import UserError
-from text2emoji.runs import (
-    atomic_path,
-    atomic_write_json,
-    open_stage,
-    provenance,
-    stage_status,
-)
+from text2emoji.core import runs
+from text2emoji.core.config import Config, option
+from text2emoji.core.errors import UserError
+from text2emoji.core.files import atomic_path, atomic_write_json
+from text2emoji.core.runs import open_stage, provenance, stage_status
 
 
 @dataclass

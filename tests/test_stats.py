@@ -7,8 +7,8 @@ import random
 import numpy as np
 import pytest
 
+from interp.behaviour.emoji_metrics import bootstrap_emoji_metrics, per_answer
 from interp.emojis import find_emojis, split_sentences
-from interp.stats import bootstrap_emoji_metrics, per_answer
 
 ANSWERS = ["I love it! 😍 Great.", "Fine.", "Party time 🎉🎉. See you!", "No emojis here. None at all.",
            "Sunny ☀️", "Hmm."]

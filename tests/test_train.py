@@ -7,10 +7,10 @@ import csv
 import pytest
 import torch
 
-from finetune.schema import TRAITS, Row
 from finetune.sft_data import IGNORE, collate, encode, length_grouped_batches
 from finetune.train import TrainConfig, TrainingError, train
 from tests.conftest import tiny_tokenizer
+from text2emoji.core.schema import TRAITS, Row
 
 
 def _rows(n=24):

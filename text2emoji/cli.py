@@ -1,6 +1,6 @@
 """The ``text2emoji`` command: one subcommand per stage, ``run`` for the whole pipeline.
 
-Every subcommand's flags come from its config class (see :mod:`text2emoji.config`) and every
+Every subcommand's flags come from its config class (see :mod:`text2emoji.core.config`) and every
 subcommand takes ``--config FILE`` (TOML or YAML). Bad input prints one line,
 ``text2emoji: error: ...``, and exits 1.
 """
@@ -18,8 +18,8 @@ from typing import Any, Literal
 from interp.embedded import DEFAULT_MODEL, EMBEDDED
 from interp.models import ModelConfig
 from text2emoji import __version__, data_cli, eval_cli, probe_cli, train_cli
-from text2emoji.config import Config, ConfigError, add_arguments, config_from_args, option
-from text2emoji.errors import UserError
+from text2emoji.core.config import Config, ConfigError, add_arguments, config_from_args, option
+from text2emoji.core.errors import UserError
 from text2emoji.pipeline import RunConfig
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from interp.embedded import DEFAULT_MODEL
-from text2emoji.config import Config, ConfigError, option
+from text2emoji.core.config import Config, ConfigError, option
 
 
 def _print_json(obj: Any) -> None:
@@ -51,8 +51,8 @@ class StatsConfig(Config):
 
 
 def cmd_stats(cfg: StatsConfig) -> None:
-    from finetune.io import load_rows
     from finetune.split import stats
+    from finetune.validate import load_rows
 
     _print_json(stats(load_rows(cfg.paths or None)))
 
@@ -72,8 +72,9 @@ class SplitConfig(Config):
 
 
 def cmd_split(cfg: SplitConfig) -> None:
-    from finetune.io import load_rows, write_jsonl
+    from finetune.io import write_jsonl
     from finetune.split import assign_splits, stats
+    from finetune.validate import load_rows
 
     rows = assign_splits(load_rows(cfg.paths), cfg.test_fraction, cfg.seed)
     write_jsonl(rows, cfg.out)
@@ -92,10 +93,10 @@ class QualityConfig(Config):
 
 
 def cmd_quality(cfg: QualityConfig) -> None:
-    from finetune.figures import word_clouds
-    from finetune.io import load_rows
     from finetune.quality import quality_report
-    from text2emoji.runs import open_stage
+    from finetune.validate import load_rows
+    from text2emoji.core.runs import open_stage
+    from text2emoji.figures import word_clouds
 
     rows = load_rows(cfg.paths or None)
     # cheap (seconds) and the data files may change under the same config: always recompute
@@ -129,7 +130,7 @@ class BuildConfig(Config):
     device: str = option("auto", help="device for a local generator")
 
     def validate(self) -> None:
-        from finetune.schema import TRAITS
+        from text2emoji.core.schema import TRAITS
 
         bad = [t for t in self.traits if t not in TRAITS]
         if bad:
@@ -140,9 +141,9 @@ class BuildConfig(Config):
 
 def cmd_build(cfg: BuildConfig) -> None:
     from finetune.build import build_rows, local_generator, openai_generator, read_topics
-    from finetune.schema import TRAITS
     from interp.models import load_tokenizer
-    from text2emoji.config import save_config
+    from text2emoji.core.config import save_config
+    from text2emoji.core.schema import TRAITS
 
     topics = read_topics(cfg.topics)
     if cfg.generator.startswith("openai:"):

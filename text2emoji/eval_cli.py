@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from interp.models import ModelConfig
-from text2emoji.config import ConfigError, option
+from text2emoji.core.config import ConfigError, option
 
 # quick: minutes on 2 CPU cores; paper: every test question, the study's answer length
 PRESETS = {"quick": {"n_questions": 16, "max_new_tokens": 48}, "paper": {"n_questions": 0, "max_new_tokens": 150}}
@@ -38,8 +38,8 @@ class EvaluateConfig(ModelConfig):
 
     def validate(self) -> None:
         super().validate()
-        from finetune.schema import TRAITS
-        from interp.evaluate import METHODS
+        from interp.behaviour.evaluate import METHODS
+        from text2emoji.core.schema import TRAITS
 
         if bad := [t for t in self.traits if t not in TRAITS]:
             raise ConfigError(f"traits: unknown {', '.join(bad)}; valid: {', '.join(TRAITS)}")
@@ -57,9 +57,8 @@ class EvaluateStageConfig(EvaluateConfig):
 
 
 def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
-    from finetune.io import load_rows
-    from finetune.schema import TRAITS
-    from interp.evaluate import (
+    from finetune.validate import load_rows
+    from interp.behaviour.evaluate import (
         METHODS,
         build_jobs,
         emoji_table,
@@ -67,11 +66,13 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         load_adapters,
         write_table,
     )
-    from interp.generation import DecodeSettings
+    from interp.behaviour.generation import DecodeSettings
     from interp.models import load_model
     from interp.prompts import prompts_dir
+    from text2emoji.core.files import file_hash
+    from text2emoji.core.runs import Progress, open_stage
+    from text2emoji.core.schema import TRAITS
     from text2emoji.pipeline import stage_dataset
-    from text2emoji.runs import Progress, file_hash, open_stage
 
     dataset, dataset_hash = stage_dataset(cfg)
     traits = cfg.traits or list(TRAITS)
@@ -108,8 +109,8 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
 def write_alignment(rows: list, gens: list[dict[str, Any]], out_dir: Path, seed: int) -> None:
     """Trait alignment per (trait, method) and, per trait, the word contributions of its first
     PEFT answer (or first answer) towards the target trait."""
-    from interp.alignment import trait_alignment, trait_classifier, word_contributions
-    from text2emoji.runs import atomic_write_json, atomic_write_text
+    from interp.behaviour.alignment import trait_alignment, trait_classifier, word_contributions
+    from text2emoji.core.files import atomic_write_json, atomic_write_text
 
     clf = trait_classifier(rows, seed)
     ta = trait_alignment(gens, clf)
@@ -129,11 +130,11 @@ def write_alignment(rows: list, gens: list[dict[str, Any]], out_dir: Path, seed:
 def explain(model: Any, tokenizer: Any, gens: list[dict[str, Any]], out_dir: Path, batch_size: int) -> None:
     """ICL explainability on every PEFT answer: the base model (pre) and the trait's adapter
     (post) each name five tokens for the answer's trait; top 50 per trait and model."""
+    from interp.behaviour.evaluate import BASE, Job, generate_jobs
+    from interp.behaviour.generation import DecodeSettings
+    from interp.behaviour.icl import explain_messages, parse_tokens, top_tokens
     from interp.chat import format_chat
-    from interp.evaluate import BASE, Job, generate_jobs
-    from interp.generation import DecodeSettings
-    from interp.icl import explain_messages, parse_tokens, top_tokens
-    from text2emoji.runs import atomic_write_json, atomic_write_text
+    from text2emoji.core.files import atomic_write_json, atomic_write_text
 
     jobs = []
     for g in gens:
@@ -160,7 +161,7 @@ def explain(model: Any, tokenizer: Any, gens: list[dict[str, Any]], out_dir: Pat
 
 def draw(stage_dir: Path) -> list[Path]:
     """The evaluate stage's figures, from its results files alone."""
-    from interp import figures
+    from text2emoji import figures
 
     read = lambda name: json.loads((stage_dir / name).read_text(encoding="utf-8"))  # noqa: E731
     paths = figures.emoji_rates(read("emoji_table.json")["rows"], stage_dir)

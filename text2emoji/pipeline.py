@@ -14,7 +14,7 @@
 9. report           ``report.md``, ``report.html``, ``metrics.json`` from the stages' results
 
 Each stage is reused when its config is unchanged and resumes after an interruption (see
-:mod:`text2emoji.runs`).
+:mod:`text2emoji.core.runs`).
 """
 
 from __future__ import annotations
@@ -30,8 +30,9 @@ from typing import Any, Literal
 import torch
 
 from interp.models import LoadedModel, ModelConfig, load_model
-from text2emoji.config import Config, ConfigError, option
-from text2emoji.runs import atomic_write_json, log, open_stage
+from text2emoji.core.config import Config, ConfigError, option
+from text2emoji.core.files import atomic_write_json
+from text2emoji.core.runs import log, open_stage
 
 # What each preset sets in the stages after training (training has its own presets).
 # quick: about 15 minutes on 2 CPU cores (bench/quick_run.py); paper: the study's scale.
@@ -91,7 +92,7 @@ def stage_dataset(cfg: Any) -> tuple[Path, str]:
     from finetune.split import assign_splits, stats
     from finetune.validate import validate_files
     from interp.models import load_tokenizer
-    from text2emoji.errors import UserError
+    from text2emoji.core.errors import UserError
 
     files = cfg.data or [str(bundled_path())]
     digest = hashlib.sha256()
@@ -127,9 +128,9 @@ class QualityStageConfig(Config):
 
 def stage_quality(cfg: RunConfig, dataset: Path, dataset_hash: str) -> dict[str, Any]:
     """What ``text2emoji data quality`` measures, on the run's dataset (word clouds included)."""
-    from finetune.figures import word_clouds
-    from finetune.io import load_rows
     from finetune.quality import quality_report
+    from finetune.validate import load_rows
+    from text2emoji.figures import word_clouds
 
     qcfg = QualityStageConfig(dataset_hash=dataset_hash, seed=cfg.seed)
     with open_stage(cfg.out, "quality", qcfg, force=cfg.force, seed=cfg.seed) as st:

@@ -21,9 +21,10 @@ import numpy as np
 
 from interp.capture import DEFAULT_SITE
 from interp.models import ModelConfig
-from text2emoji.config import ConfigError, option
-from text2emoji.errors import UserError
-from text2emoji.runs import Progress, atomic_write_json, atomic_write_text, file_hash, open_stage
+from text2emoji.core.config import ConfigError, option
+from text2emoji.core.errors import UserError
+from text2emoji.core.files import atomic_write_json, atomic_write_text, file_hash
+from text2emoji.core.runs import Progress, open_stage
 
 # --- text2emoji activations -----------------------------------------------------------------
 
@@ -149,7 +150,7 @@ class ProbeConfig(ModelConfig):
 
     def validate(self) -> None:
         super().validate()
-        from finetune.schema import TRAITS
+        from text2emoji.core.schema import TRAITS
 
         if bad := [t for t in self.traits if t not in TRAITS]:
             raise ConfigError(f"traits: unknown {', '.join(bad)}; valid: {', '.join(TRAITS)}")
@@ -159,7 +160,7 @@ class ProbeConfig(ModelConfig):
             raise ConfigError(f"site: neuron analyses read an MLP hook_post site, got {self.site!r}")
 
     def trait_list(self) -> list[str]:
-        from finetune.schema import TRAITS
+        from text2emoji.core.schema import TRAITS
 
         return list(self.traits or TRAITS)
 
@@ -198,7 +199,7 @@ def _run_stage(cfg: ProbeConfig, name: str, body: Any, needs_neurons: bool = Fal
 
 
 def _load_peft(cfg: ProbeConfig) -> Any:
-    from interp.evaluate import load_adapters
+    from interp.behaviour.evaluate import load_adapters
     from interp.models import load_model
 
     lm = load_model(cfg)
@@ -239,11 +240,11 @@ def neurons(cfg: NeuronsConfig) -> dict[str, Any]:
 
 
 def _neurons(cfg: NeuronsConfig, out: Path) -> None:
-    from interp import figures
     from interp.capture import capture
     from interp.models import adapter_disabled
     from interp.neurons import emoji_selectivity, neuron_diff, neuron_token_dla, overlap, top_table
     from interp.tracing import emoji_token_ids
+    from text2emoji import figures
 
     suite = _suite(cfg)
     traits = cfg.trait_list()
@@ -362,11 +363,11 @@ def trace(cfg: TraceConfig) -> dict[str, Any]:
 
 
 def _trace(cfg: TraceConfig, out: Path) -> None:
-    from interp import figures
     from interp.intervene import any_emoji_logprob
     from interp.models import adapter_disabled
     from interp.neurons import bootstrap_mean
     from interp.tracing import emoji_trace
+    from text2emoji import figures
 
     suite = _suite(cfg)
     lm = _load_peft(cfg)
@@ -478,7 +479,7 @@ def _questions(cfg: InterveneConfig) -> dict[str, list[str]]:
     dataset stage (reused, never forced from here)."""
     from dataclasses import replace
 
-    from finetune.io import load_rows
+    from finetune.validate import load_rows
     from text2emoji.pipeline import stage_dataset
 
     dataset, _ = stage_dataset(replace(cfg, force=False))
@@ -508,9 +509,8 @@ def ablate(cfg: AblateConfig) -> dict[str, Any]:
 
 
 def _ablate(cfg: AblateConfig, out: Path) -> None:
-    from interp import figures
+    from interp.behaviour.generation import DecodeSettings
     from interp.capture import pad_id
-    from interp.generation import DecodeSettings
     from interp.intervene import (
         LastLayerScorer,
         ablation_experiment,
@@ -518,6 +518,7 @@ def _ablate(cfg: AblateConfig, out: Path) -> None:
         neuron_means,
     )
     from interp.tracing import emoji_pairs
+    from text2emoji import figures
 
     suite = _suite(cfg)
     traits = cfg.trait_list()
@@ -607,8 +608,8 @@ def patch(cfg: PatchConfig) -> dict[str, Any]:
 
 
 def _patch(cfg: PatchConfig, out: Path) -> None:
-    from interp import figures
     from interp.intervene import patching_experiment
+    from text2emoji import figures
 
     suite = _suite(cfg)
     traits = cfg.trait_list()

@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from text2emoji.runs import atomic_write_json, atomic_write_text
+from text2emoji.core.files import atomic_write_json, atomic_write_text
 
 # The study's claims (Jain et al., 2025), in its own terms, each with the section that tests it.
 CLAIMS = {
@@ -285,18 +285,18 @@ def write_report(out: Path) -> dict[str, Any]:
 
 def redraw(out: Path) -> list[Path]:
     """Rebuild every figure of a run from its results files alone, then the report."""
-    from interp import figures
+    from text2emoji import figures
     from text2emoji.eval_cli import draw as draw_evaluate
     from text2emoji.train_cli import draw_losses
 
     out = Path(out)
     if not out.is_dir():
-        from text2emoji.errors import UserError
+        from text2emoji.core.errors import UserError
 
         raise UserError(f"{out} is not a run directory")
     paths: list[Path] = []
     if (out / "quality" / "quality.json").is_file():
-        from finetune.figures import word_clouds
+        from text2emoji.figures import word_clouds
 
         paths += word_clouds(_read(out / "quality" / "quality.json"), out / "quality")
     if (out / "train").is_dir():

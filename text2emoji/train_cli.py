@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from finetune.train import TrainConfig
-from text2emoji.config import ConfigError, option
+from text2emoji.core.config import ConfigError, option
 
 
 @dataclass
@@ -38,12 +38,12 @@ class TrainStageConfig(TrainConfig):
 
 def train_traits(cfg: TrainCommandConfig) -> dict[str, Any]:
     """Train the requested traits; finished stages with the same config are reused."""
-    from finetune.io import load_rows
     from finetune.merge import logit_drift, merge_adapter
-    from finetune.schema import TRAITS
     from finetune.train import train
+    from finetune.validate import load_rows
+    from text2emoji.core.runs import open_stage
+    from text2emoji.core.schema import TRAITS
     from text2emoji.pipeline import stage_dataset
-    from text2emoji.runs import open_stage
 
     dataset, dataset_hash = stage_dataset(cfg)
     rows = load_rows([dataset])
@@ -68,7 +68,7 @@ def draw_losses(train_dir: Path) -> list[Path]:
     """Loss curves of every trait trained under ``train_dir``, from their losses.csv files."""
     import csv
 
-    from interp.figures import loss_curves
+    from text2emoji.figures import loss_curves
 
     curves = {}
     for f in sorted(train_dir.glob("*/losses.csv")):

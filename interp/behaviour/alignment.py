@@ -15,8 +15,21 @@ from typing import Any
 
 import numpy as np
 
-from finetune.quality import fit_trait_classifier
-from finetune.schema import Row
+from text2emoji.core.schema import Row
+
+
+def fit_trait_classifier(rows: Sequence[Row], seed: int = 0) -> Any:
+    """TF-IDF (word 1-2-grams) + logistic regression fitted on ``rows`` (a sklearn Pipeline
+    with steps ``tfidf`` and ``lr``); ``predict`` takes raw answer texts."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+
+    model = Pipeline([
+        ("tfidf", TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2)),
+        ("lr", LogisticRegression(C=10.0, max_iter=2000, random_state=seed)),
+    ])
+    return model.fit([r.answer for r in rows], [r.trait for r in rows])
 
 
 def trait_classifier(rows: Sequence[Row], seed: int = 0) -> Any:

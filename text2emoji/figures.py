@@ -1,4 +1,5 @@
-"""Figures of the behavioural analyses, drawn only from results files' content.
+"""Every figure of a run, drawn only from results files' content (the dataset's word clouds,
+loss curves, behavioural and mechanistic analyses).
 
 One paper style (small serif-free fonts, a colour-blind-safe palette), PDF + PNG. Each function
 takes the parsed JSON a stage wrote and an output folder, and returns the written paths.
@@ -10,7 +11,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from text2emoji.runs import atomic_path
+from text2emoji.core.files import atomic_path
+
+# Okabe-Ito: a colour-blind-safe palette, one colour per trait in TRAITS order.
+TRAIT_COLORS = {
+    "openness": "#E69F00",
+    "conscientiousness": "#0072B2",
+    "extraversion": "#D55E00",
+    "agreeableness": "#009E73",
+    "neuroticism": "#CC79A7",
+}
+
 
 # Okabe-Ito, colour-blind safe
 METHOD_COLORS = {"base": "#999999", "peft": "#D55E00", "incontext": "#0072B2", "pre": "#999999", "post": "#D55E00"}
@@ -177,7 +188,6 @@ def icl_tokens(top: dict[str, dict[str, list[dict[str, Any]]]], out_dir: Path, k
 
 def loss_curves(curves: dict[str, list[dict[str, Any]]], out_dir: Path) -> list[Path]:
     """Train (thin) and held-out (thick) loss per optimizer step, one line pair per trait."""
-    from finetune.figures import TRAIT_COLORS
 
     plt = _plt()
     fig, ax = plt.subplots(figsize=(3.4, 2.3))
@@ -233,7 +243,6 @@ def neuron_heatmap(stage_dir: Path, k: int = 8) -> list[Path]:
 def selectivity(stage_dir: Path) -> list[Path]:
     """Per trait: each neuron's mean increase (x) against its emoji selectivity d_z after PEFT
     (y); the trait's top-10 neurons by increase marked."""
-    from finetune.figures import TRAIT_COLORS
 
     plt = _plt()
     sel = _read(Path(stage_dir) / "selectivity.json")
@@ -281,7 +290,6 @@ def emoji_prob(stage_dir: Path) -> list[Path]:
 
 def logit_lens_curves(stage_dir: Path) -> list[Path]:
     """log P(any of the trait's emojis) decoded after every layer; dashed pre, solid post."""
-    from finetune.figures import TRAIT_COLORS
 
     plt = _plt()
     tr = _read(Path(stage_dir) / "trace.json")["traits"]
@@ -299,7 +307,6 @@ def logit_lens_curves(stage_dir: Path) -> list[Path]:
 
 def draw_intervention(stage_dir: Path, file: str, name: str) -> list[Path]:
     """Per trait: the random sets' effects (histogram) and the candidates' effect (line)."""
-    from finetune.figures import TRAIT_COLORS
 
     plt = _plt()
     res = _read(Path(stage_dir) / file)
@@ -328,3 +335,39 @@ def draw_intervention(stage_dir: Path, file: str, name: str) -> list[Path]:
     fig.supxlabel("Δ log P(trait emoji): top-k neurons (line) vs random k", fontsize=8)
     fig.tight_layout()
     return save(fig, stage_dir, name + "_vs_random")
+
+
+def word_clouds(report: dict[str, Any], out_dir: str | Path) -> list[Path]:
+    """One word cloud per trait from its distinctive words (size = log-odds z-score), as a
+    5-panel figure (PDF + PNG) and one PNG per trait. Returns the written paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from wordcloud import WordCloud
+
+    out_dir = Path(out_dir)
+    words = report["distinctive_words"]
+    traits = list(words)
+    fig, axes = plt.subplots(1, len(traits), figsize=(3.0 * len(traits), 2.6))
+    written = []
+    for ax, trait in zip(list(getattr(axes, "flat", [axes])), traits, strict=True):
+        weights = {w: s for w, s in words[trait] if s > 0}
+        color = TRAIT_COLORS.get(trait, "#333333")
+        cloud = WordCloud(
+            width=600, height=500, background_color="white", random_state=0,
+            color_func=lambda *a, c=color, **k: c, prefer_horizontal=0.9,
+        ).generate_from_frequencies(weights or {"(none)": 1})
+        with atomic_path(out_dir / f"wordcloud_{trait}.png") as tmp:
+            cloud.to_image().save(tmp, format="PNG")
+        written.append(out_dir / f"wordcloud_{trait}.png")
+        ax.imshow(cloud, interpolation="bilinear")
+        ax.set_title(trait, fontsize=11, color=color)
+        ax.axis("off")
+    fig.tight_layout()
+    for ext in ("pdf", "png"):
+        with atomic_path(out_dir / f"wordclouds.{ext}") as tmp:
+            fig.savefig(tmp, format=ext, dpi=200, bbox_inches="tight")
+        written.append(out_dir / f"wordclouds.{ext}")
+    plt.close(fig)
+    return written

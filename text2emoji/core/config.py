@@ -24,7 +24,8 @@ from typing import Any, Literal, TypeVar, get_args, get_origin
 import yaml
 from beartype.door import is_bearable
 
-from text2emoji.errors import UserError
+from text2emoji.core.errors import UserError
+from text2emoji.core.files import atomic_write_json
 
 C = TypeVar("C", bound="Config")
 
@@ -215,8 +216,6 @@ def config_from_args(cls: type[C], args: argparse.Namespace, config_file: str | 
 
 def save_config(config: Config, path: str | Path) -> None:
     """Write the config with its hash and each field's help text (atomically)."""
-    from text2emoji.runs import atomic_write_json
-
     atomic_write_json(
         path,
         {

@@ -22,13 +22,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from finetune.schema import TRAITS, Row
+from interp.behaviour.emoji_metrics import bootstrap_emoji_metrics
+from interp.behaviour.generation import DecodeSettings, generate
 from interp.chat import format_chat
-from interp.generation import DecodeSettings, generate
 from interp.prompts import load_prompt
-from interp.stats import bootstrap_emoji_metrics
-from text2emoji.errors import UserError
-from text2emoji.runs import atomic_write_json, atomic_write_text, read_appended_jsonl
+from text2emoji.core.errors import UserError
+from text2emoji.core.files import atomic_write_json, atomic_write_text, read_appended_jsonl
+from text2emoji.core.schema import TRAITS, Row
 
 METHODS = ("base", "peft", "incontext")
 BASE = "__base__"  # peft's adapter name for "adapters off" in a mixed batch
