@@ -41,17 +41,19 @@ def main() -> None:
     ap.add_argument("--micro-batch", type=int, default=0, help="also time ours at this micro-batch")
     a = ap.parse_args()
     from finetune.io import bundled_path
-    from finetune.train import PRESETS, TrainConfig, encode, held_out_loss, load_for_training, train
+    from finetune.train import TrainConfig, encode, held_out_loss, load_for_training, train
     from finetune.validate import load_rows
+    from text2emoji.core.config import build_config
+    from text2emoji.core.presets import PRESETS
 
     rows = load_rows([bundled_path()])
     keep = tempfile.TemporaryDirectory()
     if a.shape:
         a.model = _random_checkpoint(a.shape, keep.name)
-    cfg = TrainConfig(model=a.model, trait=a.trait, preset="paper", max_steps=a.steps, eval_rows=a.eval_rows,
-                      eval_every=10**6, save_every=10**6)
+    cfg = build_config(TrainConfig, dict(model=a.model, trait=a.trait, preset="paper", max_steps=a.steps,
+                                         eval_rows=a.eval_rows, eval_every=10**6, save_every=10**6))
     out: dict = {"benchmark": "qlora", "model": f"random {a.shape}" if a.shape else a.model, "steps": a.steps,
-                 "recipe": PRESETS["paper"]}
+                 "recipe": PRESETS["paper"]["train"]}
     with tempfile.TemporaryDirectory() as d:
         ours = train(cfg, rows, d)
     out["ours"] = {"tokens": ours["tokens"], "seconds": ours["seconds"], "tokens_per_s": ours["trained_tokens_per_s"],

@@ -1,5 +1,6 @@
-"""Fine-tuning side of the workbench: Opinion QA data (schema, loaders, validation, split,
-building) and QLoRA training per trait. Knows nothing about hooks.
+"""Fine-tuning side of the workbench: Opinion QA data (loaders, validation, split, quality,
+building from the structured trait prompts) and QLoRA training per trait, with merging.
 
-Empty until the dataset and QLoRA stages land (issues "Opinion QA dataset" and "Thin QLoRA").
+Knows nothing about hooks; imports only :mod:`text2emoji.core` and :mod:`interp` (model loading,
+chat formatting, emoji detection).
 """

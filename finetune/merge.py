@@ -20,7 +20,7 @@ from interp.models import ModelConfig, load_model
 
 def merge_adapter(model: str, adapter: str | Path, out: str | Path, dtype: str = "float32") -> Path:
     """Load ``model`` in ``dtype``, apply ``adapter``, merge, and save an HF directory at ``out``."""
-    lm = load_model(ModelConfig(model=model, adapter=str(adapter), dtype=dtype, device="cpu"))
+    lm = load_model(ModelConfig(model=model, dtype=dtype, device="cpu"), adapter=str(adapter))
     merged = lm.model.merge_and_unload()
     out = Path(out)
     tmp = out.with_name(out.name + ".tmp")

@@ -29,36 +29,30 @@ import torch
 
 from finetune.sft_data import Example, collate, encode, epoch_batches
 from interp.models import ModelConfig
-from text2emoji.core.config import ConfigError, option
+from text2emoji.core.config import Config, ConfigError, member, option
 from text2emoji.core.errors import UserError
 from text2emoji.core.files import atomic_write_json
+from text2emoji.core.presets import Preset, fill_preset
+from text2emoji.core.runs import seed_option
 from text2emoji.core.schema import TRAITS, Row
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
-# paper: the reference recipe (TRL SFTTrainer settings of the study). quick: a usable adapter
-# in a few minutes on 2 CPU cores (fewer steps, smaller rank, larger micro-batches, no LoRA
-# dropout: on the CPU its masks cost ~5% of a step; fewer held-out evaluations).
-PRESETS: dict[str, dict[str, Any]] = {
-    "paper": dict(r=64, alpha=16, dropout=0.1, lr=2e-4, epochs=2.0, batch_size=2, grad_accum=2,
-                  max_length=512, max_steps=0, eval_rows=0, eval_every=50, save_every=50),
-    "quick": dict(r=16, alpha=32, dropout=0.0, lr=5e-4, epochs=1.0, batch_size=8, grad_accum=1,
-                  max_length=512, max_steps=24, eval_rows=40, eval_every=12, save_every=12),
-}
-
 
 class TrainingError(UserError):
     """Training cannot go on (e.g. a non-finite loss)."""
 
 
 @dataclass
-class TrainConfig(ModelConfig):
-    """One trait's QLoRA run. Preset values fill every field left at None."""
+class TrainConfig(Config):
+    """One trait's QLoRA run. Preset values (``text2emoji.core.presets``, section ``train``) fill
+    every field left at None."""
+
+    model: ModelConfig = member(ModelConfig, help="the base model; nf4 by default (QLoRA)", load_in_4bit=True)
 
     trait: Literal["openness", "conscientiousness", "extraversion", "agreeableness", "neuroticism"] = option(
         "openness", help="Big Five trait whose train rows the adapter learns"
     )
-    preset: Literal["quick", "paper"] = option("quick", help="quick: minutes on 2 CPU cores; paper: the study's recipe")
+    preset: Preset = option("quick", help="quick: minutes on 2 CPU cores; paper: the study's recipe")
     r: int | None = option(None, help="LoRA rank (paper 64)")
     alpha: int | None = option(None, help="LoRA alpha (paper 16)")
     dropout: float | None = option(None, help="LoRA dropout (paper 0.1)")
@@ -71,21 +65,15 @@ class TrainConfig(ModelConfig):
     eval_rows: int | None = option(None, help="held-out (test) rows scored for the held-out loss (0 = all)")
     eval_every: int | None = option(None, help="optimizer steps between held-out evaluations (quick 12, paper 50)")
     save_every: int | None = option(None, help="optimizer steps between checkpoints (quick 12, paper 50)")
-    seed: int = option(0, help="seed of LoRA init, data order and dropout")
+    seed: int = seed_option()
     optim: Literal["auto", "adamw", "paged_adamw_8bit"] = option(
         "auto", help="auto: paged 8-bit AdamW on CUDA (the reference), AdamW on CPU"
     )
-    load_in_4bit: bool = option(True, help="quantize the frozen base to nf4 (QLoRA)")
-
     def resolved(self) -> TrainConfig:
         """A copy with every None filled from the preset."""
-        fill = {k: v for k, v in PRESETS[self.preset].items() if getattr(self, k) is None}
-        return self.replace(**fill)
+        return fill_preset(self, "train")
 
     def validate(self) -> None:
-        super().validate()
-        if self.adapter is not None:
-            raise ConfigError("adapter: training starts from the base model; leave --adapter unset")
         for name in ("r", "alpha", "batch_size", "grad_accum", "max_length", "eval_every", "save_every"):
             v = getattr(self, name)
             if v is not None and v < 1:
@@ -107,9 +95,9 @@ def load_for_training(cfg: TrainConfig) -> tuple[Any, Any]:
 
     from interp.models import load_model
 
-    lm = load_model(cfg.replace(adapter=None))
+    lm = load_model(cfg.model)
     model = lm.model
-    if cfg.load_in_4bit:
+    if cfg.model.load_in_4bit:
         # upcasts norms to fp32 and lets gradients reach the adapters through frozen 4-bit layers
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
         _keep_nf4_differentiable(model)

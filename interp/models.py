@@ -37,7 +37,6 @@ class ModelConfig(Config):
         help=f"embedded model name ({', '.join(sorted(EMBEDDED))}), a local HF directory, "
         "or a hub id (owner/name)",
     )
-    adapter: str | None = option(None, help="PEFT adapter directory to load on top of the model")
     load_in_4bit: bool = option(False, help="quantize linear layers to nf4 with bitsandbytes")
     device: str = option("auto", help="cpu, cuda, cuda:N, or auto (cuda when available)")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = option(
@@ -47,8 +46,6 @@ class ModelConfig(Config):
     def validate(self) -> None:
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
             raise ConfigError(f"device: expected cpu, cuda, cuda:N or auto, got {self.device!r}")
-        if self.adapter is not None and not Path(self.adapter).is_dir():
-            raise ConfigError(f"adapter: directory {self.adapter} does not exist")
         resolve_source(self.model)
 
 
@@ -106,6 +103,7 @@ class LoadedModel:
     tokenizer: Any
     config: ModelConfig
     path: str  # the directory or hub id actually loaded
+    adapter: str | None = None  # the PEFT adapter directory loaded on top, if any
 
     @property
     def device(self) -> torch.device:
@@ -115,11 +113,12 @@ class LoadedModel:
         return model_info(self)
 
 
-def load_model(config: ModelConfig) -> LoadedModel:
-    """Load the model, tokenizer and optional adapter that ``config`` names.
+def load_model(config: ModelConfig, adapter: str | Path | None = None) -> LoadedModel:
+    """Load the model and tokenizer that ``config`` names, and optionally a PEFT adapter.
 
     Args:
-        config: a :class:`ModelConfig` (any stage config that subclasses it works).
+        config: a :class:`ModelConfig` (a stage config's ``model`` member).
+        adapter: a PEFT adapter directory to load on top (``adapter_disabled`` switches it off).
 
     Returns:
         A :class:`LoadedModel` in eval mode. The tokenizer pads on the left (generation and
@@ -127,6 +126,8 @@ def load_model(config: ModelConfig) -> LoadedModel:
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
+    if adapter is not None and not Path(adapter).is_dir():
+        raise UserError(f"adapter: directory {adapter} does not exist")
     source = resolve_source(config.model)
     path = str(fetch(source.name)) if source.kind == "embedded" else source.path
     device = pick_device(config.device)
@@ -151,12 +152,13 @@ def load_model(config: ModelConfig) -> LoadedModel:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
-    if config.adapter is not None:
+    if adapter is not None:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, config.adapter)
+        model = PeftModel.from_pretrained(model, str(adapter))
     model.eval()
-    return LoadedModel(model=model, tokenizer=tokenizer, config=config, path=path)
+    return LoadedModel(model=model, tokenizer=tokenizer, config=config, path=path,
+                       adapter=None if adapter is None else str(adapter))
 
 
 def load_tokenizer(model: str) -> Any:
@@ -210,7 +212,7 @@ def model_info(lm: LoadedModel) -> dict[str, Any]:
         "vocab_size": text_cfg.vocab_size,
         "has_chat_template": bool(getattr(lm.tokenizer, "chat_template", None)),
         "path": lm.path,
-        "adapter": lm.config.adapter,
+        "adapter": lm.adapter,
         "load_in_4bit": lm.config.load_in_4bit,
         "device": str(lm.device),
         "dtype": str(next(lm.model.parameters()).dtype).removeprefix("torch."),

@@ -90,7 +90,7 @@ def lora_dir(tiny_model_dir, tmp_path_factory):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_adapter_disabled_equals_base_alone(tiny_model_dir, tiny_lm, lora_dir, backend):
-    peft_lm = load_model(ModelConfig(model=str(tiny_model_dir), adapter=str(lora_dir), device="cpu"))
+    peft_lm = load_model(ModelConfig(model=str(tiny_model_dir), device="cpu"), adapter=str(lora_dir))
     tok = peft_lm.tokenizer
     base = capture(tiny_lm.model, tok, PROMPTS, backend=backend).activations
     with adapter_disabled(peft_lm.model):
@@ -103,7 +103,7 @@ def test_adapter_disabled_equals_base_alone(tiny_model_dir, tiny_lm, lora_dir, b
 
 
 def test_merged_model_equals_adapter_model(tiny_model_dir, lora_dir):
-    peft_lm = load_model(ModelConfig(model=str(tiny_model_dir), adapter=str(lora_dir), device="cpu"))
+    peft_lm = load_model(ModelConfig(model=str(tiny_model_dir), device="cpu"), adapter=str(lora_dir))
     tok = peft_lm.tokenizer
     post = capture(peft_lm.model, tok, PROMPTS).activations
     merged = peft_lm.model.merge_and_unload()

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from text2emoji.cli import COMMANDS, build_parser, main
+from text2emoji.cli import build_parser, commands, main
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, dict | None, str]:
@@ -27,7 +27,7 @@ def test_console_script_is_installed():
 
 def test_every_subcommand_has_help_for_every_flag():
     parser = build_parser()
-    for cmd in COMMANDS:
+    for cmd in commands():
         sub = parser
         for word in cmd.path:
             sub = next(a for a in sub._actions if hasattr(a, "choices") and a.choices and word in a.choices).choices[word]

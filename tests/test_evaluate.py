@@ -58,8 +58,7 @@ def test_evaluate_cli_mixed_adapters_equal_separate_runs(tiny_model_dir, tmp_pat
     # greedy base answers do not depend on the trait
     assert all(by[("openness", "base", t)] == by[("neuroticism", "base", t)] for t in ("t0", "t1", "t2"))
     # a mixed-adapter batch gives what each adapter gives alone
-    alone = load_model(ModelConfig(model=str(tiny_model_dir), device="cpu",
-                                   adapter=str(tmp_path / "run" / "train" / "neuroticism" / "adapter")))
+    alone = load_model(ModelConfig(model=str(tiny_model_dir), device="cpu"), adapter=str(tmp_path / "run" / "train" / "neuroticism" / "adapter"))
     q = next(r.question for r in rows if r.topic == "t1")
     single = generate(alone.model, alone.tokenizer, [q], DecodeSettings(max_new_tokens=4))[0]
     assert by[("neuroticism", "peft", "t1")] == single
@@ -119,10 +118,13 @@ def test_generate_jobs_resumes_after_a_torn_line(tiny_model_dir, tmp_path):
 
 
 def test_evaluate_config_covers_merge_and_adapter_bytes(tmp_path):
+    from finetune.train import TrainConfig
     from text2emoji.core.files import file_hash as _file_hash
-    from text2emoji.train_cli import TrainStageConfig
 
-    assert TrainStageConfig(merge=True).config_hash() != TrainStageConfig(merge=False).config_hash()
+    # a train sub-stage's hash covers whether it holds a merged model (its inputs say so)
+    recipe = TrainConfig()
+    assert recipe.config_hash({"dataset": "d", "merge": "true"}) != recipe.config_hash({"dataset": "d", "merge": "false"})
+    assert recipe.config_hash({"dataset": "d"}) != recipe.config_hash({"dataset": "e"})
     f = tmp_path / "adapter_model.safetensors"
     f.write_bytes(b"a")
     h = _file_hash(f)

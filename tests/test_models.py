@@ -34,7 +34,7 @@ def test_config_rejects_bad_device_and_missing_adapter(tiny_model_dir):
     with pytest.raises(UserError, match="device: expected cpu, cuda, cuda:N or auto"):
         ModelConfig(model=str(tiny_model_dir), device="tpu")
     with pytest.raises(UserError, match="adapter: directory /nope does not exist"):
-        ModelConfig(model=str(tiny_model_dir), adapter="/nope")
+        load_model(ModelConfig(model=str(tiny_model_dir)), adapter="/nope")
 
 
 def test_load_local_dir(tiny_model_dir):
@@ -79,7 +79,7 @@ def _save_random_adapter(model_dir: Path, out: Path) -> Path:
 def test_adapter_disabled_equals_base_loaded_alone(tiny_model_dir, tmp_path):
     adapter = _save_random_adapter(tiny_model_dir, tmp_path / "adapter")
     base = load_model(ModelConfig(model=str(tiny_model_dir), device="cpu"))
-    post = load_model(ModelConfig(model=str(tiny_model_dir), device="cpu", adapter=str(adapter)))
+    post = load_model(ModelConfig(model=str(tiny_model_dir), device="cpu"), adapter=str(adapter))
     ids = torch.randint(3, 128, (2, 9))
     with torch.no_grad():
         ref = base.model(ids).logits

@@ -274,7 +274,7 @@ def test_patching_all_neurons_recovers_post_exactly(tiny_model_dir, tmp_path):
     lora = get_peft_model(base, LoraConfig(r=4, lora_alpha=16, init_lora_weights=False,
                                            target_modules=["gate_proj", "up_proj"], layers_to_transform=[1]))
     lora.save_pretrained(tmp_path)
-    peft_lm = load_model(ModelConfig(model=str(tiny_model_dir), adapter=str(tmp_path), device="cpu"))
+    peft_lm = load_model(ModelConfig(model=str(tiny_model_dir), device="cpu"), adapter=str(tmp_path))
     full = patching_experiment(peft_lm.model, peft_lm.tokenizer, PROMPTS, EMOJIS, list(range(128)),
                                n_random=0, chat=False, n_boot=100)
     assert abs(full["post_minus_base"]["mean"]) > 1e-3
@@ -293,7 +293,7 @@ def test_last_layer_cache_equals_full_forward(tiny_model_dir, lora_adapter):
     from interp.intervene import LastLayerScorer, _patching_full
     from interp.tracing import emoji_pairs
 
-    peft_lm = load_model(ModelConfig(model=str(tiny_model_dir), adapter=str(lora_adapter), device="cpu"))
+    peft_lm = load_model(ModelConfig(model=str(tiny_model_dir), device="cpu"), adapter=str(lora_adapter))
     model, tok = peft_lm.model, peft_lm.tokenizer
     pairs = emoji_pairs(tok, PROMPTS, EMOJIS, chat=False)
     scorer = LastLayerScorer(model, pairs, batch_size=3)

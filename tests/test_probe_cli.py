@@ -105,8 +105,7 @@ def test_neurons_trace_ablate_patch_stages(tiny_model_dir, run_dir, capsys):
     from interp.tracing import emoji_logprobs
 
     suite = load_probe_suite()
-    alone = load_model(ModelConfig(model=str(tiny_model_dir), device="cpu",
-                                   adapter=str(run_dir / "run" / "train" / "openness" / "adapter")))
+    alone = load_model(ModelConfig(model=str(tiny_model_dir), device="cpu"), adapter=str(run_dir / "run" / "train" / "openness" / "adapter"))
     lp = emoji_logprobs(alone.model, alone.tokenizer, suite.texts, suite.trait_emojis["openness"], chat=True)
     np.testing.assert_allclose(tr["traits"]["openness"]["any_emoji_post"], np.log(np.exp(lp).sum(1)), atol=1e-4)
     # pre-PEFT (scored once for all traits, then split by trait) = the base loaded alone

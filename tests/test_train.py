@@ -10,6 +10,7 @@ import torch
 from finetune.sft_data import IGNORE, collate, encode, length_grouped_batches
 from finetune.train import TrainConfig, TrainingError, train
 from tests.conftest import tiny_tokenizer
+from text2emoji.core.config import build_config
 from text2emoji.core.schema import TRAITS, Row
 
 
@@ -25,7 +26,7 @@ def _rows(n=24):
 def _cfg(model_dir, **kw):
     base = dict(model=str(model_dir), device="cpu", trait="openness", preset="quick", max_steps=4,
                 batch_size=4, eval_rows=8, eval_every=2, save_every=2, r=4, alpha=8, lr=1e-2)
-    return TrainConfig(**{**base, **kw})
+    return build_config(TrainConfig, {**base, **kw})
 
 
 def test_encode_masks_the_prompt():
@@ -59,7 +60,7 @@ def test_train_writes_a_loadable_adapter_and_learns(tiny_model_dir, tmp_path):
     with open(tmp_path / "run" / "losses.csv") as f:
         hist = list(csv.DictReader(f))
     assert hist[0]["step"] == "0" and hist[-1]["step"] == "8"
-    from text2emoji.train_cli import draw_losses
+    from text2emoji.stages.train import draw_losses
 
     (tmp_path / "train").mkdir()
     (tmp_path / "run").rename(tmp_path / "train" / "openness")
@@ -150,8 +151,8 @@ def test_merge_equals_adapter_on_the_same_float_base(tiny_model_dir, tmp_path):
     train(_cfg(tiny_model_dir, max_steps=2), _rows(), tmp_path / "run")
     adapter = tmp_path / "run" / "adapter"
     merged_dir = merge_adapter(str(tiny_model_dir), adapter, tmp_path / "merged")
-    float_adapter = load_model(ModelConfig(model=str(tiny_model_dir), adapter=str(adapter), device="cpu"))
-    nf4_adapter = load_model(ModelConfig(model=str(tiny_model_dir), adapter=str(adapter), device="cpu", load_in_4bit=True))
+    float_adapter = load_model(ModelConfig(model=str(tiny_model_dir), device="cpu"), adapter=str(adapter))
+    nf4_adapter = load_model(ModelConfig(model=str(tiny_model_dir), device="cpu", load_in_4bit=True), adapter=str(adapter))
     merged = load_model(ModelConfig(model=str(merged_dir), device="cpu"))
     texts = ["what are your thoughts on w1", "i w2 w3 w4 w5"]
     same = logit_drift(float_adapter.model, merged.model, merged.tokenizer, texts)

@@ -49,55 +49,21 @@ def _ci(d: dict[str, Any], fmt: str = "+.3f") -> str:
 
 
 def collect(out: Path) -> dict[str, Any]:
-    """Every headline number of the run, from its results files (None where a stage is missing)."""
-    ev = out / "evaluate"
-    table = (_read(ev / "emoji_table.json") or {}).get("rows")
-    ta = (_read(ev / "trait_alignment.json") or {}).get("rows")
-    icl = _read(ev / "icl_top_tokens.json")
+    """Every headline number of the run, from its results files (None where a stage is missing):
+    each stage's own ``metrics`` from its directory."""
+    from text2emoji.stages import STAGES
+
     m: dict[str, Any] = {"out": str(out)}
-    model = _read(out / "model" / "model.json")
-    m["model"] = model and {k: model[k] for k in ("name", "architecture", "n_layers", "d_mlp", "dtype", "device")}
-    train = {}
-    for t in sorted((out / "train").glob("*/train_summary.json")):
-        s = _read(t) or {}
-        train[t.parent.name] = {k: s.get(k) for k in ("steps", "first_held_out_loss", "final_held_out_loss",
-                                                      "trained_tokens_per_s", "seconds")}
-    m["train"] = train or None
-    quality = _read(out / "quality" / "quality.json")
-    m["quality"] = quality and {k: quality[k] for k in ("classifier_test_accuracy", "near_duplicate_rate")}
-    if table:
-        m["emoji_table"] = {f"{r['trait']}/{r['method']}": {
-            "n_answers": r["n_answers"], "emoji_rate": r["emoji_rate"], "emoji_rate_ci": [r["emoji_rate_lo"], r["emoji_rate_hi"]],
-            "esr": r["esr"], "esr_ci": [r["esr_lo"], r["esr_hi"]], "top_emojis": r["top_emojis"]} for r in table}
-    if ta:
-        m["trait_alignment"] = {f"{r['trait']}/{r['method']}": r["trait_alignment"] for r in ta}
-    if icl:
-        m["icl_emoji_tokens"] = {t: {k: sum(x["count"] for x in v.get(k, []) if x["is_emoji"]) for k in ("pre", "post")}
-                                 for t, v in icl.items()}
-    neurons = _read(out / "neurons" / "summary.json")
-    if neurons:
-        m["neurons"] = {t: {k: v[k] for k in ("top_neuron", "top_mean_increase", "top_ci", "top_p_fwer",
-                                              "n_neurons_fwer_05", "top_k_also_emoji_selective")}
-                        for t, v in neurons["traits"].items()}
-    m["trace"] = _read(out / "trace" / "summary.json")
-    m["ablate"] = _read(out / "ablate" / "summary.json")
-    m["patch"] = _read(out / "patch" / "summary.json")
+    for stage in STAGES:
+        m.update(stage.metrics(out / stage.name))
     return m
 
 
-FIGURES = [
-    ("quality/wordclouds.png", "The training answers' most distinctive words per trait (weighted log-odds)"),
-    ("train/loss_curves.png", "QLoRA loss per trait (thin: train, thick: held-out)"),
-    ("evaluate/emoji_rates.png", "Emoji rate and ESR per trait and method, 95% bootstrap intervals"),
-    ("evaluate/word_contributions.png", "Words pushing one answer per trait towards its trait"),
-    ("evaluate/icl_tokens.png", "ICL explainability: tokens named for each trait's answers, pre vs post"),
-    ("neurons/neuron_heatmap.png", "Mean increase of the top last-layer neurons per trait"),
-    ("neurons/emoji_selectivity.png", "Emoji selectivity vs increase after PEFT"),
-    ("trace/emoji_prob.png", "log P(trait emoji) per prompt, pre vs post"),
-    ("trace/logit_lens.png", "Logit lens: log P(trait emoji) after every layer"),
-    ("ablate/ablation_vs_random.png", "Ablating the top neurons vs random neuron sets"),
-    ("patch/patching_vs_random.png", "Patching post-PEFT values into the base vs random neurons"),
-]
+def _figures() -> dict[str, str]:
+    """Every figure the report may show: path under the run directory -> caption."""
+    from text2emoji.stages import STAGES
+
+    return {f"{s.name}/{name}": caption for s in STAGES for name, caption in s.figures}
 
 
 def render_markdown(out: Path, m: dict[str, Any]) -> str:
@@ -185,6 +151,11 @@ def render_markdown(out: Path, m: dict[str, Any]) -> str:
     # 6 lens
     L += ["## 6. Logit lens", "", f"**{CLAIMS['lens']}**", ""]
     L += _fig_refs(out, ["trace/logit_lens.png"])
+    # figures of any other stage (an analysis added to the registry shows up here)
+    placed = "\n".join(L)
+    rest = [n for n in _figures() if f"]({n})" not in placed and (out / n).is_file()]
+    if rest:
+        L += ["## Further analyses", ""] + _fig_refs(out, rest)
     L += ["## Provenance", ""] + _provenance(out)
     return "\n".join(L) + "\n"
 
@@ -194,7 +165,7 @@ def _fmt(v: float | int | None, fmt: str = "+.3f") -> str:
 
 
 def _fig_refs(out: Path, names: list[str]) -> list[str]:
-    captions = dict(FIGURES)
+    captions = _figures()
     return [f"![{captions[n]}]({n})\n\n*{captions[n]}.*\n" for n in names if (out / n).is_file()]
 
 
@@ -285,31 +256,18 @@ def write_report(out: Path) -> dict[str, Any]:
 
 def redraw(out: Path) -> list[Path]:
     """Rebuild every figure of a run from its results files alone, then the report."""
-    from text2emoji import figures
-    from text2emoji.eval_cli import draw as draw_evaluate
-    from text2emoji.train_cli import draw_losses
+    from text2emoji.core.errors import UserError
+    from text2emoji.core.runs import stage_status
+    from text2emoji.stages import STAGES
 
     out = Path(out)
     if not out.is_dir():
-        from text2emoji.core.errors import UserError
-
         raise UserError(f"{out} is not a run directory")
     paths: list[Path] = []
-    if (out / "quality" / "quality.json").is_file():
-        from text2emoji.figures import word_clouds
-
-        paths += word_clouds(_read(out / "quality" / "quality.json"), out / "quality")
-    if (out / "train").is_dir():
-        paths += draw_losses(out / "train")
-    if (out / "evaluate" / "emoji_table.json").is_file():
-        paths += draw_evaluate(out / "evaluate")
-    if (out / "neurons" / "top_neurons.json").is_file():
-        paths += figures.draw_neurons(out / "neurons")
-    if (out / "trace" / "trace.json").is_file():
-        paths += figures.draw_trace(out / "trace")
-    if (out / "ablate" / "ablation.json").is_file():
-        paths += figures.draw_intervention(out / "ablate", "ablation.json", "ablation")
-    if (out / "patch" / "patching.json").is_file():
-        paths += figures.draw_intervention(out / "patch", "patching.json", "patching")
+    for stage in STAGES:
+        # a stage of sub-stages (train) or of its own making draws what it finds; others only
+        # when complete
+        if stage.execute is not None or stage_status(out / stage.name)[0] == "complete":
+            paths += stage.draw(out / stage.name)
     write_report(out)
     return paths + [out / "report.md", out / "report.html", out / "metrics.json"]

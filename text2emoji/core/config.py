@@ -6,6 +6,11 @@ A stage's config is a dataclass that subclasses :class:`Config`. Every field car
 gives the stage's CLI flags (:func:`add_arguments`), reads a TOML or YAML file, and is saved
 next to the outputs with a hash that decides whether a finished stage can be reused.
 
+Configs are composed, not inherited: shared settings (which model, which run directory) are
+*members* (:func:`member`), each a config of its own. A member's fields are flat flags on the
+command line (``--model``, ``--out``) and may be given flat or as a table (``[model]``) in a
+config file.
+
 Precedence: dataclass defaults < ``--config FILE`` < flags given on the command line.
 """
 
@@ -51,6 +56,32 @@ def option(default: Any = dataclasses.MISSING, *, help: str, hash: bool = True, 
     return dataclasses.field(default=default, metadata=metadata)
 
 
+def member(cls: type[Config], *, help: str, hash: bool = True, **defaults: Any):
+    """A config field that holds another config (composition; its fields become flat flags).
+
+    Args:
+        cls: the member's config class.
+        help: what the member is for (saved with the config).
+        hash: whether the member's hashed fields take part in the config hash.
+        **defaults: field values of this member's default instance (e.g. ``load_in_4bit=True``).
+    """
+    return dataclasses.field(default_factory=lambda: cls(**defaults),
+                             metadata={"help": help, "hash": hash, "member": cls})
+
+
+def _members(cls: type[Config]) -> dict[str, type[Config]]:
+    return {f.name: f.metadata["member"] for f in dataclasses.fields(cls) if f.metadata.get("member")}
+
+
+def _flat_names(cls: type[Config]) -> set[str]:
+    """The field names a flat config file may use: own fields and every member's, nested."""
+    members = _members(cls)
+    names = {f.name for f in dataclasses.fields(cls) if f.name not in members}
+    for m in members.values():
+        names |= _flat_names(m)
+    return names
+
+
 @dataclasses.dataclass
 class Config:
     """Base class of every stage config."""
@@ -75,22 +106,33 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def config_hash(self) -> str:
-        """SHA-256 (first 16 hex digits) of the fields that change results."""
-        hashed = {
-            f.name: getattr(self, f.name)
-            for f in dataclasses.fields(self)
-            if f.metadata.get("hash", True)
-        }
-        blob = json.dumps({"class": type(self).__name__, **hashed}, sort_keys=True, default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    def hashed_fields(self) -> dict[str, Any]:
+        """The fields that change results (members: their own hashed fields, nested)."""
+        out = {}
+        for f in dataclasses.fields(self):
+            if f.metadata.get("hash", True):
+                v = getattr(self, f.name)
+                out[f.name] = v.hashed_fields() if isinstance(v, Config) else v
+        return out
+
+    def config_hash(self, inputs: dict[str, str] | None = None) -> str:
+        """SHA-256 (first 16 hex digits) of the fields that change results, and of ``inputs``
+        (content hashes of the files a stage reads) where given."""
+        blob = {"class": type(self).__name__, **self.hashed_fields()}
+        if inputs is not None:
+            blob["inputs"] = inputs
+        text = json.dumps(blob, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def replace(self: C, **changes: Any) -> C:
         return dataclasses.replace(self, **changes)
 
     @classmethod
-    def field_help(cls) -> dict[str, str]:
-        return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
+    def field_help(cls) -> dict[str, Any]:
+        """Each field's help text; a member's as a nested dict."""
+        members = _members(cls)
+        return {f.name: members[f.name].field_help() if f.name in members else f.metadata.get("help", "")
+                for f in dataclasses.fields(cls)}
 
 
 def _type_name(hint: Any) -> str:
@@ -136,36 +178,66 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 
 
 def build_config(cls: type[C], values: dict[str, Any], source: str = "config") -> C:
-    """Construct ``cls`` from ``values``; unknown keys are an error naming ``source``."""
+    """Construct ``cls`` from ``values``; unknown keys are an error naming ``source``.
+
+    A member's values come as a nested mapping under its name, as flat keys (its field names),
+    or both (the nested ones win: the command line gives them nested).
+    """
+    values = dict(values)
+    members = _members(cls)
+    own = {f.name for f in dataclasses.fields(cls)} - set(members)
+    built: dict[str, Any] = {}
+    for name, mcls in members.items():
+        given = values.pop(name, None)
+        if isinstance(given, Config):
+            built[name] = given
+            continue
+        if given is not None and not isinstance(given, dict):
+            values[name] = given  # a flat value of the member's field of the same name
+            given = None
+        sub_names = _flat_names(mcls)
+        sub = {k: values.pop(k) for k in list(values) if k in sub_names and k not in own}
+        if given is not None or sub:
+            default = next(f for f in dataclasses.fields(cls) if f.name == name).default_factory()
+            start = {f.name: getattr(default, f.name) for f in dataclasses.fields(mcls)}
+            built[name] = build_config(mcls, {**start, **sub, **(given or {})}, f"{source} [{name}]")
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
-        raise ConfigError(
-            f"{source}: unknown field(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}"
-        )
+        valid = sorted(_flat_names(cls))
+        raise ConfigError(f"{source}: unknown field(s) {', '.join(unknown)}; valid: {', '.join(valid)}")
     missing = [
         f.name
         for f in dataclasses.fields(cls)
-        if f.name not in values
+        if f.name not in values and f.name not in built
         and f.default is dataclasses.MISSING
         and f.default_factory is dataclasses.MISSING
     ]
     if missing:
         raise ConfigError(f"{source}: missing required field(s) {', '.join(missing)}")
-    return cls(**values)
+    return cls(**values, **built)
 
 
-def add_arguments(parser: argparse.ArgumentParser, cls: type[Config]) -> None:
-    """Add one CLI argument per field of ``cls`` (flags default to 'not given')."""
+def add_arguments(parser: argparse.ArgumentParser, cls: type[Config], _prefix: str = "",
+                  _defaults: Config | None = None) -> None:
+    """Add one CLI argument per field of ``cls`` (flags default to 'not given'); a member's
+    fields are flat flags whose destinations are ``member.field``."""
     hints = typing.get_type_hints(cls)
+    members = _members(cls)
     for f in dataclasses.fields(cls):
+        if f.name in members:
+            add_arguments(parser, members[f.name], f"{_prefix}{f.name}.", f.default_factory())
+            continue
         hint, _ = _strip_optional(hints[f.name])  # Optional[X] parses as X; None is the default
         meta = f.metadata
-        kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS}
+        kwargs: dict[str, Any] = {"dest": _prefix + f.name, "default": argparse.SUPPRESS}
         has_default = f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
-        default = f.default if f.default is not dataclasses.MISSING else (
-            f.default_factory() if f.default_factory is not dataclasses.MISSING else None
-        )
+        if _defaults is not None:
+            default = getattr(_defaults, f.name)
+        else:
+            default = f.default if f.default is not dataclasses.MISSING else (
+                f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+            )
         help_text = meta.get("help", "")
         if has_default and default is not None and default is not False and default != []:
             help_text += f" (default: {default})"
@@ -189,6 +261,8 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type[Config]) -> None:
             kwargs["type"] = hint
         else:
             kwargs["type"] = str
+        if _prefix and hint is not bool and "choices" not in kwargs:
+            kwargs.setdefault("metavar", f.name.upper())
         if meta.get("positional"):
             kwargs.pop("dest")
             if has_default:
@@ -208,20 +282,30 @@ def config_from_args(cls: type[C], args: argparse.Namespace, config_file: str | 
     if config_file:
         values.update(read_config_file(config_file))
         source = str(config_file)
-    for f in dataclasses.fields(cls):
-        if hasattr(args, f.name):
-            values[f.name] = getattr(args, f.name)
+    for dest, value in vars(args).items():
+        if dest.startswith("_") or dest in ("config_file", "command", "subcommand"):
+            continue
+        # a member's flag (``member.field``) goes in nested, so it wins over the file's flat keys
+        *path, name = dest.split(".")
+        where = values
+        for m in path:
+            if not isinstance(where.get(m), dict):
+                # a flat value under the member's name belongs to its field of that name
+                where[m] = {} if m not in where else {m: where[m]}
+            where = where[m]
+        where[name] = value
     return build_config(cls, values, source)
 
 
-def save_config(config: Config, path: str | Path) -> None:
-    """Write the config with its hash and each field's help text (atomically)."""
-    atomic_write_json(
-        path,
-        {
-            "class": type(config).__name__,
-            "config_hash": config.config_hash(),
-            "config": config.to_dict(),
-            "help": config.field_help(),
-        },
-    )
+def save_config(config: Config, path: str | Path, inputs: dict[str, str] | None = None) -> None:
+    """Write the config with its hash, each field's help text and the stage's input hashes
+    (atomically)."""
+    record = {
+        "class": type(config).__name__,
+        "config_hash": config.config_hash(inputs),
+        "config": config.to_dict(),
+        "help": config.field_help(),
+    }
+    if inputs is not None:
+        record["inputs"] = inputs
+    atomic_write_json(path, record)

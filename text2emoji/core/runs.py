@@ -29,7 +29,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from text2emoji.core.config import Config, save_config
+from text2emoji.core.config import Config, option, save_config
 from text2emoji.core.errors import UserError
 from text2emoji.core.files import atomic_write_json
 
@@ -121,6 +121,25 @@ def provenance(seed: int | None = None) -> dict[str, Any]:
 
 
 @dataclass
+class RunDir(Config):
+    """Where a command writes (``out/<stage>/``) and whether finished stages are recomputed; a
+    member of every stage's config, outside its hash."""
+
+    out: str = option("results/main", help="run directory; each stage writes out/<stage>/", hash=False)
+    force: bool = option(False, help="recompute stages even if finished with the same config", hash=False)
+
+
+def seed_option() -> Any:
+    """The ``seed`` field, one default everywhere."""
+    return option(0, help="seed for everything random in this stage")
+
+
+def batch_option() -> Any:
+    """The analyses' ``batch_size`` field, one default everywhere (the results do not depend on it)."""
+    return option(32, help="prompts per forward or generation batch", hash=False)
+
+
+@dataclass
 class Stage:
     """One stage's directory. Use :func:`open_stage`; write results with :meth:`path`."""
 
@@ -154,9 +173,13 @@ def stage_status(stage_dir: Path) -> tuple[str | None, str | None]:
 
 @contextlib.contextmanager
 def open_stage(
-    out: str | Path, name: str, config: Config, *, force: bool = False, seed: int | None = None
+    out: str | Path, name: str, config: Config, *, force: bool = False, seed: int | None = None,
+    inputs: dict[str, str] | None = None,
 ) -> Iterator[Stage]:
     """Open ``out/name/`` for a stage run with ``config``.
+
+    ``inputs`` (content hashes of the files the stage reads: adapters, upstream results) count in
+    the config hash beside the config's fields and are saved with it.
 
     Yields a :class:`Stage`; if ``stage.reused`` the results are already there and the caller
     only reads them. Otherwise the caller computes and writes results; on normal exit
@@ -167,7 +190,7 @@ def open_stage(
         UserError: the directory holds results of another config and ``force`` is False.
     """
     stage_dir = Path(out) / name
-    config_hash = config.config_hash()
+    config_hash = config.config_hash(inputs)
     status, old_hash = stage_status(stage_dir)
     if status == "complete" and old_hash == config_hash and not force:
         yield Stage(stage_dir, name, config, reused=True)
@@ -181,7 +204,7 @@ def open_stage(
         # recompute from nothing: partial outputs (checkpoints, generations) must not be resumed
         shutil.rmtree(stage_dir)
     stage_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, stage_dir / "config.json")
+    save_config(config, stage_dir / "config.json", inputs)
     meta = {
         "stage": name,
         "config_hash": config_hash,

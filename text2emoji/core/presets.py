@@ -1,0 +1,52 @@
+"""The one preset table: what ``quick`` and ``paper`` set in every stage.
+
+A stage config with a ``preset`` field leaves preset-governed fields at ``None``;
+:func:`fill_preset` fills each from its section of the table. Flags and config files that set a
+field win over the preset.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, TypeVar
+
+Preset = Literal["quick", "paper"]
+
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    # quick: about 15 minutes for the whole run on 2 CPU cores (bench/quick_run.py). Training: a
+    # usable adapter in minutes (fewer steps, smaller rank, larger micro-batches, no LoRA
+    # dropout: on the CPU its masks cost ~5% of a step; fewer held-out evaluations).
+    "quick": {
+        "train": dict(r=16, alpha=32, dropout=0.0, lr=5e-4, epochs=1.0, batch_size=8, grad_accum=1,
+                      max_length=512, max_steps=24, eval_rows=40, eval_every=12, save_every=12),
+        "analysis": dict(n_questions=16, max_new_tokens=48, n_random=100, n_random_generation=1,
+                         n_generation_questions=8, lens_emojis=1),
+    },
+    # paper: the study's recipe (TRL SFTTrainer settings) and scale: every test question,
+    # 150-token answers, 1,000 random neuron sets.
+    "paper": {
+        "train": dict(r=64, alpha=16, dropout=0.1, lr=2e-4, epochs=2.0, batch_size=2, grad_accum=2,
+                      max_length=512, max_steps=0, eval_rows=0, eval_every=50, save_every=50),
+        "analysis": dict(n_questions=0, max_new_tokens=150, n_random=1000, n_random_generation=5,
+                         n_generation_questions=0, lens_emojis=3),
+    },
+}
+
+C = TypeVar("C")
+
+
+def fill_preset(cfg: C, section: str) -> C:
+    """A copy of ``cfg`` (a config with a ``preset`` field) with every field that is ``None``
+    and named in ``PRESETS[cfg.preset][section]`` set to the preset's value.
+
+    >>> from dataclasses import dataclass
+    >>> from text2emoji.core.config import Config, option
+    >>> @dataclass
+    ... class C(Config):
+    ...     preset: Preset = option("quick", help="preset")
+    ...     n_random: int | None = option(None, help="random sets")
+    >>> fill_preset(C(), "analysis").n_random, fill_preset(C(n_random=7), "analysis").n_random
+    (100, 7)
+    """
+    values = PRESETS[cfg.preset][section]  # type: ignore[attr-defined]
+    fill = {k: v for k, v in values.items() if hasattr(cfg, k) and getattr(cfg, k) is None}
+    return cfg.replace(**fill)  # type: ignore[attr-defined]

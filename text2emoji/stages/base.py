@@ -1,0 +1,144 @@
+"""What a stage is, where its artifacts live, and the ``run`` command's config.
+
+A stage is declared once, as a :class:`Stage` record: its config, what its hash covers besides
+the config (the content of the files it reads), how it computes (load, call the library, write),
+how it draws its figures and which headline numbers it contributes to ``metrics.json``. The CLI,
+``text2emoji run``, ``text2emoji figures`` and the report iterate over the list of records in
+:mod:`text2emoji.stages`; :func:`artifact` is the one place that says where a file lives.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from interp.models import ModelConfig
+from text2emoji.core.config import Config, ConfigError, member, option
+from text2emoji.core.presets import Preset
+from text2emoji.core.runs import RunDir, batch_option, open_stage, seed_option
+from text2emoji.core.schema import TRAITS
+
+# Where each artifact of a run lives, relative to the run directory (``--out``).
+LAYOUT = {
+    "dataset": "dataset/opinion_qa.jsonl",
+    "adapter": "train/{trait}/adapter",
+    "generations": "evaluate/generations.jsonl",
+    "top_neurons": "neurons/top_neurons.json",
+    "report": "report.md",
+    "metrics": "metrics.json",
+    "summary": "summary.json",
+}
+
+
+def artifact(out: str | Path, what: str, **names: str) -> Path:
+    """The path of artifact ``what`` (a key of :data:`LAYOUT`, or a stage's name for its
+    directory) under the run directory ``out``.
+
+    >>> artifact("results/main", "adapter", trait="openness").as_posix()
+    'results/main/train/openness/adapter'
+    >>> artifact("results/main", "neurons").as_posix()
+    'results/main/neurons'
+    """
+    return Path(out) / LAYOUT.get(what, what).format(**names)
+
+
+def adapter_dirs(out: str | Path, traits: list[str], root: str | None = None) -> dict[str, Path]:
+    """Each trait's adapter directory: the run's own (``OUT/train/<trait>/adapter``), or the same
+    layout under ``root`` (a folder with ``<trait>/adapter``)."""
+    if root is None:
+        return {t: artifact(out, "adapter", trait=t) for t in traits}
+    return {t: Path(root) / t / "adapter" for t in traits}
+
+
+def read_json(path: Path) -> Any:
+    """A results file's content, or None where it is missing or unreadable (a stage not run)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def print_json(obj: Any) -> None:
+    """What a command prints on stdout: JSON (logs go to stderr)."""
+    print(json.dumps(obj, indent=2, ensure_ascii=False))
+
+
+def check_traits(traits: list[str]) -> None:
+    if bad := [t for t in traits if t not in TRAITS]:
+        raise ConfigError(f"traits: unknown {', '.join(bad)}; valid: {', '.join(TRAITS)}")
+
+
+@dataclass
+class RunConfig(Config):
+    """``text2emoji run``: the whole pipeline."""
+
+    model: ModelConfig = member(ModelConfig, help="the base model every stage loads")
+    run_dir: RunDir = member(RunDir, help="the run directory", hash=False)
+    preset: Preset = option("quick", help="quick: about 15 minutes on 2 CPU cores; paper: the study's full scale")
+    data: list[str] = option([], help="Opinion QA files (CSV, JSONL, parquet; official or project "
+                             "layout); default: the bundled dataset", flag="--data", metavar="PATH")
+    seed: int = seed_option()
+    batch_size: int = batch_option()
+    max_steps: int | None = option(None, help="QLoRA optimizer steps per trait (default: the preset's)")
+    n_questions: int | None = option(None, help="test questions per trait for evaluation, ablation and "
+                                     "patching (0 = all; default: the preset's)")
+    max_new_tokens: int | None = option(None, help="tokens per generated answer (default: the preset's)")
+    n_random: int | None = option(None, help="random neuron sets in the ablation/patching controls "
+                                  "(default: the preset's)")
+
+    def validate(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size: must be >= 1, got {self.batch_size}")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage, declared once.
+
+    Attributes:
+        name: its directory under the run directory, and its subcommand (where ``config`` is set).
+        help: one line for ``--help``.
+        config: the stage command's config class (None: no subcommand of its own).
+        from_run: the config ``text2emoji run`` gives the stage.
+        compute: ``compute(cfg, stage_dir)`` loads, calls the library and writes results.
+        inputs: content hashes of the files the stage reads (adapters, upstream results); they
+            count in the stage's hash beside its config.
+        resolve: fills preset values into the config before it is hashed and run.
+        draw: figures from the stage's results files alone (``text2emoji figures`` redraws them).
+        metrics: the stage's headline numbers for ``metrics.json``, from its results files.
+        figures: ``(file under the stage directory, caption)`` for the report.
+        execute: for stages made of sub-stages (``train/<trait>``): runs instead of the generic
+            open-compute-draw; returns the stage directory.
+        show: what the subcommand prints, from the stage directory.
+    """
+
+    name: str
+    help: str
+    config: type[Config] | None
+    from_run: Callable[[RunConfig], Config]
+    compute: Callable[[Any, Path], None] | None = None
+    inputs: Callable[[Any], dict[str, str]] = lambda cfg: {}
+    resolve: Callable[[Any], Any] = lambda cfg: cfg
+    draw: Callable[[Path], list[Path]] = lambda stage_dir: []
+    metrics: Callable[[Path], dict[str, Any]] = lambda stage_dir: {}
+    figures: tuple[tuple[str, str], ...] = ()
+    execute: Callable[[Any], Path] | None = None
+    show: Callable[[Path], None] = lambda stage_dir: None
+
+
+def execute(stage: Stage, cfg: Any) -> Path:
+    """Run ``stage`` with ``cfg`` (reusing a finished run of the same config and inputs,
+    resuming an interrupted one); returns the stage directory."""
+    if stage.execute is not None:
+        return stage.execute(cfg)
+    cfg = stage.resolve(cfg)
+    inputs = stage.inputs(cfg)
+    with open_stage(cfg.run_dir.out, stage.name, cfg, force=cfg.run_dir.force, seed=getattr(cfg, "seed", None),
+                    inputs=inputs or None) as st:
+        if not st.reused:
+            stage.compute(cfg, st.dir)  # type: ignore[misc]
+            stage.draw(st.dir)
+    return st.dir

@@ -1,0 +1,151 @@
+"""Stages ``dataset`` (the Opinion QA set used, validated and split), ``quality`` (its trait
+classifier, diversity, word clouds) and ``model`` (the loaded model's facts)."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from interp.models import ModelConfig
+from text2emoji.core.config import Config, option
+from text2emoji.core.errors import UserError
+from text2emoji.core.runs import log, open_stage
+from text2emoji.stages.base import RunConfig, Stage, artifact, read_json
+
+
+@dataclass
+class DatasetConfig(Config):
+    """Stage ``dataset``: which files, by content."""
+
+    files: list[str] = option(help="dataset files", hash=False)
+    sha256: str = option(help="SHA-256 of the files' bytes, in order")
+    tokenizer: str = option(help="model whose tokenizer measures lengths")
+    max_length: int = option(512, help="training max length in tokens")
+    seed: int = option(0, help="seed of the split (used only if the files have none)")
+
+
+def dataset_config(cfg: Any) -> DatasetConfig:
+    """The dataset stage's config for any command config with ``data``, ``model``, ``seed``."""
+    from finetune.io import bundled_path
+
+    files = list(cfg.data) or [str(bundled_path())]
+    digest = hashlib.sha256()
+    for f in files:
+        try:
+            digest.update(Path(f).read_bytes())
+        except OSError as e:
+            raise UserError(f"{f}: cannot read dataset file ({e.strerror or e})") from e
+    return DatasetConfig(files=files, sha256=digest.hexdigest(), tokenizer=cfg.model.model, seed=cfg.seed)
+
+
+def dataset(cfg: Any, force: bool | None = None) -> tuple[Path, str]:
+    """Validate and save the dataset (reused when its files and settings are unchanged).
+
+    Args:
+        cfg: any command config with ``data``, ``model``, ``seed`` and ``run_dir``.
+        force: recompute; default: the command's ``--force``.
+
+    Returns:
+        The saved rows' path and the stage's config hash (which covers the files' bytes).
+    """
+    from finetune.io import write_jsonl
+    from finetune.split import assign_splits, stats
+    from finetune.validate import validate_files
+    from interp.models import load_tokenizer
+
+    dcfg = dataset_config(cfg)
+    force = cfg.run_dir.force if force is None else force
+    with open_stage(cfg.run_dir.out, "dataset", dcfg, force=force, seed=cfg.seed) as st:
+        if st.reused:
+            log("dataset: reused")
+        else:
+            report = validate_files(dcfg.files, load_tokenizer(dcfg.tokenizer), dcfg.max_length)
+            report.raise_if_problems()
+            rows = report.rows
+            if any(r.split is None for r in rows):
+                rows = assign_splits(rows, seed=dcfg.seed)
+            write_jsonl(rows, artifact(cfg.run_dir.out, "dataset"))
+            st.write_json("stats.json", {**stats(rows), "warnings": report.warnings})
+            log(f"dataset: {len(rows)} rows from {', '.join(dcfg.files)}")
+    return artifact(cfg.run_dir.out, "dataset"), dcfg.config_hash()
+
+
+def dataset_rows(cfg: Any) -> tuple[list, str]:
+    """The run's dataset rows (the dataset stage reused, never forced from here) and its hash."""
+    from finetune.validate import load_rows
+
+    path, digest = dataset(cfg, force=False)
+    return load_rows([path]), digest
+
+
+DATASET = Stage(
+    name="dataset", help="the Opinion QA set used: validated, split by topic if it had no split",
+    config=None, from_run=lambda run: run, execute=lambda cfg: dataset(cfg)[0].parent,
+)
+
+
+@dataclass
+class QualityStageConfig(Config):
+    """Stage ``quality``: the dataset's trait classifier, diversity and word clouds."""
+
+    dataset_hash: str = option(help="config hash of the dataset stage (covers its bytes)")
+    top_words: int = option(15, help="distinctive words per trait")
+    seed: int = option(0, help="classifier seed")
+
+
+def _quality(run: RunConfig) -> Path:
+    from finetune.quality import quality_report
+    from finetune.validate import load_rows
+    from text2emoji.figures import word_clouds
+
+    path, digest = dataset(run, force=False)
+    qcfg = QualityStageConfig(dataset_hash=digest, seed=run.seed)
+    with open_stage(run.run_dir.out, "quality", qcfg, force=run.run_dir.force, seed=run.seed) as st:
+        if not st.reused:
+            report = quality_report(load_rows([path]), qcfg.top_words, qcfg.seed)
+            st.write_json("quality.json", report)
+            word_clouds(report, st.dir)
+    return st.dir
+
+
+def _draw_quality(stage_dir: Path) -> list[Path]:
+    from text2emoji.figures import word_clouds
+
+    report = read_json(stage_dir / "quality.json")
+    return word_clouds(report, stage_dir) if report else []
+
+
+def _quality_metrics(stage_dir: Path) -> dict[str, Any]:
+    q = read_json(stage_dir / "quality.json")
+    return {"quality": q and {k: q[k] for k in ("classifier_test_accuracy", "near_duplicate_rate")}}
+
+
+QUALITY = Stage(
+    name="quality", help="the dataset's trait classifier accuracy, diversity, near-duplicates, word clouds",
+    config=None, from_run=lambda run: run, execute=_quality, draw=_draw_quality, metrics=_quality_metrics,
+    figures=(("wordclouds.png", "The training answers' most distinctive words per trait (weighted log-odds)"),),
+)
+
+
+def _model(run: RunConfig) -> Path:
+    from interp.models import load_model
+
+    with open_stage(run.run_dir.out, "model", run.model, force=run.run_dir.force) as st:
+        if not st.reused:
+            st.write_json("model.json", load_model(run.model).info())
+    return st.dir
+
+
+def _model_metrics(stage_dir: Path) -> dict[str, Any]:
+    m = read_json(stage_dir / "model.json")
+    return {"model": m and {k: m[k] for k in ("name", "architecture", "n_layers", "d_mlp", "dtype", "device")}}
+
+
+MODEL = Stage(
+    name="model", help="the loaded model's facts", config=None, from_run=lambda run: run,
+    execute=_model, metrics=_model_metrics,
+)
+
+__all__ = ["DATASET", "MODEL", "QUALITY", "DatasetConfig", "ModelConfig", "dataset", "dataset_rows"]

@@ -1,0 +1,204 @@
+"""Stage ``evaluate``: answers from base, PEFT and in-context models, the emoji table, trait
+alignment and ICL explainability."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from interp.models import ModelConfig
+from text2emoji.core.config import Config, ConfigError, member, option
+from text2emoji.core.files import file_hash
+from text2emoji.core.presets import Preset, fill_preset
+from text2emoji.core.runs import Progress, RunDir, batch_option, seed_option
+from text2emoji.stages.base import RunConfig, Stage, adapter_dirs, check_traits, read_json
+from text2emoji.stages.data import dataset, dataset_rows
+
+
+@dataclass
+class EvaluateConfig(Config):
+    """``text2emoji evaluate``. On CPU the adapters run on a float32 base (4-bit generation is
+    ~5x slower there); ``--load-in-4bit`` evaluates on the nf4 base they were trained on."""
+
+    model: ModelConfig = member(ModelConfig, help="the base model the adapters sit on")
+    run_dir: RunDir = member(RunDir, help="the run directory; writes out/evaluate/", hash=False)
+    data: list[str] = option([], help="Opinion QA files; default: the bundled dataset", flag="--data", metavar="PATH")
+    adapters: str | None = option(None, help="folder with <trait>/adapter (default: OUT/train)", hash=False)
+    traits: list[str] = option([], help="traits to evaluate (default: all five)", flag="--trait")
+    methods: list[str] = option([], help="base, peft, incontext (default: all three)", flag="--method")
+    preset: Preset = option("quick", help="quick: 16 questions x 48 tokens per trait; paper: all x 150")
+    n_questions: int | None = option(None, help="test questions per trait (0 = all; default: the preset's)")
+    max_new_tokens: int | None = option(None, help="tokens per answer (default: the preset's)")
+    do_sample: bool = option(False, help="sample instead of greedy decoding")
+    temperature: float = option(1.0, help="sampling temperature (with --do-sample)")
+    top_p: float = option(1.0, help="nucleus sampling mass (with --do-sample)")
+    k_demos: int = option(3, help="demonstrations in the in-context baseline")
+    batch_size: int = batch_option()
+    n_boot: int = option(2000, help="bootstrap resamples for the intervals")
+    seed: int = seed_option()
+
+    def validate(self) -> None:
+        from interp.behaviour.evaluate import METHODS
+
+        check_traits(self.traits)
+        if bad := [m for m in self.methods if m not in METHODS]:
+            raise ConfigError(f"methods: unknown {', '.join(bad)}; valid: {', '.join(METHODS)}")
+
+    def trait_list(self) -> list[str]:
+        from text2emoji.core.schema import TRAITS
+
+        return list(self.traits or TRAITS)
+
+    def method_list(self) -> list[str]:
+        from interp.behaviour.evaluate import METHODS
+
+        return list(self.methods or METHODS)
+
+    def adapter_paths(self) -> dict[str, Path]:
+        if "peft" not in self.method_list():
+            return {}
+        return adapter_dirs(self.run_dir.out, self.trait_list(), self.adapters)
+
+
+def _inputs(cfg: EvaluateConfig) -> dict[str, str]:
+    from interp.prompts import prompts_dir
+
+    _, dataset_hash = dataset(cfg, force=False)
+    hashes = {t: file_hash(p / "adapter_model.safetensors") for t, p in cfg.adapter_paths().items()}
+    hashes["prompts"] = file_hash(*(prompts_dir() / n for n in ("incontext.yaml", "icl_explain.yaml", "trait_profiles.yaml")))
+    hashes["dataset"] = dataset_hash
+    return hashes
+
+
+def _compute(cfg: EvaluateConfig, out: Path) -> None:
+    from interp.behaviour.evaluate import (
+        build_jobs,
+        emoji_table,
+        generate_jobs,
+        load_adapters,
+        write_table,
+    )
+    from interp.behaviour.generation import DecodeSettings
+    from interp.models import load_model
+    from text2emoji.core.files import atomic_write_json
+
+    rows, _ = dataset_rows(cfg)
+    lm = load_model(cfg.model)
+    adapter_paths = cfg.adapter_paths()
+    model = load_adapters(lm.model, adapter_paths) if adapter_paths else lm.model
+    settings = DecodeSettings(max_new_tokens=cfg.max_new_tokens, do_sample=cfg.do_sample,
+                              temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed)
+    jobs = build_jobs(rows, lm.tokenizer, cfg.trait_list(), cfg.method_list(), cfg.n_questions, cfg.k_demos, cfg.seed)
+    gens = generate_jobs(model, lm.tokenizer, jobs, settings, out / "generations.jsonl",
+                         cfg.batch_size, progress=Progress("evaluate", unit="generations").update)
+    atomic_write_json(out / "decoding.json", asdict(settings))
+    table = emoji_table(gens, n_boot=cfg.n_boot, seed=cfg.seed)
+    write_table(table, out, cfg.model.model)
+    write_alignment(rows, gens, out, cfg.seed)
+    if "peft" in cfg.method_list():
+        explain(model, lm.tokenizer, gens, out, cfg.batch_size)
+
+
+def write_alignment(rows: list, gens: list[dict[str, Any]], out_dir: Path, seed: int) -> None:
+    """Trait alignment per (trait, method) and, per trait, the word contributions of its first
+    PEFT answer (or first answer) towards the target trait."""
+    from interp.behaviour.alignment import trait_alignment, trait_classifier, word_contributions
+    from text2emoji.core.files import atomic_write_json, atomic_write_text
+
+    clf = trait_classifier(rows, seed)
+    ta = trait_alignment(gens, clf)
+    examples = {}
+    for g in sorted(gens, key=lambda g: g["method"] != "peft"):
+        if g["trait"] not in examples:
+            c = word_contributions(g["text"], g["trait"], clf)
+            examples[g["trait"]] = {"method": g["method"], "topic": g["topic"], "text": g["text"],
+                                    "towards": c[:10], "away": c[::-1][:10]}
+    atomic_write_json(out_dir / "trait_alignment.json", {"rows": ta, "word_contributions": examples})
+    lines = ["Trait alignment: share of answers the dataset's TF-IDF + logistic-regression trait "
+             "classifier assigns to the target trait.", "", "| trait | method | n | TA |", "|---|---|---:|---:|"]
+    lines += [f"| {r['trait']} | {r['method']} | {r['n_answers']} | {100 * r['trait_alignment']:.1f}% |" for r in ta]
+    atomic_write_text(out_dir / "trait_alignment.md", "\n".join(lines) + "\n")
+
+
+def explain(model: Any, tokenizer: Any, gens: list[dict[str, Any]], out_dir: Path, batch_size: int) -> None:
+    """ICL explainability on every PEFT answer: the base model (pre) and the trait's adapter
+    (post) each name five tokens for the answer's trait; top 50 per trait and model."""
+    from interp.behaviour.evaluate import BASE, Job, generate_jobs
+    from interp.behaviour.generation import DecodeSettings
+    from interp.behaviour.icl import explain_messages, parse_tokens, top_tokens
+    from interp.chat import format_chat
+    from text2emoji.core.files import atomic_write_json, atomic_write_text
+
+    jobs = []
+    for g in gens:
+        if g["method"] == "peft":
+            prompt = format_chat(tokenizer, explain_messages(g["text"]))
+            jobs += [Job(g["trait"], "pre", g["topic"], g["text"], prompt, BASE),
+                     Job(g["trait"], "post", g["topic"], g["text"], prompt, g["trait"])]
+    replies = generate_jobs(model, tokenizer, jobs, DecodeSettings(max_new_tokens=48),
+                            out_dir / "icl_replies.jsonl", batch_size)
+    records = [{"trait": r["trait"], "model": r["method"], "topic": r["topic"], "reply": r["text"],
+                "tokens": parse_tokens(r["text"])} for r in replies]
+    top = top_tokens(records)
+    atomic_write_json(out_dir / "icl_top_tokens.json", top)
+    lines = ["ICL explainability: the ten tokens named most often for the trait of each PEFT answer "
+             "(pre = base model, post = trait adapter); emojis marked [emoji].", ""]
+    for trait, by_model in top.items():
+        for m in ("pre", "post"):
+            toks = ", ".join(f"{t['token']}{' [emoji]' if t['is_emoji'] else ''} ({t['count']})"
+                             for t in by_model.get(m, [])[:10])
+            n_emoji = sum(t["count"] for t in by_model.get(m, []) if t["is_emoji"])
+            lines.append(f"- {trait}, {m}: {toks or '–'}; emoji tokens: {n_emoji}")
+    atomic_write_text(out_dir / "icl_top_tokens.md", "\n".join(lines) + "\n")
+
+
+def draw(stage_dir: Path) -> list[Path]:
+    """The evaluate stage's figures, from its results files alone."""
+    from text2emoji import figures
+
+    paths = figures.emoji_rates(read_json(stage_dir / "emoji_table.json")["rows"], stage_dir)
+    paths += figures.word_contributions(read_json(stage_dir / "trait_alignment.json")["word_contributions"], stage_dir)
+    if (stage_dir / "icl_top_tokens.json").exists():
+        paths += figures.icl_tokens(read_json(stage_dir / "icl_top_tokens.json"), stage_dir)
+    return paths
+
+
+def _metrics(stage_dir: Path) -> dict[str, Any]:
+    table = (read_json(stage_dir / "emoji_table.json") or {}).get("rows")
+    ta = (read_json(stage_dir / "trait_alignment.json") or {}).get("rows")
+    icl = read_json(stage_dir / "icl_top_tokens.json")
+    m: dict[str, Any] = {}
+    if table:
+        m["emoji_table"] = {f"{r['trait']}/{r['method']}": {
+            "n_answers": r["n_answers"], "emoji_rate": r["emoji_rate"], "emoji_rate_ci": [r["emoji_rate_lo"], r["emoji_rate_hi"]],
+            "esr": r["esr"], "esr_ci": [r["esr_lo"], r["esr_hi"]], "top_emojis": r["top_emojis"]} for r in table}
+    if ta:
+        m["trait_alignment"] = {f"{r['trait']}/{r['method']}": r["trait_alignment"] for r in ta}
+    if icl:
+        m["icl_emoji_tokens"] = {t: {k: sum(x["count"] for x in v.get(k, []) if x["is_emoji"]) for k in ("pre", "post")}
+                                 for t, v in icl.items()}
+    return m
+
+
+def _show(stage_dir: Path) -> None:
+    for name in ("emoji_table.md", "trait_alignment.md", "icl_top_tokens.md"):
+        if (stage_dir / name).exists():
+            print((stage_dir / name).read_text(encoding="utf-8"), end="" if name.startswith("icl") else "\n")
+
+
+def _from_run(run: RunConfig) -> EvaluateConfig:
+    return EvaluateConfig(model=run.model, run_dir=run.run_dir, data=run.data, preset=run.preset,
+                          n_questions=run.n_questions, max_new_tokens=run.max_new_tokens,
+                          batch_size=run.batch_size, seed=run.seed)
+
+
+EVALUATE = Stage(
+    name="evaluate", config=EvaluateConfig, from_run=_from_run, compute=_compute, inputs=_inputs,
+    resolve=lambda cfg: fill_preset(cfg, "analysis"), draw=draw, metrics=_metrics, show=_show,
+    help="answers from base, PEFT and in-context models on each trait's test questions; the emoji table "
+         "with bootstrap intervals (CSV, JSON, Markdown)",
+    figures=(("emoji_rates.png", "Emoji rate and ESR per trait and method, 95% bootstrap intervals"),
+             ("word_contributions.png", "Words pushing one answer per trait towards its trait"),
+             ("icl_tokens.png", "ICL explainability: tokens named for each trait's answers, pre vs post")),
+)

@@ -1,0 +1,250 @@
+"""Stages ``ablate`` (zero/mean-ablate each trait's top neurons in the post-PEFT model vs random
+neuron sets) and ``patch`` (their post-PEFT values patched into the base vs random sets)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from text2emoji.core.config import ConfigError, option
+from text2emoji.core.errors import UserError
+from text2emoji.core.files import atomic_write_json, atomic_write_text, file_hash
+from text2emoji.core.presets import Preset, fill_preset
+from text2emoji.core.runs import Progress
+from text2emoji.stages.base import RunConfig, Stage, artifact, print_json, read_json
+from text2emoji.stages.data import dataset, dataset_rows
+from text2emoji.stages.probing import ProbeConfig, load_peft, load_suite, pct, probe_inputs
+
+
+@dataclass
+class InterveneConfig(ProbeConfig):
+    k: int = option(10, help="candidate neurons: the top k of the neurons stage")
+    rank_by: Literal["mean", "effect"] = option("mean", help="which neurons-stage ranking gives the candidates")
+    preset: Preset = option("quick", help="quick or paper: the defaults of the fields left unset")
+    n_random: int | None = option(None, help="random neuron sets drawn for the control distribution "
+                                  "(default: the preset's)")
+    n_questions: int | None = option(None, help="held-out test questions per trait the effect is measured on "
+                                     "(0 = all; default: the preset's)")
+    data: list[str] = option([], help="Opinion QA files; default: the bundled dataset", flag="--data", metavar="PATH")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.k < 1 or (self.n_random is not None and self.n_random < 0):
+            raise ConfigError("k must be >= 1 and n_random >= 0")
+
+
+@dataclass
+class AblateConfig(InterveneConfig):
+    """``text2emoji ablate``: zero- and mean-ablate each trait's top neurons in the post-PEFT
+    model, against random sets of as many neurons."""
+
+    modes: list[str] = option(["zero", "mean"], help="ablation modes: zero, mean", flag="--mode")
+    generation: bool = option(True, help="also measure the emoji rate and ESR of generated answers")
+    n_random_generation: int | None = option(None, help="random sets ablated during generation (costly; "
+                                             "default: the preset's)")
+    n_generation_questions: int | None = option(None, help="questions answered intact and ablated (0 = all "
+                                                "--n-questions; default: the preset's)")
+    max_new_tokens: int | None = option(None, help="tokens per generated answer (default: the preset's)")
+
+    def validate(self) -> None:
+        super().validate()
+        if bad := [m for m in self.modes if m not in ("zero", "mean")]:
+            raise ConfigError(f"modes: unknown {', '.join(bad)}; valid: zero, mean")
+
+
+@dataclass
+class PatchConfig(InterveneConfig):
+    """``text2emoji patch``: patch each trait's top neurons' post-PEFT values into the base."""
+
+
+def _questions(cfg: InterveneConfig) -> dict[str, list[str]]:
+    """Each trait's first ``n_questions`` held-out test questions (by topic), from the run's
+    dataset stage (reused, never forced from here)."""
+    rows, _ = dataset_rows(cfg)
+    out = {}
+    for trait in cfg.trait_list():
+        tests = sorted((r for r in rows if r.trait == trait and r.split == "test"), key=lambda r: r.topic.lower())
+        out[trait] = [r.question for r in tests[: cfg.n_questions or None]]
+    return out
+
+
+def _candidates(cfg: InterveneConfig, trait: str) -> list[int]:
+    path = artifact(cfg.run_dir.out, "top_neurons")
+    if not path.is_file():
+        raise UserError(f"{path} not found; run `text2emoji neurons --out {cfg.run_dir.out}` first")
+    tables = json.loads(path.read_text(encoding="utf-8"))
+    if trait not in tables:
+        raise UserError(f"{path} has no neurons for trait {trait}; run `text2emoji neurons --trait {trait}`")
+    rows = tables[trait]["by_" + cfg.rank_by]
+    if len(rows) < cfg.k:
+        raise UserError(f"{path} lists {len(rows)} neurons for {trait}, fewer than --k {cfg.k}")
+    return [r["neuron"] for r in rows[: cfg.k]]
+
+
+def _ablate(cfg: AblateConfig, out: Path) -> None:
+    from interp.behaviour.generation import DecodeSettings
+    from interp.capture import pad_id
+    from interp.intervene import (
+        LastLayerScorer,
+        ablation_experiment,
+        ablation_generation,
+        neuron_means,
+    )
+    from interp.tracing import emoji_pairs
+
+    suite = load_suite(cfg)
+    traits = cfg.trait_list()
+
+    def one(model: Any, tok: Any, t: str, qs: list[str], cand: list[int]) -> dict[str, Any]:
+        means = neuron_means(model, tok, qs, site=cfg.site) if "mean" in cfg.modes else None
+        r: dict[str, Any] = {"questions": qs, "candidates": cand}
+        # one cached forward pass serves every mode
+        scorer = LastLayerScorer(model, emoji_pairs(tok, qs, suite.trait_emojis[t]), pad_id=pad_id(tok),
+                                 batch_size=cfg.batch_size, site=cfg.site)
+        for mode in cfg.modes:
+            r[mode] = ablation_experiment(model, tok, qs, suite.trait_emojis[t], cand, mode=mode, means=means,
+                                          n_random=cfg.n_random, seed=cfg.seed, site=cfg.site,
+                                          n_boot=cfg.n_boot, batch_size=cfg.batch_size, scorer=scorer)
+        if cfg.generation:
+            r["generation"] = ablation_generation(
+                model, tok, qs[: cfg.n_generation_questions or None], cand, mode=cfg.modes[0], means=means,
+                n_random=cfg.n_random_generation, seed=cfg.seed,
+                settings=DecodeSettings(max_new_tokens=cfg.max_new_tokens), site=cfg.site, batch_size=cfg.batch_size)
+        return r
+
+    results, summary = _per_trait(cfg, out / "ablation.json", "ablate", one), {}
+    for t in traits:
+        summary[t] = {mode: {"delta": results[t][mode]["candidate_delta"],
+                             "random_mean": results[t][mode]["random_control"]["mean"] if results[t][mode]["random_control"] else None,
+                             "p_empirical": results[t][mode]["random_control"]["p_empirical"] if results[t][mode]["random_control"] else None}
+                      for mode in cfg.modes}
+        if cfg.generation:
+            g = results[t]["generation"]
+            summary[t]["generation"] = {"emoji_rate_intact": g["intact"]["emoji_rate"]["value"],
+                                        "emoji_rate_ablated": g["ablated"]["emoji_rate"]["value"],
+                                        "esr_intact": g["intact"]["esr"]["value"], "esr_ablated": g["ablated"]["esr"]["value"]}
+    atomic_write_json(out / "summary.json", summary)
+    lines = ["# Ablation of the top neurons vs random neurons", "",
+             f"Post-PEFT model; change in log P(any of the trait's emojis) as the answer's first tokens, mean over "
+             f"{cfg.n_questions or 'all'} held-out test questions; control: {cfg.n_random} random sets of k={cfg.k} "
+             "last-layer neurons; p = share of random sets with an effect at least as negative.", "",
+             "| trait | mode | Δ log P [95% CI] | random: mean [2.5%, 97.5%] | p |", "|---|---|---|---|---:|"]
+    for t in traits:
+        for mode in cfg.modes:
+            e = results[t][mode]
+            rc = e["random_control"] or {}
+            lines.append(f"| {t} | {mode} | {e['candidate_delta']['mean']:+.3f} [{e['candidate_delta']['ci_lo']:+.3f}, "
+                         f"{e['candidate_delta']['ci_hi']:+.3f}] | {rc.get('mean', float('nan')):+.3f} "
+                         f"[{rc.get('p2_5', float('nan')):+.3f}, {rc.get('p97_5', float('nan')):+.3f}] | {rc.get('p_empirical', float('nan')):.3g} |")
+    if cfg.generation:
+        lines += ["", "Generated answers (greedy): emoji rate and ESR intact vs ablated.", "",
+                  "| trait | emoji rate intact | ablated | ESR intact | ablated |", "|---|---:|---:|---:|---:|"]
+        lines += [f"| {t} | {pct(summary[t]['generation']['emoji_rate_intact'])} | {pct(summary[t]['generation']['emoji_rate_ablated'])} | "
+                  f"{pct(summary[t]['generation']['esr_intact'])} | {pct(summary[t]['generation']['esr_ablated'])} |" for t in traits]
+    atomic_write_text(out / "ablation.md", "\n".join(lines) + "\n")
+
+
+def _per_trait(cfg: InterveneConfig, path: Path, what: str, one: Any) -> dict[str, Any]:
+    """``one(model, tokenizer, trait, questions, candidates)`` for each trait with the trait's
+    adapter active; ``path`` is rewritten after every trait, and traits already in it are kept
+    (an interrupted stage resumes)."""
+    results = _read_partial(path)
+    todo = [t for t in cfg.trait_list() if t not in results]
+    if todo:
+        lm = load_peft(cfg)
+        questions = _questions(cfg)
+    prog = Progress(what, len(cfg.trait_list()))
+    for t in cfg.trait_list():
+        if t in todo:
+            lm.model.set_adapter(t)
+            results[t] = one(lm.model, lm.tokenizer, t, questions[t], _candidates(cfg, t))
+            atomic_write_json(path, results)
+        prog.step(note=t)
+    return results
+
+
+def _read_partial(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _patch(cfg: PatchConfig, out: Path) -> None:
+    from interp.intervene import patching_experiment
+
+    suite = load_suite(cfg)
+    traits = cfg.trait_list()
+
+    def one(model: Any, tok: Any, t: str, qs: list[str], cand: list[int]) -> dict[str, Any]:
+        r = patching_experiment(model, tok, qs, suite.trait_emojis[t], cand, n_random=cfg.n_random,
+                                seed=cfg.seed, site=cfg.site, n_boot=cfg.n_boot, batch_size=cfg.batch_size)
+        return {**r, "questions": qs}
+
+    results = _per_trait(cfg, out / "patching.json", "patch", one)
+    summary = {t: {"delta": r["candidate_delta"], "post_minus_base": r["post_minus_base"],
+                   "fraction_recovered": r["fraction_recovered"],
+                   "random_mean": r["random_control"]["mean"] if r["random_control"] else None,
+                   "p_empirical": r["random_control"]["p_empirical"] if r["random_control"] else None}
+               for t, r in results.items() if t in traits}
+    atomic_write_json(out / "summary.json", summary)
+    lines = ["# Patching post-PEFT neuron values into the base model", "",
+             f"Base model with the top k={cfg.k} neurons set to their post-PEFT values at every position; change in "
+             f"log P(any of the trait's emojis), mean over {cfg.n_questions or 'all'} held-out test questions; control: "
+             f"{cfg.n_random} random sets; p = share of random sets with an effect at least as large.", "",
+             "| trait | post − base | patched − base [95% CI] | share of the gap | random: mean | p |",
+             "|---|---:|---|---:|---:|---:|"]
+    for t, s in summary.items():
+        frac = "n/a" if s["fraction_recovered"] is None else f"{100 * s['fraction_recovered']:.0f}%"
+        lines.append(f"| {t} | {s['post_minus_base']['mean']:+.3f} | {s['delta']['mean']:+.3f} [{s['delta']['ci_lo']:+.3f}, "
+                     f"{s['delta']['ci_hi']:+.3f}] | {frac} | {s['random_mean'] if s['random_mean'] is None else format(s['random_mean'], '+.3f')} | "
+                     f"{s['p_empirical'] if s['p_empirical'] is None else format(s['p_empirical'], '.3g')} |")
+    atomic_write_text(out / "patching.md", "\n".join(lines) + "\n")
+
+
+def _inputs(cfg: InterveneConfig) -> dict[str, str]:
+    """Adapters and probe suite, the dataset (its questions) and the neurons stage's ranking; the
+    candidates are checked before the stage directory is touched."""
+    for t in cfg.trait_list():
+        _candidates(cfg, t)
+    return {**probe_inputs(cfg), "dataset": dataset(cfg, force=False)[1],
+            "neurons": file_hash(artifact(cfg.run_dir.out, "top_neurons"))}
+
+
+def _draw(file: str, name: str) -> Any:
+    def draw(stage_dir: Path) -> list[Path]:
+        from text2emoji import figures
+
+        return figures.draw_intervention(stage_dir, file, name)
+    return draw
+
+
+def _from_run(cls: type[InterveneConfig]) -> Any:
+    def from_run(run: RunConfig) -> InterveneConfig:
+        return cls(model=run.model, run_dir=run.run_dir, data=run.data, preset=run.preset, seed=run.seed,
+                   batch_size=run.batch_size, n_questions=run.n_questions, n_random=run.n_random,
+                   **({"max_new_tokens": run.max_new_tokens} if cls is AblateConfig else {}))
+    return from_run
+
+
+ABLATE = Stage(
+    name="ablate", config=AblateConfig, from_run=_from_run(AblateConfig), compute=_ablate, inputs=_inputs,
+    resolve=lambda cfg: fill_preset(cfg, "analysis"), draw=_draw("ablation.json", "ablation"),
+    metrics=lambda d: {"ablate": read_json(d / "summary.json")},
+    show=lambda d: print_json(read_json(d / "summary.json")),
+    help="zero/mean-ablate each trait's top neurons in the post-PEFT model vs random neuron sets: emoji "
+         "log-probability, emoji rate and ESR",
+    figures=(("ablation_vs_random.png", "Ablating the top neurons vs random neuron sets"),),
+)
+
+PATCH = Stage(
+    name="patch", config=PatchConfig, from_run=_from_run(PatchConfig), compute=_patch, inputs=_inputs,
+    resolve=lambda cfg: fill_preset(cfg, "analysis"), draw=_draw("patching.json", "patching"),
+    metrics=lambda d: {"patch": read_json(d / "summary.json")},
+    show=lambda d: print_json(read_json(d / "summary.json")),
+    help="patch each trait's top neurons' post-PEFT values into the base model vs random neuron sets: does "
+         "the emoji probability rise?",
+    figures=(("patching_vs_random.png", "Patching post-PEFT values into the base vs random neurons"),),
+)

@@ -1,0 +1,117 @@
+"""Stage ``train``: one QLoRA adapter per trait, each a sub-stage ``<out>/train/<trait>/``."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from finetune.train import TrainConfig
+from text2emoji.core.config import Config, ConfigError, member, option
+from text2emoji.core.runs import RunDir, open_stage
+from text2emoji.core.schema import TRAITS
+from text2emoji.stages.base import RunConfig, Stage, artifact, read_json
+from text2emoji.stages.data import dataset_rows
+
+
+@dataclass
+class TrainCommandConfig(Config):
+    """``text2emoji train``."""
+
+    recipe: TrainConfig = member(TrainConfig, help="one trait's QLoRA run: model, trait, preset, hyperparameters")
+    data: list[str] = option([], help="Opinion QA files; default: the bundled dataset", flag="--data",
+                             metavar="PATH")
+    all_traits: bool = option(False, help="train all five traits, one after another")
+    merge: bool = option(False, help="also save each adapter merged into the float base (merged/)")
+    run_dir: RunDir = member(RunDir, help="the run directory; adapters go to out/train/<trait>/", hash=False)
+
+    def validate(self) -> None:
+        if self.merge and Path(self.recipe.model.model).suffix == ".gguf":
+            raise ConfigError("merge: needs an HF model, not a GGUF file")
+
+    # the dataset stage reads these as any command's
+    @property
+    def model(self) -> Any:
+        return self.recipe.model
+
+    @property
+    def seed(self) -> int:
+        return self.recipe.seed
+
+
+def train_traits(cfg: TrainCommandConfig) -> Path:
+    """Train the requested traits; finished sub-stages with the same config are reused."""
+    from finetune.merge import logit_drift, merge_adapter
+    from finetune.train import train
+
+    rows, dataset_hash = dataset_rows(cfg)
+    traits = list(TRAITS) if cfg.all_traits else [cfg.recipe.trait]
+    for trait in traits:
+        tcfg = cfg.recipe.replace(trait=trait).resolved()
+        inputs = {"dataset": dataset_hash, "merge": str(cfg.merge).lower()}
+        with open_stage(cfg.run_dir.out, f"train/{trait}", tcfg, force=cfg.run_dir.force, seed=tcfg.seed,
+                        inputs=inputs) as st:
+            if not st.reused:
+                summary = train(tcfg, rows, st.dir)
+                if cfg.merge:
+                    summary["merged"] = str(merge_adapter(tcfg.model.model, st.path("adapter"), st.path("merged")))
+                    summary["merge_drift"] = _merge_drift(tcfg, st.dir, rows, trait, logit_drift)
+                st.write_json("train_summary.json", summary)
+    draw_losses(artifact(cfg.run_dir.out, "train"))
+    return artifact(cfg.run_dir.out, "train")
+
+
+def draw_losses(train_dir: Path) -> list[Path]:
+    """Loss curves of every trait trained under ``train_dir``, from their losses.csv files."""
+    from text2emoji.figures import loss_curves
+
+    curves = {}
+    for f in sorted(train_dir.glob("*/losses.csv")):
+        with open(f, newline="") as fh:
+            curves[f.parent.name] = [{k: (float(v) if v not in ("", None) else None) for k, v in row.items()}
+                                     for row in csv.DictReader(fh)]
+    return loss_curves(curves, train_dir) if curves else []
+
+
+def _merge_drift(cfg: TrainConfig, stage_dir: Path, rows: list, trait: str, logit_drift: Any) -> dict[str, Any]:
+    """Logits of the merged float model vs the nf4 base + adapter it was trained as."""
+    from finetune.validate import training_text
+    from interp.models import ModelConfig, load_model
+
+    trained = load_model(cfg.model, adapter=stage_dir / "adapter")
+    merged = load_model(ModelConfig(model=str(stage_dir / "merged"), device=cfg.model.device))
+    texts = [training_text(trained.tokenizer, r.question, r.answer)
+             for r in rows if r.trait == trait and r.split == "test"][:16]
+    return logit_drift(trained.model, merged.model, trained.tokenizer, texts)
+
+
+def _metrics(train_dir: Path) -> dict[str, Any]:
+    train = {}
+    for t in sorted(train_dir.glob("*/train_summary.json")):
+        s = read_json(t) or {}
+        train[t.parent.name] = {k: s.get(k) for k in ("steps", "first_held_out_loss", "final_held_out_loss",
+                                                      "trained_tokens_per_s", "seconds")}
+    return {"train": train or None}
+
+
+def _show(train_dir: Path) -> None:
+    summaries = {p.parent.name: read_json(p) for p in sorted(train_dir.glob("*/train_summary.json"))}
+    print(json.dumps(summaries, indent=2, ensure_ascii=False))
+
+
+def _from_run(run: RunConfig) -> TrainCommandConfig:
+    # training is QLoRA (nf4 base) whatever --load-in-4bit says for the analyses
+    model = run.model.replace(load_in_4bit=True)
+    recipe = TrainConfig(model=model, preset=run.preset, max_steps=run.max_steps, seed=run.seed)
+    return TrainCommandConfig(recipe=recipe, data=run.data, all_traits=True, run_dir=run.run_dir)
+
+
+TRAIN = Stage(
+    name="train", config=TrainCommandConfig, from_run=_from_run, execute=train_traits, draw=draw_losses,
+    metrics=_metrics, show=_show,
+    help="QLoRA: one adapter per trait on an nf4 base (LoRA on all seven projections); resumes after an "
+         "interruption",
+    figures=(("loss_curves.png", "QLoRA loss per trait (thin: train, thick: held-out)"),),
+)
