@@ -71,13 +71,34 @@ def _input_tensor(args: tuple, kwargs: dict[str, Any], site: str) -> Tensor:
 
 
 @contextlib.contextmanager
+def _as_batch_pos(hp: HookPoint) -> Iterator[Callable[[Tensor], Tensor]]:
+    """Yields ``view(x)``: the site's value as ``[batch, pos, d]``. Where the layer runs its MLP
+    on ``[batch * pos, d]`` (OPT), batch and positions are read off the layer's input."""
+    if hp.flat_from is None:
+        yield lambda x: x
+        return
+    lead: list[int] = []
+
+    def remember(_mod, args, kwargs):
+        lead[:] = _input_tensor(args, kwargs, hp.name).shape[:-1]
+
+    handle = hp.flat_from.register_forward_pre_hook(remember, with_kwargs=True)
+    try:
+        yield lambda x: x.view(*lead, x.shape[-1]) if x.dim() == 2 else x
+    finally:
+        handle.remove()
+
+
+@contextlib.contextmanager
 def record_activations(
     model: Any, sites: Sequence[str]
 ) -> Iterator[dict[str, list[Float[Tensor, "batch pos d"]]]]:
     """Record the values at ``sites`` for every forward pass inside the block.
 
     Yields a dict mapping each canonical name (layer made non-negative) to a list with one
-    ``[batch, pos, d]`` tensor per forward pass (detached; generation adds one per step).
+    ``[batch, pos, d]`` tensor per forward pass (detached copies, so that a module editing its
+    output in place later, as Falcon's layer does, leaves them as they were; generation adds
+    one per step).
     The hooks are removed when the block exits, also on an exception.
 
     >>> import torch
@@ -90,25 +111,23 @@ def record_activations(
     """
     points = [resolve_site(model, s) for s in sites]
     store: dict[str, list[Tensor]] = {p.name: [] for p in points}
-    handles = []
-    try:
+    with contextlib.ExitStack() as stack:
         for p in points:
+            view = stack.enter_context(_as_batch_pos(p))
             if p.read == "input":
 
-                def pre_hook(_mod, args, kwargs, name=p.name):
-                    store[name].append(_input_tensor(args, kwargs, name).detach())
+                def pre_hook(_mod, args, kwargs, name=p.name, view=view):
+                    store[name].append(view(_input_tensor(args, kwargs, name)).detach().clone())
 
-                handles.append(p.module.register_forward_pre_hook(pre_hook, with_kwargs=True))
+                handle = p.module.register_forward_pre_hook(pre_hook, with_kwargs=True)
             else:
 
-                def hook(_mod, _args, output, name=p.name):
-                    store[name].append(_first_tensor(output).detach())
+                def hook(_mod, _args, output, name=p.name, view=view):
+                    store[name].append(view(_first_tensor(output)).detach().clone())
 
-                handles.append(p.module.register_forward_hook(hook))
+                handle = p.module.register_forward_hook(hook)
+            stack.callback(handle.remove)
         yield store
-    finally:
-        for h in handles:
-            h.remove()
 
 
 @contextlib.contextmanager
@@ -140,30 +159,31 @@ def edit_site(
     ('blocks.1.hook_resid_post', True)
     """
     hp = resolve_site(model, site)
+    with contextlib.ExitStack() as stack:
+        view = stack.enter_context(_as_batch_pos(hp))
 
-    def apply(x: Tensor) -> Tensor:
-        y = fn(x)
-        if y.shape != x.shape:
-            raise ValueError(f"edit at {hp.name} returned shape {tuple(y.shape)} for an input of shape {tuple(x.shape)}")
-        return y
+        def apply(x: Tensor) -> Tensor:
+            v = view(x)
+            y = fn(v)
+            if y.shape != v.shape:
+                raise ValueError(f"edit at {hp.name} returned shape {tuple(y.shape)} for an input of shape {tuple(v.shape)}")
+            return y.reshape(x.shape)
 
-    if hp.read == "input":
+        if hp.read == "input":
 
-        def pre_hook(_mod, args, kwargs):
-            if args:
-                return (apply(args[0]), *args[1:]), kwargs
-            return args, {**kwargs, "hidden_states": apply(_input_tensor(args, kwargs, hp.name))}
+            def pre_hook(_mod, args, kwargs):
+                if args:
+                    return (apply(args[0]), *args[1:]), kwargs
+                return args, {**kwargs, "hidden_states": apply(_input_tensor(args, kwargs, hp.name))}
 
-        handle = hp.module.register_forward_pre_hook(pre_hook, with_kwargs=True)
-    else:
+            handle = hp.module.register_forward_pre_hook(pre_hook, with_kwargs=True)
+        else:
 
-        def hook(_mod, _args, output):
-            if isinstance(output, tuple):
-                return (apply(output[0]), *output[1:])
-            return apply(output)
+            def hook(_mod, _args, output):
+                if isinstance(output, tuple):
+                    return (apply(output[0]), *output[1:])
+                return apply(output)
 
-        handle = hp.module.register_forward_hook(hook)
-    try:
+            handle = hp.module.register_forward_hook(hook)
+        stack.callback(handle.remove)
         yield hp
-    finally:
-        handle.remove()

@@ -18,8 +18,10 @@ A decoder-only causal LM is read the same way whatever its ``model_type``:
   ``final_layernorm``, ``final_layer_norm``, ``final_norm``, ``norm_f`` or ``layer_norm``;
 * the **unembedding**: ``model.get_output_embeddings()``.
 
-:data:`ARCHITECTURES` holds only what structure cannot settle (today: BLOOM, whose attention
-and MLP modules return their output with the residual already added). Anything that cannot be
+:data:`ARCHITECTURES` holds only what structure cannot settle: BLOOM's attention and MLP and
+MPT's MLP return their output with the residual already added (their output projections are
+read instead), and OPT runs its MLP on ``[batch * pos, d]`` (the hooks view it as
+``[batch, pos, d]``). Anything that cannot be
 resolved (an encoder-decoder, a mixture-of-experts MLP with no single output projection, an
 MLP with two candidate output projections) is a ValueError naming the ``model_type`` and what
 was not found. PEFT wrappers are seen through: paths are those of the wrapped ``*ForCausalLM``.
@@ -64,6 +66,7 @@ class ArchSpec:
     mlp_out: str | None = None  # module whose output is hook_mlp_out
     down: str | None = None  # module whose input is mlp.hook_post
     pre: str | None = None  # module whose output is mlp.hook_pre
+    flat_mlp: bool = False  # the layer flattens [batch, pos] into one axis before its MLP
     why: str = ""
 
 
@@ -72,6 +75,9 @@ ARCHITECTURES: dict[str, ArchSpec] = {
     # projections return the sublayers' own contributions.
     "bloom": ArchSpec(attn_out="self_attention.dense", mlp_out="mlp.dense_4h_to_h",
                       why="attention and MLP modules add the residual themselves"),
+    "mpt": ArchSpec(mlp_out="ffn.down_proj", why="MptMLP adds the residual itself"),
+    # OPTDecoderLayer reshapes hidden states to [batch * pos, d] before fc1/fc2
+    "opt": ArchSpec(flat_mlp=True, why="the MLP runs on [batch * pos, d]"),
 }
 
 
@@ -83,6 +89,8 @@ class HookPoint:
     module: nn.Module
     module_path: str
     read: Literal["input", "output"]
+    # the decoder layer whose input's [batch, pos] the value was flattened from (OPT's MLP)
+    flat_from: nn.Module | None = None
 
 
 def _root(model: Any) -> nn.Module:
@@ -225,7 +233,10 @@ def resolve_site(model: Any, site: str) -> HookPoint:
         raise ValueError(f"hook site {site!r}: layer {layer} out of range for {n} layers [-{n}, {n - 1}]")
     layer %= n
     path, read = _layer_site(model, layers, layer, m["hook"])
-    return HookPoint(f"blocks.{layer}.{m['hook']}", _root(model).get_submodule(path), path, read)
+    root = _root(model)
+    flat = ARCHITECTURES.get(_model_type(model), ArchSpec()).flat_mlp and "mlp" in m["hook"]
+    return HookPoint(f"blocks.{layer}.{m['hook']}", root.get_submodule(path), path, read,
+                     root.get_submodule(f"{layers}.{layer}") if flat else None)
 
 
 def _final_norm_path(model: Any) -> str:
