@@ -11,6 +11,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -234,3 +235,22 @@ def test_lora_on_conv1d_projections_is_seen_through():
         _forward(lora, ids)
     torch.testing.assert_close(a_pre["blocks.1.mlp.hook_post"][0], a_base["blocks.1.mlp.hook_post"][0])
     assert n_neurons(lora) == 4 * 64
+
+
+@pytest.mark.parametrize("model_type", ["gpt2", "phi3", "gpt_neox", "opt"])
+def test_last_layer_scorer_on_other_families(model_type):
+    """The cached last-layer scorer, which reads the final norm and the unembedding through
+    the resolver, is exact here and reproduces full forward passes under an ablation."""
+    from interp.intervene import LastLayerScorer, ablation_patch, intervention
+    from interp.tracing import score_continuations
+
+    model = tiny(next(f for f in FAMILIES if f.model_type == model_type))
+    pairs = [([5, 6, 7, 8], [9, 10]), ([5, 6], [11]), ([12, 13, 14], [15, 16, 17])]
+    scorer = LastLayerScorer(model, pairs)
+    assert scorer.applicable
+    patch = ablation_patch([1, 4, 9], "zero")
+    with intervention(model, patch):
+        full = np.array([s.total for s in score_continuations(model, pairs)])
+    assert scorer.exact
+    np.testing.assert_allclose(scorer.ablated(patch), full, atol=1e-4, rtol=1e-5)
+    np.testing.assert_allclose(scorer.reference, [s.total for s in score_continuations(model, pairs)], atol=1e-4)

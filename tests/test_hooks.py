@@ -185,3 +185,17 @@ def test_lora_model_sites_and_disabled_adapter_equals_base(tiny_llama):
     key = "blocks.1.mlp.hook_post"
     torch.testing.assert_close(a_pre[key][0], a_base[key][0], atol=1e-6, rtol=1e-6)
     assert (a_post[key][0] - a_base[key][0]).abs().max() > 1e-3
+
+
+def test_one_default_site():
+    import inspect
+
+    import interp.capture
+    import interp.hooks
+    import interp.intervene
+    import interp.neurons
+
+    assert interp.capture.DEFAULT_SITE is interp.hooks.DEFAULT_SITE == "blocks.-1.mlp.hook_post"
+    for fn in (interp.intervene.intervention, interp.intervene.row_ablation, interp.intervene.ablation_experiment,
+               interp.intervene.patching_experiment, interp.neurons.n_neurons, interp.capture.capture):
+        assert inspect.signature(fn).parameters["site"].default is interp.hooks.DEFAULT_SITE, fn.__name__
