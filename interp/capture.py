@@ -45,14 +45,13 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from interp.chat import format_chat
-from interp.hooks import record_activations, resolve_site
+from interp.hooks import DEFAULT_SITE, record_activations, resolve_site
 from interp.models import is_peft
 
 Backend = Literal["torch", "nnsight", "transformer-lens"]
 Position = Literal["last", "mean", "all"]
 BACKENDS: tuple[str, ...] = ("torch", "nnsight", "transformer-lens")
 POSITIONS: tuple[str, ...] = ("last", "mean", "all")
-DEFAULT_SITE = "blocks.-1.mlp.hook_post"
 
 
 @dataclass(frozen=True)

@@ -24,11 +24,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from jaxtyping import Bool, Float
+from torch import Tensor
 
 from interp.behaviour.emoji_metrics import bootstrap_emoji_metrics
 from interp.behaviour.generation import DecodeSettings, generate
 from interp.capture import Encoded, capture, pad_id
-from interp.hooks import arch_spec, n_layers, resolve_site
+from interp.hooks import DEFAULT_SITE, edit_site, final_norm, n_layers, resolve_site, unembed
 from interp.models import adapter_disabled
 from interp.neurons import bootstrap_mean, n_neurons
 from interp.tracing import continuation_passes, emoji_logprobs, emoji_pairs, score_continuations
@@ -44,26 +46,19 @@ class Patch:
     per_row: torch.Tensor | None = None  # [batch, pos, k], aligned with the padded batch
 
 
-@contextlib.contextmanager
-def _edit_input(model: Any, site: str, edit: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[None]:
-    """Replace the input of ``site`` (an input-read site such as ``mlp.hook_post``) by
-    ``edit(input)`` in every forward pass inside the block, generation steps included."""
-    hp = resolve_site(model, site)
-    if hp.read != "input":
+def _neuron_site(model: Any, site: str) -> str:
+    """``site`` itself, checked to be an input-read site such as ``mlp.hook_post``."""
+    if resolve_site(model, site).read != "input":
         raise ValueError(f"interventions write neuron activations ({site} is not an input site)")
-    handle = hp.module.register_forward_pre_hook(lambda _mod, args: (edit(args[0]), *args[1:]))
-    try:
-        yield
-    finally:
-        handle.remove()
+    return site
 
 
 @contextlib.contextmanager
-def intervention(model: Any, patch: Patch, site: str = "blocks.-1.mlp.hook_post") -> Iterator[Patch]:
+def intervention(model: Any, patch: Patch, site: str = DEFAULT_SITE) -> Iterator[Patch]:
     """Overwrite ``patch.neurons`` at ``site`` (an input-read site such as ``mlp.hook_post``)
     in every forward pass inside the block, generation steps included."""
 
-    def edit(x: torch.Tensor) -> torch.Tensor:
+    def edit(x: Float[Tensor, "batch pos d"]) -> Float[Tensor, "batch pos d"]:
         x = x.clone()
         idx = patch.neurons.to(x.device)
         if patch.per_row is not None:
@@ -72,27 +67,29 @@ def intervention(model: Any, patch: Patch, site: str = "blocks.-1.mlp.hook_post"
             x[..., idx] = patch.values.to(x.device, x.dtype)  # type: ignore[union-attr]
         return x
 
-    with _edit_input(model, site, edit):
+    with edit_site(model, _neuron_site(model, site), edit):
         yield patch
 
 
 @contextlib.contextmanager
-def row_ablation(model: Any, site: str = "blocks.-1.mlp.hook_post") -> Iterator[Callable[[torch.Tensor, torch.Tensor], None]]:
+def row_ablation(
+    model: Any, site: str = DEFAULT_SITE
+) -> Iterator[Callable[[Bool[Tensor, "batch d"], Float[Tensor, "batch d"]], None]]:
     """A hook at ``site`` that ablates each row of a batch its own way; yields ``set(mask,
     fill)`` (both ``[batch, d]``): from then on, row ``r``'s neurons where ``mask[r]`` take
     ``fill[r]``, at every position, in every forward pass (generation steps included)."""
-    now: dict[str, torch.Tensor] = {}
+    now: dict[str, Tensor] = {}
 
-    def set_rows(mask: torch.Tensor, fill: torch.Tensor) -> None:
+    def set_rows(mask: Bool[Tensor, "batch d"], fill: Float[Tensor, "batch d"]) -> None:
         now["mask"], now["fill"] = mask, fill
 
-    def edit(x: torch.Tensor) -> torch.Tensor:
+    def edit(x: Float[Tensor, "batch pos d"]) -> Float[Tensor, "batch pos d"]:
         mask, fill = now["mask"].to(x.device)[:, None], now["fill"].to(x.device, x.dtype)[:, None]
         if mask.shape[0] != x.shape[0]:
             raise ValueError(f"row ablation set for {mask.shape[0]} rows, batch has {x.shape[0]}")
         return torch.where(mask, fill, x)
 
-    with _edit_input(model, site, edit):
+    with edit_site(model, _neuron_site(model, site), edit):
         yield set_rows
 
 
@@ -148,7 +145,7 @@ class LastLayerScorer:
     """
 
     def __init__(self, model: Any, pairs: Sequence[tuple[Sequence[int], Sequence[int]]], *,
-                 pad_id: int = 0, batch_size: int = 16, site: str = "blocks.-1.mlp.hook_post"):
+                 pad_id: int = 0, batch_size: int = 16, site: str = DEFAULT_SITE):
         hp = resolve_site(model, site)
         last = n_layers(model) - 1
         self.model, self.n_pairs = model, len(pairs)
@@ -156,10 +153,9 @@ class LastLayerScorer:
         self.exact = False
         if not self.applicable:
             return
-        root = model.get_base_model() if hasattr(model, "get_base_model") else model
         self.down = hp.module
-        self.norm = root.get_submodule(arch_spec(model).final_norm)
-        self.unembed = model.get_output_embeddings()
+        self.norm = final_norm(model)
+        self.unembed = unembed(model)
         sites = [site, f"blocks.{last}.hook_mlp_out", f"blocks.{last}.hook_resid_post"]
         xs, rs, us, ls, ts, owner, ref = [], [], [], [], [], [], np.zeros(len(pairs))
         for i, logits, a in continuation_passes(model, pairs, pad_id=pad_id, batch_size=batch_size, sites=sites):
@@ -307,7 +303,7 @@ def _control(candidate: float, random_means: np.ndarray, lower_is_stronger: bool
 
 
 def neuron_means(model: Any, tokenizer: Any, prompts: Sequence[str], *, chat: bool = True,
-                 site: str = "blocks.-1.mlp.hook_post") -> np.ndarray:
+                 site: str = DEFAULT_SITE) -> np.ndarray:
     """Each neuron's mean activation over every real token of ``prompts`` (mean ablation)."""
     acts = capture(model, tokenizer, prompts, site=site, position="all", chat=chat).activations
     return np.asarray(acts).mean(0)
@@ -325,7 +321,7 @@ def ablation_experiment(
     n_random: int = 100,
     seed: int = 0,
     chat: bool = True,
-    site: str = "blocks.-1.mlp.hook_post",
+    site: str = DEFAULT_SITE,
     n_boot: int = 2000,
     batch_size: int = 16,
     scorer: LastLayerScorer | None = None,
@@ -379,7 +375,7 @@ def ablation_generation(
     n_random: int = 3,
     seed: int = 0,
     settings: DecodeSettings | None = None,
-    site: str = "blocks.-1.mlp.hook_post",
+    site: str = DEFAULT_SITE,
     batch_size: int = 16,
 ) -> dict[str, Any]:
     """Emoji rate and ESR of generated answers: as is, with ``neurons`` ablated, and with
@@ -434,7 +430,7 @@ def patching_experiment(
     n_random: int = 100,
     seed: int = 0,
     chat: bool = True,
-    site: str = "blocks.-1.mlp.hook_post",
+    site: str = DEFAULT_SITE,
     n_boot: int = 2000,
     batch_size: int = 16,
 ) -> dict[str, Any]:

@@ -29,7 +29,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from interp.hooks import arch_spec, n_layers, resolve_site
+from interp.hooks import DEFAULT_SITE, d_in, final_norm, n_layers, resolve_site, unembed
+from interp.models import base_config
 
 
 @dataclass
@@ -190,11 +191,10 @@ def neuron_output_weights(model: Any, layer: int = -1) -> Float[Tensor, "d_mlp d
     return (down(eye) - down(zero)).float()
 
 
-def n_neurons(model: Any, site: str = "blocks.-1.mlp.hook_post") -> int:
-    """How many neurons an MLP ``hook_post`` site has (the width of its ``down_proj`` input,
-    through a LoRA wrapper)."""
-    down = resolve_site(model, site).module
-    return int(getattr(down, "base_layer", down).in_features)
+def n_neurons(model: Any, site: str = DEFAULT_SITE) -> int:
+    """How many neurons an MLP ``hook_post`` site has (the input width of the MLP's output
+    projection, through a LoRA wrapper)."""
+    return d_in(resolve_site(model, site).module)
 
 
 def _compute_dtype(model: Any) -> torch.dtype:
@@ -208,9 +208,8 @@ def _compute_dtype(model: Any) -> torch.dtype:
 def final_norm_scale(model: Any) -> Float[Tensor, "d_model"]:  # noqa: F821
     """γ of the final RMSNorm as the model applies it (``1 + w`` for Gemma), read by applying
     the norm to a constant vector whose rms is exactly its value."""
-    root = model.get_base_model() if hasattr(model, "get_base_model") else model
-    norm = root.get_submodule(arch_spec(model).final_norm)
-    d = root.config.hidden_size
+    norm = final_norm(model)
+    d = base_config(model).get_text_config().hidden_size
     c = 1e3
     x = torch.full((1, d), c, device=next(model.parameters()).device, dtype=_compute_dtype(model))
     eps = float(getattr(norm, "variance_epsilon", getattr(norm, "eps", 0.0)))
@@ -218,7 +217,8 @@ def final_norm_scale(model: Any) -> Float[Tensor, "d_model"]:  # noqa: F821
 
 
 def unembedding(model: Any) -> Float[Tensor, "vocab d_model"]:
-    return model.get_output_embeddings().weight.float()
+    """``W_U`` ``[vocab, d_model]`` as the unembedding stores it (``lm_head.weight``)."""
+    return unembed(model).weight.float()
 
 
 @torch.no_grad()

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from interp.capture import encode, pad_id, pad_left
-from interp.hooks import arch_spec, n_layers, record_activations
+from interp.hooks import final_norm, n_layers, record_activations, unembed
 
 
 def emoji_token_ids(tokenizer: Any, emoji: str, leading_space: bool = False) -> list[int]:
@@ -225,9 +225,8 @@ class _Lens:
     """The logit lens of one model: final norm, unembedding and log-softmax of residuals."""
 
     def __init__(self, model: Any):
-        root = model.get_base_model() if hasattr(model, "get_base_model") else model
-        self.norm = root.get_submodule(arch_spec(model).final_norm)
-        self.unembed = model.get_output_embeddings()
+        self.norm = final_norm(model)
+        self.unembed = unembed(model)
         self.sites = [f"blocks.{i}.hook_resid_post" for i in range(n_layers(model))]
 
     def __call__(self, acts: dict[str, torch.Tensor], targets: Sequence[int]) -> np.ndarray:

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from interp.hooks import record_activations, resolve_site
+from interp.hooks import edit_site, record_activations, resolve_site
 from tests.conftest import TINY, tiny_model
 
 ARCHS = ["llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2"]
@@ -73,12 +73,74 @@ def test_negative_layers_and_errors(tiny_llama):
         resolve_site(tiny_llama, "blocks.0.mlp.hook_mid")
 
 
-def test_unknown_architecture_is_a_clear_error():
-    from transformers import GPT2Config, GPT2LMHeadModel
+def test_edit_site_equals_raw_pre_hook_on_down_proj(tiny_llama):
+    """edit_site at mlp.hook_post (negative layer) == a raw forward pre-hook on down_proj."""
+    ids = _ids()
 
-    model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=64))
-    with pytest.raises(ValueError, match=r"not mapped for architecture 'gpt2'; supported: gemma, .*llama"):
-        resolve_site(model, "blocks.0.mlp.hook_post")
+    def double_some(x):
+        x = x.clone()
+        x[..., 3:9] *= 2.0
+        return x
+
+    down = tiny_llama.model.layers[1].mlp.down_proj
+    handle = down.register_forward_pre_hook(lambda _m, args: (double_some(args[0]),))
+    try:
+        want = tiny_llama(ids).logits
+    finally:
+        handle.remove()
+    with edit_site(tiny_llama, "blocks.-1.mlp.hook_post", double_some) as hp:
+        got = tiny_llama(ids).logits
+    assert hp.name == "blocks.1.mlp.hook_post" and hp.module is down
+    torch.testing.assert_close(got, want, atol=0, rtol=0)
+    assert (got - tiny_llama(ids).logits).abs().max() > 1e-4  # the edit did something
+
+
+def test_edit_site_equals_raw_forward_hook_on_layer(tiny_llama):
+    """edit_site at hook_resid_post == a raw forward hook on the decoder layer; at
+    hook_resid_pre (input site, reached as a keyword or positional) == a raw pre-hook."""
+    ids = _ids()
+    layer = tiny_llama.model.layers[0]
+
+    def scale(x):
+        return x * 0.5 + 1.0
+
+    def out_hook(_m, _args, output):
+        return (scale(output[0]), *output[1:]) if isinstance(output, tuple) else scale(output)
+
+    def in_hook(_m, args, kwargs):
+        if args:
+            return (scale(args[0]), *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": scale(kwargs["hidden_states"])}
+
+    for site, register, hook in [("blocks.-2.hook_resid_post", layer.register_forward_hook, out_hook),
+                                 ("blocks.-2.hook_resid_pre", None, in_hook)]:
+        handle = register(hook) if register else layer.register_forward_pre_hook(hook, with_kwargs=True)
+        try:
+            want = tiny_llama(ids).logits
+        finally:
+            handle.remove()
+        with edit_site(tiny_llama, site, scale):
+            got = tiny_llama(ids).logits
+        torch.testing.assert_close(got, want, atol=0, rtol=0)
+        assert (got - tiny_llama(ids).logits).abs().max() > 1e-4
+
+
+def test_edit_site_is_removed_on_error(tiny_llama):
+    ids = _ids()
+    clean = tiny_llama(ids).logits
+    down = tiny_llama.model.layers[1].mlp.down_proj
+    with pytest.raises(RuntimeError, match="boom"):
+        with edit_site(tiny_llama, "blocks.-1.mlp.hook_post", torch.zeros_like):
+            assert len(down._forward_pre_hooks) == 1
+            raise RuntimeError("boom")
+    assert len(down._forward_pre_hooks) == 0
+    torch.testing.assert_close(tiny_llama(ids).logits, clean, atol=0, rtol=0)
+
+
+def test_edit_site_rejects_a_change_of_shape(tiny_llama):
+    with edit_site(tiny_llama, "blocks.0.hook_mlp_out", lambda x: x[..., :3]):
+        with pytest.raises(ValueError, match=r"edit at blocks.0.hook_mlp_out returned shape \(2, 7, 3\)"):
+            tiny_llama(_ids())
 
 
 def test_hooks_are_removed_even_on_error(tiny_llama):
@@ -123,3 +185,17 @@ def test_lora_model_sites_and_disabled_adapter_equals_base(tiny_llama):
     key = "blocks.1.mlp.hook_post"
     torch.testing.assert_close(a_pre[key][0], a_base[key][0], atol=1e-6, rtol=1e-6)
     assert (a_post[key][0] - a_base[key][0]).abs().max() > 1e-3
+
+
+def test_one_default_site():
+    import inspect
+
+    import interp.capture
+    import interp.hooks
+    import interp.intervene
+    import interp.neurons
+
+    assert interp.capture.DEFAULT_SITE is interp.hooks.DEFAULT_SITE == "blocks.-1.mlp.hook_post"
+    for fn in (interp.intervene.intervention, interp.intervene.row_ablation, interp.intervene.ablation_experiment,
+               interp.intervene.patching_experiment, interp.neurons.n_neurons, interp.capture.capture):
+        assert inspect.signature(fn).parameters["site"].default is interp.hooks.DEFAULT_SITE, fn.__name__
