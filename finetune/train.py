@@ -224,22 +224,7 @@ def train(cfg: TrainConfig, rows: list[Row], out: str | Path) -> dict[str, Any]:
     params = [p for p in model.parameters() if p.requires_grad]
     opt = _optimizer(cfg, params, device)
     sched = get_cosine_schedule_with_warmup(opt, math.ceil(0.03 * total_steps), total_steps)
-    state = {"step": 0, "micro": 0, "tokens": 0, "seconds": 0.0, "history": []}
-    if ckpts := _checkpoints(out):
-        from peft import set_peft_model_state_dict
-        from safetensors.torch import load_file
-
-        last = ckpts[-1]
-        set_peft_model_state_dict(model, load_file(last / "adapter" / "adapter_model.safetensors"))
-        blob = torch.load(last / "trainer.pt", weights_only=False)
-        opt.load_state_dict(blob["optimizer"])
-        sched.load_state_dict(blob["scheduler"])
-        torch.set_rng_state(blob["torch_rng"])
-        if blob.get("cuda_rng") is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(blob["cuda_rng"])  # dropout on the GPU
-        random.setstate(blob["python_rng"])
-        state = json.loads((last / "state.json").read_text())
-        _log(f"train {cfg.trait}: resuming from {last.name}")
+    state = _resume(out, model, opt, sched, cfg.trait)
     pad = tok.pad_token_id
     if not state["history"] and eval_ex:  # the starting point of the held-out curve
         state["history"].append({"step": 0, "eval_loss": round(held_out_loss(model, eval_ex, pad, cfg.batch_size), 5)})
@@ -255,20 +240,7 @@ def train(cfg: TrainConfig, rows: list[Row], out: str | Path) -> dict[str, Any]:
             group.append(batch)
             if len(group) < cfg.grad_accum and k < micro_per_epoch - 1:
                 continue
-            n_target = sum(e.n_target for b in group for e in b) or 1
-            loss_total = 0.0
-            for b in group:
-                tensors = {key: v.to(device) for key, v in collate(b, pad).items()}
-                loss = _loss_sum(model, tensors) / n_target
-                if not torch.isfinite(loss):
-                    last = _checkpoints(out)
-                    raise TrainingError(
-                        f"non-finite training loss at step {state['step'] + 1} (trait {cfg.trait}); "
-                        f"last good checkpoint: {last[-1] if last else 'none'}"
-                    )
-                loss.backward()
-                loss_total += loss.item()
-                state["tokens"] += sum(len(e) for e in b)
+            loss_total = _accumulate(model, group, pad, device, state, out, cfg.trait)
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
@@ -288,6 +260,54 @@ def train(cfg: TrainConfig, rows: list[Row], out: str | Path) -> dict[str, Any]:
                 _save_checkpoint(out, model, opt, sched, state)
             if last_step:
                 break
+    return _finish(out, model, state, cfg, len(train_ex), len(eval_ex))
+
+
+def _resume(out: Path, model: Any, opt: Any, sched: Any, trait: str) -> dict[str, Any]:
+    """The training state of the last complete checkpoint under ``out`` (adapter weights,
+    optimizer, scheduler and RNG restored into the objects given), or a fresh one."""
+    ckpts = _checkpoints(out)
+    if not ckpts:
+        return {"step": 0, "micro": 0, "tokens": 0, "seconds": 0.0, "history": []}
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    last = ckpts[-1]
+    set_peft_model_state_dict(model, load_file(last / "adapter" / "adapter_model.safetensors"))
+    blob = torch.load(last / "trainer.pt", weights_only=False)
+    opt.load_state_dict(blob["optimizer"])
+    sched.load_state_dict(blob["scheduler"])
+    torch.set_rng_state(blob["torch_rng"])
+    if blob.get("cuda_rng") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(blob["cuda_rng"])  # dropout on the GPU
+    random.setstate(blob["python_rng"])
+    _log(f"train {trait}: resuming from {last.name}")
+    return json.loads((last / "state.json").read_text())
+
+
+def _accumulate(model: Any, group: list[list[Example]], pad: int, device: torch.device, state: dict[str, Any],
+                out: Path, trait: str) -> float:
+    """Backward over one optimizer step's micro-batches (loss per answer token of the whole
+    group); returns the step's training loss. A non-finite loss stops with TrainingError."""
+    n_target = sum(e.n_target for b in group for e in b) or 1
+    loss_total = 0.0
+    for b in group:
+        tensors = {key: v.to(device) for key, v in collate(b, pad).items()}
+        loss = _loss_sum(model, tensors) / n_target
+        if not torch.isfinite(loss):
+            last = _checkpoints(out)
+            raise TrainingError(
+                f"non-finite training loss at step {state['step'] + 1} (trait {trait}); "
+                f"last good checkpoint: {last[-1] if last else 'none'}"
+            )
+        loss.backward()
+        loss_total += loss.item()
+        state["tokens"] += sum(len(e) for e in b)
+    return loss_total
+
+
+def _finish(out: Path, model: Any, state: dict[str, Any], cfg: TrainConfig, n_train: int, n_eval: int) -> dict[str, Any]:
+    """Write losses.csv, the adapter (atomically replaced) and train_summary.json."""
     _write_losses(out / "losses.csv", state["history"])
     adapter_dir = out / "adapter"
     tmp = out / "adapter.tmp"
@@ -298,7 +318,7 @@ def train(cfg: TrainConfig, rows: list[Row], out: str | Path) -> dict[str, Any]:
     evals = [h["eval_loss"] for h in state["history"] if "eval_loss" in h]
     summary = {
         "trait": cfg.trait, "steps": state["step"], "tokens": state["tokens"],
-        "train_examples": len(train_ex), "held_out_examples": len(eval_ex),
+        "train_examples": n_train, "held_out_examples": n_eval,
         "final_train_loss": state["history"][-1].get("train_loss") if state["history"] else None,
         "first_held_out_loss": evals[0] if evals else None,
         "final_held_out_loss": evals[-1] if evals else None,

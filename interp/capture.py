@@ -286,7 +286,7 @@ class ActivationFile:
             self.tmp.unlink()
 
 
-def load_activations(path: str | Path) -> np.ndarray:
+def load_activations(path: str | Path) -> Float[np.ndarray, "rows d"]:
     """Read what :func:`capture` wrote (``.npy`` or the ``activations`` tensor of safetensors)."""
     path = Path(path)
     if path.suffix == ".npy":
@@ -308,7 +308,7 @@ class Captured:
     site: str = DEFAULT_SITE
     path: Path | None = None
 
-    def prompt(self, i: int) -> np.ndarray:
+    def prompt(self, i: int) -> Float[np.ndarray, "*pos d"]:
         if self.offsets is None:
             return self.activations[i]
         return self.activations[self.offsets[i]:self.offsets[i + 1]]
@@ -316,7 +316,7 @@ class Captured:
 
 def reduce_positions(
     x: Float[Tensor, "batch pos d"], lengths: Sequence[int], span_starts: Sequence[int], position: str
-) -> list[Tensor]:
+) -> list[Float[Tensor, "*pos d"]]:
     """Per prompt of a left-padded batch: the last token's row, the span's mean, or all rows."""
     width = x.shape[1]
     out = []

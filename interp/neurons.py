@@ -26,7 +26,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from jaxtyping import Float
+from einops import einsum
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from interp.hooks import DEFAULT_SITE, d_in, final_norm, n_layers, resolve_site, unembed
@@ -47,7 +48,7 @@ class NeuronDiff:
     p_fwer: np.ndarray  # [d]
     n_perm: int
 
-    def rank(self, by: str = "mean", k: int | None = None) -> np.ndarray:
+    def rank(self, by: str = "mean", k: int | None = None) -> Int[np.ndarray, "k"]:  # noqa: F821
         """Neuron indices, largest increase first (``by`` = ``mean`` or ``effect``)."""
         if by not in ("mean", "effect"):
             raise ValueError(f"rank by 'mean' or 'effect', not {by!r}")
@@ -94,7 +95,7 @@ def neuron_diff(
 
 def bootstrap_mean(
     x: Float[np.ndarray, "n cols"], n_boot: int = 2000, seed: int = 0, level: float = 0.95
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[Float[np.ndarray, "cols"], Float[np.ndarray, "cols"]]:  # noqa: F821
     """Percentile bootstrap interval of each column's mean (rows resampled).
 
     >>> lo, hi = bootstrap_mean(np.arange(10.0)[:, None], n_boot=500)
@@ -132,7 +133,7 @@ class Selectivity:
     mean: np.ndarray  # [d]
     effect: np.ndarray  # [d]
 
-    def rank(self, k: int | None = None) -> np.ndarray:
+    def rank(self, k: int | None = None) -> Int[np.ndarray, "k"]:  # noqa: F821
         order = np.argsort(-self.effect, kind="stable")
         return order if k is None else order[:k]
 
@@ -232,8 +233,8 @@ def neuron_token_dla(model: Any, token_ids: Sequence[int], layer: int = -1) -> F
         raise ValueError("direct logit attribution here is for last-layer neurons (layer -1)")
     w_out = neuron_output_weights(model, layer)
     gamma = final_norm_scale(model)
-    w_u = unembedding(model)[list(token_ids)]  # [tokens, d_model]
-    return (w_out * gamma) @ w_u.T
+    w_u = unembedding(model)[list(token_ids)]
+    return einsum(w_out * gamma, w_u, "d_mlp d_model, tokens d_model -> d_mlp tokens")
 
 
 def neuron_dla_at(
@@ -245,4 +246,4 @@ def neuron_dla_at(
     """Each neuron's direct contribution to each token's logit at one position, with the final
     norm's scale frozen at ``resid_final`` (the residual stream after the last layer)."""
     rms = torch.sqrt(resid_final.float().pow(2).mean() + eps)
-    return acts.float()[:, None] * weights / rms
+    return einsum(acts.float(), weights, "d_mlp, d_mlp tokens -> d_mlp tokens") / rms

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from einops import rearrange
+from jaxtyping import Float
 
 from interp.capture import encode, pad_id, pad_left
 from interp.hooks import final_norm, n_layers, record_activations, unembed
@@ -197,11 +199,11 @@ def emoji_logprobs(
     chat: bool = True,
     leading_space: bool = False,
     batch_size: int = 16,
-) -> np.ndarray:
+) -> Float[np.ndarray, "prompts emojis"]:
     """``[prompts, emojis]`` exact log P(emoji | prompt)."""
     pairs = emoji_pairs(tokenizer, prompts, emojis, chat=chat, leading_space=leading_space)
     scored = score_continuations(model, pairs, pad_id=pad_id(tokenizer), batch_size=batch_size)
-    return np.array([s.total for s in scored]).reshape(len(prompts), len(emojis))
+    return rearrange(np.array([s.total for s in scored]), "(prompt emoji) -> prompt emoji", prompt=len(prompts))
 
 
 def emoji_report(
@@ -249,7 +251,7 @@ def logit_lens(
     chat: bool = True,
     leading_space: bool = False,
     batch_size: int = 16,
-) -> np.ndarray:
+) -> Float[np.ndarray, "prompts layers"]:
     """``[prompts, layers]``: log P(emoji | prompt) decoded from the residual stream after each
     layer (final norm, then unembedding), teacher-forced over all the emoji's tokens."""
     toks = emoji_token_ids(tokenizer, emoji, leading_space)

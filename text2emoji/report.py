@@ -66,13 +66,19 @@ def _figures() -> dict[str, str]:
     return {f"{s.name}/{name}": caption for s in STAGES for name, caption in s.figures}
 
 
-def render_markdown(out: Path, m: dict[str, Any]) -> str:
+def _header(out: Path, m: dict[str, Any]) -> list[str]:
+    """The title and the model."""
     L: list[str] = [f"# text2emoji report: {out}", ""]
     if m.get("model"):
         md = m["model"]
         L += [f"Model: {md['name']} ({md['architecture']}, {md['n_layers']} layers, {md['d_mlp']} neurons per MLP), "
               f"{md['dtype']} on {md['device']}.", ""]
-    # 1 emoji use
+    return L
+
+
+def _emoji_use(out: Path, m: dict[str, Any]) -> list[str]:
+    """1. Emoji use after PEFT (with training and dataset facts)."""
+    L: list[str] = []
     L += ["## 1. Emoji use after PEFT", "", f"**The study:** {CLAIMS['emoji']}", "", "**This run:**", ""]
     if m.get("emoji_table"):
         L += ["| trait / method | answers | emoji rate [95% CI] | ESR [95% CI] | top emojis |", "|---|---:|---|---|---|"]
@@ -92,7 +98,12 @@ def render_markdown(out: Path, m: dict[str, Any]) -> str:
         L += [f"Dataset: trait classifier test accuracy {_pct(q['classifier_test_accuracy'])}, near-duplicate rate "
               f"{_pct(q['near_duplicate_rate'])}; the training answers hold no emojis (validated).", ""]
     L += _fig_refs(out, ["quality/wordclouds.png", "train/loss_curves.png", "evaluate/emoji_rates.png"])
-    # 2 alignment
+    return L
+
+
+def _alignment(out: Path, m: dict[str, Any]) -> list[str]:
+    """2. Trait alignment: PEFT vs in-context vs base."""
+    L: list[str] = []
     L += ["## 2. PEFT vs in-context vs base: trait alignment", "", f"**The study:** {CLAIMS['alignment']}", "", "**This run:**", ""]
     if m.get("trait_alignment"):
         traits = sorted({k.split("/")[0] for k in m["trait_alignment"]})
@@ -101,7 +112,12 @@ def render_markdown(out: Path, m: dict[str, Any]) -> str:
         L += [f"| {t} | " + " | ".join(_pct(m["trait_alignment"].get(f"{t}/{x}")) for x in methods) + " |" for t in traits]
         L.append("")
     L += _fig_refs(out, ["evaluate/word_contributions.png"])
-    # 3 ICL
+    return L
+
+
+def _icl(out: Path, m: dict[str, Any]) -> list[str]:
+    """3. ICL explainability."""
+    L: list[str] = []
     L += ["## 3. ICL explainability", "", f"**The study:** {CLAIMS['icl']}", "", "**This run** (emoji tokens among the "
           "tokens named, pre = base, post = adapter):", ""]
     if m.get("icl_emoji_tokens"):
@@ -109,7 +125,12 @@ def render_markdown(out: Path, m: dict[str, Any]) -> str:
         L += [f"| {t} | {v['pre']} | {v['post']} |" for t, v in m["icl_emoji_tokens"].items()]
         L.append("")
     L += _fig_refs(out, ["evaluate/icl_tokens.png"])
-    # 4 neurons
+    return L
+
+
+def _neurons(out: Path, m: dict[str, Any]) -> list[str]:
+    """4. Last-layer neurons and the emoji probability."""
+    L: list[str] = []
     L += ["## 4. Last-layer neurons", "", f"**The study:** {CLAIMS['neurons']}", "", "**This run:**", ""]
     if m.get("neurons"):
         L += ["| trait | top neuron | mean increase [95% CI] | p (FWER) | neurons with FWER p < 0.05 | top-20 also emoji-selective |",
@@ -125,7 +146,12 @@ def render_markdown(out: Path, m: dict[str, Any]) -> str:
               f"{s['mean_change']:+.2f} [{s['ci'][0]:+.2f}, {s['ci'][1]:+.2f}] |" for t, s in m["trace"].items()]
         L.append("")
     L += _fig_refs(out, ["neurons/neuron_heatmap.png", "neurons/emoji_selectivity.png", "trace/emoji_prob.png"])
-    # 5 causal
+    return L
+
+
+def _causal(out: Path, m: dict[str, Any]) -> list[str]:
+    """5. Ablation and patching against random neurons."""
+    L: list[str] = []
     L += ["## 5. Ablation and patching against random neurons", "", f"**{CLAIMS['causal']}**", "", "**This run:**", ""]
     if m.get("ablate"):
         L += ["| trait | ablation | Δ log P(trait emoji) [95% CI] | random sets: mean | p |", "|---|---|---|---:|---:|"]
@@ -148,9 +174,23 @@ def render_markdown(out: Path, m: dict[str, Any]) -> str:
               f"{_fmt(v['random_mean'])} | {_fmt(v['p_empirical'], '.3g')} |" for t, v in m["patch"].items()]
         L.append("")
     L += _fig_refs(out, ["ablate/ablation_vs_random.png", "patch/patching_vs_random.png"])
-    # 6 lens
+    return L
+
+
+def _lens(out: Path, m: dict[str, Any]) -> list[str]:
+    """6. Logit lens."""
+    L: list[str] = []
     L += ["## 6. Logit lens", "", f"**{CLAIMS['lens']}**", ""]
     L += _fig_refs(out, ["trace/logit_lens.png"])
+    return L
+
+
+def render_markdown(out: Path, m: dict[str, Any]) -> str:
+    """The report: each claim of the study beside what this run measured, then the figures of
+    any other stage and the provenance."""
+    L: list[str] = []
+    for section in (_header, _emoji_use, _alignment, _icl, _neurons, _causal, _lens):
+        L += section(out, m)
     # figures of any other stage (an analysis added to the registry shows up here)
     placed = "\n".join(L)
     rest = [n for n in _figures() if f"]({n})" not in placed and (out / n).is_file()]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from interp.capture import DEFAULT_SITE
+from interp.hooks import DEFAULT_SITE
 from interp.models import ModelConfig
 from text2emoji.core.config import Config, ConfigError, member, option
 from text2emoji.core.files import atomic_write_text, file_hash
