@@ -177,15 +177,17 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return {str(k).replace("-", "_"): v for k, v in data.items()}
 
 
-def build_config(cls: type[C], values: dict[str, Any], source: str = "config") -> C:
+def build_config(cls: type[C], values: dict[str, Any], source: str = "config", defaults: C | None = None) -> C:
     """Construct ``cls`` from ``values``; unknown keys are an error naming ``source``.
 
     A member's values come as a nested mapping under its name, as flat keys (its field names),
-    or both (the nested ones win: the command line gives them nested).
+    or both (the nested ones win: the command line gives them nested); fields not given keep
+    the member's default (``defaults``: the instance whose values fill what is not given).
     """
     values = dict(values)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     members = _members(cls)
-    own = {f.name for f in dataclasses.fields(cls)} - set(members)
+    own = set(fields) - set(members)
     built: dict[str, Any] = {}
     for name, mcls in members.items():
         given = values.pop(name, None)
@@ -198,14 +200,15 @@ def build_config(cls: type[C], values: dict[str, Any], source: str = "config") -
         sub_names = _flat_names(mcls)
         sub = {k: values.pop(k) for k in list(values) if k in sub_names and k not in own}
         if given is not None or sub:
-            default = next(f for f in dataclasses.fields(cls) if f.name == name).default_factory()
-            start = {f.name: getattr(default, f.name) for f in dataclasses.fields(mcls)}
-            built[name] = build_config(mcls, {**start, **sub, **(given or {})}, f"{source} [{name}]")
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
+            base = getattr(defaults, name) if defaults is not None else fields[name].default_factory()
+            built[name] = build_config(mcls, {**sub, **(given or {})}, f"{source} [{name}]", defaults=base)
+    unknown = sorted(set(values) - own)
     if unknown:
         valid = sorted(_flat_names(cls))
         raise ConfigError(f"{source}: unknown field(s) {', '.join(unknown)}; valid: {', '.join(valid)}")
+    if defaults is not None:
+        values = {k: getattr(defaults, k) for k in own} | values
+        built = {k: getattr(defaults, k) for k in members} | built
     missing = [
         f.name
         for f in dataclasses.fields(cls)
