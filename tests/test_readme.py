@@ -35,6 +35,6 @@ def test_readme_notebook_example_runs(embedded_dir, tmp_path, capsys):
     ns: dict = {}
     exec(compile(code, str(README), "exec"), ns)
     assert ns["post"].shape == (27, 1536)
-    assert len(ns["top"]) == 10 and ns["abl"]["random_control"]["n_draws"] == 10
-    assert ns["pat"]["candidate_delta"]["ci_lo"] <= ns["pat"]["candidate_delta"]["mean"] <= ns["pat"]["candidate_delta"]["ci_hi"]
+    assert len(ns["top"]) == 10 and ns["abl"].random_control.n_draws == 10
+    assert ns["pat"].candidate_delta.ci_lo <= ns["pat"].candidate_delta.mean <= ns["pat"].candidate_delta.ci_hi
     assert "mean_increase" in capsys.readouterr().out
