@@ -13,13 +13,16 @@
 
 The emoji metric per prompt is ``log P(any candidate emoji)``: the log of the summed exact
 probabilities of the trait's emojis (each teacher-forced over all its tokens).
+
+This module holds the plumbing (hooks, patches, the cached last-layer scorer); the experiments
+themselves are :mod:`interp.experiments`, their typed results :mod:`interp.results`.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -27,13 +30,9 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from interp.behaviour.emoji_metrics import bootstrap_emoji_metrics
-from interp.behaviour.generation import DecodeSettings, generate
-from interp.capture import Encoded, capture, pad_id
+from interp.capture import capture
 from interp.hooks import DEFAULT_SITE, edit_site, final_norm, n_layers, resolve_site, unembed
-from interp.models import adapter_disabled
-from interp.neurons import bootstrap_mean, n_neurons
-from interp.tracing import continuation_passes, emoji_logprobs, emoji_pairs, score_continuations
+from interp.tracing import continuation_passes, score_continuations
 
 
 @dataclass
@@ -272,232 +271,8 @@ class LastLayerScorer:
         return self._set(idx, source.x[:, idx])
 
 
-def _effect(deltas: np.ndarray, n_boot: int, seed: int) -> dict[str, float]:
-    lo, hi = bootstrap_mean(deltas[:, None], n_boot, seed)
-    return {"mean": float(deltas.mean()), "ci_lo": float(lo[0]), "ci_hi": float(hi[0])}
-
-
-def _control(candidate: float, random_means: np.ndarray, lower_is_stronger: bool) -> dict[str, Any] | None:
-    """Where the candidates' mean effect falls in the random draws' mean effects (None: no draws).
-
-    ``p_empirical`` = (1 + draws at least as extreme) / (1 + draws), one-sided:
-
-    >>> c = _control(-1.0, np.array([-2.0, 0.0, 0.5, -1.0]), lower_is_stronger=True)
-    >>> c["p_empirical"], c["mean"], c["n_draws"]
-    (0.6, -0.625, 4)
-    >>> _control(1.0, np.array([0.0, 0.2]), lower_is_stronger=False)["p_empirical"]
-    0.3333333333333333
-    """
-    r = np.asarray(random_means, dtype=float)
-    if len(r) == 0:
-        return None
-    as_extreme = (r <= candidate) if lower_is_stronger else (r >= candidate)
-    sd = r.std(ddof=1) if len(r) > 1 else float("nan")
-    return {
-        "n_draws": int(len(r)), "mean": float(r.mean()), "sd": float(sd),
-        "p2_5": float(np.percentile(r, 2.5)), "p97_5": float(np.percentile(r, 97.5)),
-        "p_empirical": float((1 + as_extreme.sum()) / (1 + len(r))),
-        "z": float((candidate - r.mean()) / sd) if sd and sd > 0 else None,
-        "draws": [float(x) for x in r],
-    }
-
-
 def neuron_means(model: Any, tokenizer: Any, prompts: Sequence[str], *, chat: bool = True,
                  site: str = DEFAULT_SITE) -> np.ndarray:
     """Each neuron's mean activation over every real token of ``prompts`` (mean ablation)."""
     acts = capture(model, tokenizer, prompts, site=site, position="all", chat=chat).activations
     return np.asarray(acts).mean(0)
-
-
-def ablation_experiment(
-    model: Any,
-    tokenizer: Any,
-    prompts: Sequence[str],
-    emojis: Sequence[str],
-    neurons: Sequence[int],
-    *,
-    mode: str = "zero",
-    means: np.ndarray | None = None,
-    n_random: int = 100,
-    seed: int = 0,
-    chat: bool = True,
-    site: str = DEFAULT_SITE,
-    n_boot: int = 2000,
-    batch_size: int = 16,
-    scorer: LastLayerScorer | None = None,
-) -> dict[str, Any]:
-    """Change in ``log P(any candidate emoji)`` when ``neurons`` are ablated, vs random sets.
-
-    Runs the model as it stands (load the post-PEFT model: base + trait adapter). ``scorer``:
-    a :class:`LastLayerScorer` of this model on ``emoji_pairs(tokenizer, prompts, emojis)``,
-    to share between modes (default: built here).
-    """
-    d = n_neurons(model, site)
-    if mode == "mean" and means is None:
-        means = neuron_means(model, tokenizer, prompts, chat=chat, site=site)
-    pairs = emoji_pairs(tokenizer, prompts, emojis, chat=chat)
-    shape = (len(prompts), len(emojis))
-    if scorer is None:
-        scorer = LastLayerScorer(model, pairs, pad_id=pad_id(tokenizer), batch_size=batch_size, site=site)
-    elif scorer.n_pairs != len(pairs):
-        raise ValueError(f"scorer holds {scorer.n_pairs} pairs; these prompts and emojis make {len(pairs)}")
-    if scorer.applicable:  # its forward pass already scored the intact model
-        base = any_emoji_logprob(scorer.reference.reshape(shape))
-    else:
-        base = any_emoji_logprob(emoji_logprobs(model, tokenizer, prompts, emojis, chat=chat, batch_size=batch_size))
-
-    def run(ns: Sequence[int]) -> np.ndarray:
-        if scorer.exact:
-            return any_emoji_logprob(scorer.ablated(ablation_patch(ns, mode, means)).reshape(shape)) - base
-        with intervention(model, ablation_patch(ns, mode, means), site):
-            lp = emoji_logprobs(model, tokenizer, prompts, emojis, chat=chat, batch_size=batch_size)
-        return any_emoji_logprob(lp) - base
-
-    cand = run(neurons)
-    rand = [run(ns).mean() for ns in random_draws(d, len(neurons), neurons, n_random, seed)]
-    return {
-        "mode": mode, "k": len(neurons), "neurons": [int(n) for n in neurons], "emojis": list(emojis),
-        "method": "cached last layer (exact)" if scorer.exact else "full forward passes",
-        "n_prompts": len(prompts), "baseline_logprob": _effect(base, n_boot, seed),
-        "candidate_delta": _effect(cand, n_boot, seed), "per_prompt_delta": cand.tolist(),
-        "random_control": _control(float(cand.mean()), np.array(rand), lower_is_stronger=True),
-    }
-
-
-def ablation_generation(
-    model: Any,
-    tokenizer: Any,
-    questions: Sequence[str],
-    neurons: Sequence[int],
-    *,
-    mode: str = "zero",
-    means: np.ndarray | None = None,
-    n_random: int = 3,
-    seed: int = 0,
-    settings: DecodeSettings | None = None,
-    site: str = DEFAULT_SITE,
-    batch_size: int = 16,
-) -> dict[str, Any]:
-    """Emoji rate and ESR of generated answers: as is, with ``neurons`` ablated, and with
-    ``n_random`` random sets of as many neurons ablated (generation is costly: few draws).
-
-    All conditions share batches: each row of a batch carries its own ablation (a row-wise
-    hook), so the intact, ablated and random answers decode together.
-    """
-    d = n_neurons(model, site)
-    settings = settings or DecodeSettings(max_new_tokens=48)
-    if mode == "mean" and means is None:
-        means = neuron_means(model, tokenizer, questions, site=site)
-    sets: list[list[int] | None] = [None, list(neurons), *random_draws(d, len(neurons), neurons, n_random, seed)]
-    rows = [(s, q) for s in sets for q in questions]
-    mask = torch.zeros(len(rows), d, dtype=torch.bool)
-    fill = torch.zeros(len(rows), d)
-    for r, (s, _) in enumerate(rows):
-        if s is not None:
-            patch = ablation_patch(s, mode, means)
-            mask[r, patch.neurons] = True
-            fill[r, patch.neurons] = patch.values  # type: ignore[index]
-    texts: list[str] = []
-    with row_ablation(model, site) as current:
-        for start in range(0, len(rows), batch_size):
-            chunk = slice(start, start + batch_size)
-            current(mask[chunk], fill[chunk])
-            # each batch its own sampling seed (generate seeds a call from settings.seed)
-            texts += generate(model, tokenizer, [q for _, q in rows[chunk]], replace(settings, seed=settings.seed + start),
-                              batch_size=batch_size)
-    per_set = [texts[i * len(questions):(i + 1) * len(questions)] for i in range(len(sets))]
-    intact, ablated = per_set[0], per_set[1]
-
-    def metrics(ans: list[str]) -> dict[str, Any]:
-        m = bootstrap_emoji_metrics(ans, seed=seed)
-        return {"emoji_rate": m["emoji_rate"], "esr": m["esr"], "top_emojis": m["counts"]["top_emojis"]}
-
-    draws = [metrics(a) for a in per_set[2:]]
-    return {
-        "mode": mode, "k": len(neurons), "n_questions": len(questions), "decode": vars(settings),
-        "intact": metrics(intact), "ablated": metrics(ablated), "random": draws,
-        "examples": [{"question": q, "intact": a, "ablated": b} for q, a, b in list(zip(questions, intact, ablated, strict=True))[:5]],
-    }
-
-
-def patching_experiment(
-    model: Any,
-    tokenizer: Any,
-    prompts: Sequence[str],
-    emojis: Sequence[str],
-    neurons: Sequence[int],
-    *,
-    n_random: int = 100,
-    seed: int = 0,
-    chat: bool = True,
-    site: str = DEFAULT_SITE,
-    n_boot: int = 2000,
-    batch_size: int = 16,
-) -> dict[str, Any]:
-    """Patch post-PEFT values of ``neurons`` into the base model (``model`` is base + adapter;
-    the base is the same model with the adapter disabled) and measure the emojis' log-prob.
-
-    Per prompt: ``base``, ``post`` and ``patched`` log P(any emoji); the effect is
-    ``patched - base`` and the fraction of the gap recovered ``(patched - base) / (post - base)``
-    (over the mean gap). Random sets of as many neurons are patched the same way as the control.
-    """
-    d = n_neurons(model, site)
-    pairs = emoji_pairs(tokenizer, prompts, emojis, chat=chat)
-    pad = pad_id(tokenizer)
-    shape = (len(prompts), len(emojis))
-    rand_sets = random_draws(d, len(neurons), neurons, n_random, seed)
-    post_cache = LastLayerScorer(model, pairs, pad_id=pad, batch_size=batch_size, site=site)
-    with adapter_disabled(model):
-        base_cache = LastLayerScorer(model, pairs, pad_id=pad, batch_size=batch_size, site=site)
-        fast = post_cache.exact and base_cache.exact
-        if fast:
-            post = any_emoji_logprob(post_cache.reference.reshape(shape))
-            base = any_emoji_logprob(base_cache.reference.reshape(shape))
-            cand = any_emoji_logprob(base_cache.patched(neurons, post_cache).reshape(shape))
-            rand = [(any_emoji_logprob(base_cache.patched(ns, post_cache).reshape(shape)) - base).mean() for ns in rand_sets]
-    if not fast:
-        post, base, cand, rand = _patching_full(model, tokenizer, pairs, shape, neurons, rand_sets, site, batch_size)
-    gap = float((post - base).mean())
-    effect = cand - base
-    return {
-        "k": len(neurons), "neurons": [int(n) for n in neurons], "emojis": list(emojis),
-        "method": "cached last layer (exact)" if fast else "full forward passes",
-        "n_prompts": len(prompts), "base_logprob": _effect(base, n_boot, seed),
-        "post_logprob": _effect(post, n_boot, seed), "patched_logprob": _effect(cand, n_boot, seed),
-        "candidate_delta": _effect(effect, n_boot, seed), "post_minus_base": _effect(post - base, n_boot, seed),
-        "fraction_recovered": float(effect.mean() / gap) if abs(gap) > 1e-9 else None,
-        "per_prompt_delta": effect.tolist(),
-        "random_control": _control(float(effect.mean()), np.array(rand), lower_is_stronger=False),
-    }
-
-
-def _patching_full(model: Any, tokenizer: Any, pairs: list, shape: tuple[int, int], neurons: Sequence[int],
-                   rand_sets: list[list[int]], site: str, batch_size: int) -> tuple:
-    """Patching by full forward passes with a hook (any site; the fallback of the cache)."""
-    pad = pad_id(tokenizer)
-    # post-PEFT values of every neuron at every position of every (prompt + emoji) sequence
-    seq_acts = capture(model, tokenizer, [Encoded(list(a) + list(b)) for a, b in pairs],
-                       site=site, position="all", batch_size=batch_size)
-
-    def score(patch: Patch | None) -> np.ndarray:
-        if patch is None:
-            s = score_continuations(model, pairs, pad_id=pad, batch_size=batch_size)
-        else:
-            def before(idx: list[int], mask: torch.Tensor) -> None:
-                width = mask.shape[1]
-                rows = torch.zeros(len(idx), width, len(patch.neurons))
-                for r, i in enumerate(idx):
-                    v = torch.from_numpy(np.asarray(seq_acts.prompt(i))[:, patch.neurons.numpy()])
-                    rows[r, width - len(v):] = v
-                patch.per_row = rows
-
-            with intervention(model, patch, site):
-                s = score_continuations(model, pairs, pad_id=pad, batch_size=batch_size, before_forward=before)
-        return any_emoji_logprob(np.array([x.total for x in s]).reshape(shape))
-
-    post = score(None)
-    with adapter_disabled(model):
-        base = score(None)
-        cand = score(Patch(torch.as_tensor(list(neurons), dtype=torch.long)))
-        rand = [(score(Patch(torch.as_tensor(ns, dtype=torch.long))) - base).mean() for ns in rand_sets]
-    return post, base, cand, rand

@@ -28,12 +28,15 @@ def test_emoji_table_matches_emoji_stats():
     gens = [{"trait": "openness", "method": "peft", "text": t} for t in ["Wow 😍. Yes.", "Fine.", "🎉🎉"]]
     gens += [{"trait": "openness", "method": "base", "text": "Plain."}]
     table = emoji_table(gens, n_boot=200)
-    assert [(r["trait"], r["method"]) for r in table] == [("openness", "base"), ("openness", "peft")]
-    peft = table[1]
+    assert [(r.trait, r.method) for r in table.rows] == [("openness", "base"), ("openness", "peft")]
+    peft = table.rows[1]
+    assert table.row("openness", "peft") == peft
     ref = emoji_stats([g["text"] for g in gens if g["method"] == "peft"])
-    assert (peft["emoji_rate"], peft["esr"], peft["emojis_per_answer"]) == (ref.emoji_rate, ref.esr, ref.emojis_per_answer)
-    assert peft["emoji_rate_lo"] <= peft["emoji_rate"] <= peft["emoji_rate_hi"]
-    assert peft["top_emojis"] == "🎉×2 😍×1"
+    assert (peft.emoji_rate, peft.esr, peft.emojis_per_answer) == (ref.emoji_rate, ref.esr, ref.emojis_per_answer)
+    assert peft.emoji_rate_lo <= peft.emoji_rate <= peft.emoji_rate_hi
+    assert peft.top_emojis == "🎉×2 😍×1"
+    # the dict the stage writes holds the same numbers
+    assert table.to_dict()["rows"][1] == {**vars(peft)}
 
 
 def test_evaluate_cli_mixed_adapters_equal_separate_runs(tiny_model_dir, tmp_path, capsys):

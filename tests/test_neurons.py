@@ -10,13 +10,12 @@ import numpy as np
 import pytest
 import torch
 
+from interp.experiments import ablation_experiment, patching_experiment
 from interp.hooks import record_activations
 from interp.intervene import (
     Patch,
-    ablation_experiment,
     ablation_patch,
     intervention,
-    patching_experiment,
     random_draws,
 )
 from interp.models import ModelConfig, load_model
@@ -197,8 +196,8 @@ def test_zero_ablation_equals_zeroed_weights(lm):
     def anylp(x):
         return np.log(np.exp(x).sum(1))
 
-    np.testing.assert_allclose(res["per_prompt_delta"], anylp(ref) - anylp(base), atol=1e-5)
-    assert res["random_control"]["n_draws"] == 5
+    np.testing.assert_allclose(res.per_prompt_delta, anylp(ref) - anylp(base), atol=1e-5)
+    assert res.random_control.n_draws == 5
 
 
 def test_mean_ablation_sets_the_mean(lm):
@@ -243,7 +242,7 @@ def test_ablation_generation_matches_separate_generations(lm):
     """Intact and ablated answers decoded in shared batches (split across two calls here) are
     the answers of separate generate() calls, as is and under the intervention."""
     from interp.behaviour.generation import DecodeSettings, generate
-    from interp.intervene import ablation_generation
+    from interp.experiments import ablation_generation
 
     qs, cand, settings = PROMPTS[:3], list(range(0, 128, 3)), DecodeSettings(max_new_tokens=6)
     means = np.full(128, 4.0)  # a large value, so that the answers change
@@ -252,9 +251,9 @@ def test_ablation_generation_matches_separate_generations(lm):
     intact = generate(lm.model, lm.tokenizer, qs, settings)
     with intervention(lm.model, ablation_patch(cand, "mean", means)):
         ablated = generate(lm.model, lm.tokenizer, qs, settings)
-    assert [e["intact"] for e in got["examples"]] == intact
-    assert [e["ablated"] for e in got["examples"]] == ablated
-    assert intact != ablated and len(got["random"]) == 2
+    assert [e["intact"] for e in got.examples] == intact
+    assert [e["ablated"] for e in got.examples] == ablated
+    assert intact != ablated and len(got.random) == 2
 
 
 def test_random_draws_exclude_candidates():
@@ -277,20 +276,21 @@ def test_patching_all_neurons_recovers_post_exactly(tiny_model_dir, tmp_path):
     peft_lm = load_model(ModelConfig(model=str(tiny_model_dir), device="cpu"), adapter=str(tmp_path))
     full = patching_experiment(peft_lm.model, peft_lm.tokenizer, PROMPTS, EMOJIS, list(range(128)),
                                n_random=0, chat=False, n_boot=100)
-    assert abs(full["post_minus_base"]["mean"]) > 1e-3
-    np.testing.assert_allclose(full["patched_logprob"]["mean"], full["post_logprob"]["mean"], atol=1e-4)
-    assert full["fraction_recovered"] == pytest.approx(1.0, abs=1e-3)
-    assert full["random_control"] is None
+    assert abs(full.post_minus_base.mean) > 1e-3
+    np.testing.assert_allclose(full.patched_logprob.mean, full.post_logprob.mean, atol=1e-4)
+    assert full.fraction_recovered == pytest.approx(1.0, abs=1e-3)
+    assert full.random_control is None
     some = patching_experiment(peft_lm.model, peft_lm.tokenizer, PROMPTS, EMOJIS, [0, 1, 2],
                                n_random=4, chat=False, n_boot=100)
-    assert some["random_control"]["n_draws"] == 4
-    assert some["base_logprob"]["mean"] == pytest.approx(full["base_logprob"]["mean"])
+    assert some.random_control.n_draws == 4
+    assert some.base_logprob.mean == pytest.approx(full.base_logprob.mean)
 
 
 def test_last_layer_cache_equals_full_forward(tiny_model_dir, lora_adapter):
     """The cached last-layer scorer gives what full forward passes with the hook give, for
     ablation and for patching (random neuron sets)."""
-    from interp.intervene import LastLayerScorer, _patching_full
+    from interp.experiments import _patching_full
+    from interp.intervene import LastLayerScorer
     from interp.tracing import emoji_pairs
 
     peft_lm = load_model(ModelConfig(model=str(tiny_model_dir), device="cpu"), adapter=str(lora_adapter))
@@ -306,12 +306,12 @@ def test_last_layer_cache_equals_full_forward(tiny_model_dir, lora_adapter):
             slow = emoji_logprobs(model, tok, PROMPTS, EMOJIS, chat=False).ravel()
         np.testing.assert_allclose(scorer.ablated(patch), slow, atol=1e-4)
     fast = patching_experiment(model, tok, PROMPTS, EMOJIS, [4, 9, 33], n_random=3, chat=False, n_boot=50)
-    assert fast["method"] == "cached last layer (exact)"
+    assert fast.method == "cached last layer (exact)"
     shape = (len(PROMPTS), len(EMOJIS))
     post, base, cand, rand = _patching_full(model, tok, pairs, shape, [4, 9, 33],
                                             random_draws(128, 3, [4, 9, 33], 3, 0), "blocks.-1.mlp.hook_post", 4)
-    np.testing.assert_allclose(fast["per_prompt_delta"], cand - base, atol=1e-4)
-    np.testing.assert_allclose(fast["random_control"]["draws"], rand, atol=1e-4)
+    np.testing.assert_allclose(fast.per_prompt_delta, cand - base, atol=1e-4)
+    np.testing.assert_allclose(fast.random_control.draws, rand, atol=1e-4)
 
 
 @pytest.mark.parametrize("arch", ["llama", "gemma"])

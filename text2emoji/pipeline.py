@@ -13,9 +13,9 @@ from typing import Any
 
 import torch
 
+from text2emoji import stages
 from text2emoji.core.files import atomic_write_json
 from text2emoji.core.runs import log
-from text2emoji import stages
 from text2emoji.stages import execute
 from text2emoji.stages.base import RunConfig, artifact
 

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from interp.hooks import DEFAULT_SITE
 from interp.embedded import DEFAULT_MODEL, EMBEDDED
+from interp.hooks import DEFAULT_SITE
 from interp.models import ModelConfig
 from text2emoji.core.config import Config, ConfigError, member, option
 from text2emoji.core.errors import UserError

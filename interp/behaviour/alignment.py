@@ -11,6 +11,7 @@ contributions plus the intercept term add up to the trait's centred logit.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -37,19 +38,77 @@ def trait_classifier(rows: Sequence[Row], seed: int = 0) -> Any:
     return fit_trait_classifier([r for r in rows if r.split == "train"], seed)
 
 
-def trait_alignment(generations: Sequence[dict[str, Any]], clf: Any) -> list[dict[str, Any]]:
-    """Per (trait, method): n, the share classified as the target trait, and the predicted mix."""
+@dataclass(frozen=True)
+class AlignmentRow:
+    """One (trait, method): how many answers, the share classified as the target trait, and
+    how many went to each trait."""
+
+    trait: str
+    method: str
+    n_answers: int
+    trait_alignment: float
+    predicted: dict[str, int]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ContributionExample:
+    """One answer of a trait with its ten features pushing most towards the trait and the ten
+    pushing most away (``(feature, contribution)`` pairs, see :func:`word_contributions`)."""
+
+    method: str
+    topic: str
+    text: str
+    towards: list[tuple[str, float]]
+    away: list[tuple[str, float]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "topic": self.topic, "text": self.text,
+                "towards": list(self.towards), "away": list(self.away)}
+
+
+@dataclass(frozen=True)
+class TraitAlignment:
+    """:func:`trait_alignment`: one row per (trait, method) in the order the generations give
+    them, and per trait a word-contribution example (when asked for)."""
+
+    rows: list[AlignmentRow]
+    word_contributions: dict[str, ContributionExample] = field(default_factory=dict)
+
+    def row(self, trait: str, method: str) -> AlignmentRow:
+        return next(r for r in self.rows if (r.trait, r.method) == (trait, method))
+
+    def to_dict(self) -> dict[str, Any]:
+        """``trait_alignment.json``."""
+        return {"rows": [r.to_dict() for r in self.rows],
+                "word_contributions": {t: e.to_dict() for t, e in self.word_contributions.items()}}
+
+
+def trait_alignment(generations: Sequence[dict[str, Any]], clf: Any, *, examples: bool = False) -> TraitAlignment:
+    """Per (trait, method): n, the share classified as the target trait, and the predicted mix.
+    With ``examples``, also each trait's first PEFT answer (or first answer; generations then
+    need a ``topic``) with its word contributions (:func:`contribution_examples`)."""
     groups: dict[tuple[str, str], list[str]] = {}
     for g in generations:
         groups.setdefault((g["trait"], g["method"]), []).append(g["text"])
-    out = []
+    rows = []
     for (trait, method), texts in groups.items():
         pred = clf.predict(texts)
-        out.append({
-            "trait": trait, "method": method, "n_answers": len(texts),
-            "trait_alignment": float(np.mean(pred == trait)),
-            "predicted": {c: int(np.sum(pred == c)) for c in clf.classes_},
-        })
+        rows.append(AlignmentRow(trait, method, len(texts), float(np.mean(pred == trait)),
+                                 {c: int(np.sum(pred == c)) for c in clf.classes_}))
+    return TraitAlignment(rows, contribution_examples(generations, clf) if examples else {})
+
+
+def contribution_examples(generations: Sequence[dict[str, Any]], clf: Any, n: int = 10) -> dict[str, ContributionExample]:
+    """Per trait, its first PEFT answer (or its first answer) with the ``n`` features pushing
+    most towards the trait and the ``n`` pushing most away."""
+    out = {}
+    for g in sorted(generations, key=lambda g: g["method"] != "peft"):
+        if g["trait"] not in out:
+            c = word_contributions(g["text"], g["trait"], clf)
+            out[g["trait"]] = ContributionExample(g["method"], g["topic"], g["text"], c[:n], c[::-1][:n])
     return out
 
 

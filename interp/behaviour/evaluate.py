@@ -18,7 +18,7 @@ import io
 import json
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -136,8 +136,48 @@ def generate_jobs(
     return [done[j.key()] for j in jobs]
 
 
-def emoji_table(generations: Sequence[dict[str, Any]], n_boot: int = 2000, seed: int = 0) -> list[dict[str, Any]]:
-    """One row per (trait, method): emoji rate, ESR, emojis per answer with 95% intervals."""
+@dataclass(frozen=True)
+class EmojiRow:
+    """One (trait, method) of the emoji table: emoji rate, ESR and emojis per answer, each with
+    its 95% bootstrap interval over answers, and the top five emojis (``"🎉×2 😍×1"``)."""
+
+    trait: str
+    method: str
+    n_answers: int
+    emoji_rate: float | None
+    emoji_rate_lo: float | None
+    emoji_rate_hi: float | None
+    esr: float | None
+    esr_lo: float | None
+    esr_hi: float | None
+    emojis_per_answer: float | None
+    emojis_per_answer_lo: float | None
+    emojis_per_answer_hi: float | None
+    n_sentences: int
+    top_emojis: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class EmojiTable:
+    """:func:`emoji_table`: one row per (trait, method), traits in study order."""
+
+    rows: list[EmojiRow]
+    model: str = ""
+
+    def row(self, trait: str, method: str) -> EmojiRow:
+        return next(r for r in self.rows if (r.trait, r.method) == (trait, method))
+
+    def to_dict(self) -> dict[str, Any]:
+        """``emoji_table.json``."""
+        return {"model": self.model, "rows": [r.to_dict() for r in self.rows]}
+
+
+def emoji_table(generations: Sequence[dict[str, Any]], n_boot: int = 2000, seed: int = 0, *, model: str = "") -> EmojiTable:
+    """One row per (trait, method): emoji rate, ESR, emojis per answer with 95% intervals
+    (``model``: the base model's name, recorded with the table)."""
     groups: dict[tuple[str, str], list[str]] = {}
     for g in generations:
         groups.setdefault((g["trait"], g["method"]), []).append(g["text"])
@@ -145,15 +185,15 @@ def emoji_table(generations: Sequence[dict[str, Any]], n_boot: int = 2000, seed:
     order = {t: i for i, t in enumerate(TRAITS)}
     for (trait, method), texts in sorted(groups.items(), key=lambda kv: (order.get(kv[0][0], 99), METHODS.index(kv[0][1]))):
         m = bootstrap_emoji_metrics(texts, n_boot=n_boot, seed=seed)
-        row = {"trait": trait, "method": method, "n_answers": len(texts)}
+        stats = {}
         for metric in ("emoji_rate", "esr", "emojis_per_answer"):
-            row[metric] = m[metric]["value"]
-            row[f"{metric}_lo"] = m[metric]["lo"]
-            row[f"{metric}_hi"] = m[metric]["hi"]
-        row["n_sentences"] = m["counts"]["n_sentences"]
-        row["top_emojis"] = " ".join(f"{e}×{c}" for e, c in m["counts"]["top_emojis"][:5])
-        table.append(row)
-    return table
+            stats[metric] = m[metric]["value"]
+            stats[f"{metric}_lo"] = m[metric]["lo"]
+            stats[f"{metric}_hi"] = m[metric]["hi"]
+        table.append(EmojiRow(trait=trait, method=method, n_answers=len(texts), **stats,
+                              n_sentences=m["counts"]["n_sentences"],
+                              top_emojis=" ".join(f"{e}×{c}" for e, c in m["counts"]["top_emojis"][:5])))
+    return EmojiTable(table, model)
 
 
 def _fmt(v: float | None, lo: float | None, hi: float | None, pct: bool) -> str:
@@ -163,23 +203,24 @@ def _fmt(v: float | None, lo: float | None, hi: float | None, pct: bool) -> str:
     return f"{f(v)} [{f(lo)}, {f(hi)}]" if lo is not None else f(v)
 
 
-def write_table(table: Sequence[dict[str, Any]], out_dir: Path, model: str) -> None:
+def write_table(table: EmojiTable, out_dir: Path) -> None:
     """emoji_table.json, .csv and .md (Markdown with 95% bootstrap intervals)."""
-    atomic_write_json(out_dir / "emoji_table.json", {"model": model, "rows": list(table)})
+    atomic_write_json(out_dir / "emoji_table.json", table.to_dict())
+    rows = [r.to_dict() for r in table.rows]
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(table[0]) if table else ["trait"])
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["trait"])
     w.writeheader()
-    w.writerows(table)
+    w.writerows(rows)
     atomic_write_text(out_dir / "emoji_table.csv", buf.getvalue())
-    lines = [f"Emoji use of `{model}` on each trait's test questions (95% bootstrap intervals over answers).", "",
+    lines = [f"Emoji use of `{table.model}` on each trait's test questions (95% bootstrap intervals over answers).", "",
              "| trait | method | n | emoji rate | ESR | emojis / answer | top emojis |",
              "|---|---|---:|---|---|---|---|"]
-    for r in table:
+    for r in table.rows:
         lines.append(
-            f"| {r['trait']} | {r['method']} | {r['n_answers']} | "
-            f"{_fmt(r['emoji_rate'], r['emoji_rate_lo'], r['emoji_rate_hi'], True)} | "
-            f"{_fmt(r['esr'], r['esr_lo'], r['esr_hi'], True)} | "
-            f"{_fmt(r['emojis_per_answer'], r['emojis_per_answer_lo'], r['emojis_per_answer_hi'], False)} | "
-            f"{r['top_emojis'] or '–'} |"
+            f"| {r.trait} | {r.method} | {r.n_answers} | "
+            f"{_fmt(r.emoji_rate, r.emoji_rate_lo, r.emoji_rate_hi, True)} | "
+            f"{_fmt(r.esr, r.esr_lo, r.esr_hi, True)} | "
+            f"{_fmt(r.emojis_per_answer, r.emojis_per_answer_lo, r.emojis_per_answer_hi, False)} | "
+            f"{r.top_emojis or '–'} |"
         )
     atomic_write_text(out_dir / "emoji_table.md", "\n".join(lines) + "\n")

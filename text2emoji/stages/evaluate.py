@@ -93,8 +93,7 @@ def _compute(cfg: EvaluateConfig, out: Path) -> None:
     gens = generate_jobs(model, lm.tokenizer, jobs, settings, out / "generations.jsonl",
                          cfg.batch_size, progress=Progress("evaluate", unit="generations").update)
     atomic_write_json(out / "decoding.json", asdict(settings))
-    table = emoji_table(gens, n_boot=cfg.n_boot, seed=cfg.seed)
-    write_table(table, out, cfg.model.model)
+    write_table(emoji_table(gens, n_boot=cfg.n_boot, seed=cfg.seed, model=cfg.model.model), out)
     write_alignment(rows, gens, out, cfg.seed)
     if "peft" in cfg.method_list():
         explain(model, lm.tokenizer, gens, out, cfg.batch_size)
@@ -103,21 +102,14 @@ def _compute(cfg: EvaluateConfig, out: Path) -> None:
 def write_alignment(rows: list, gens: list[dict[str, Any]], out_dir: Path, seed: int) -> None:
     """Trait alignment per (trait, method) and, per trait, the word contributions of its first
     PEFT answer (or first answer) towards the target trait."""
-    from interp.behaviour.alignment import trait_alignment, trait_classifier, word_contributions
+    from interp.behaviour.alignment import trait_alignment, trait_classifier
     from text2emoji.core.files import atomic_write_json, atomic_write_text
 
-    clf = trait_classifier(rows, seed)
-    ta = trait_alignment(gens, clf)
-    examples = {}
-    for g in sorted(gens, key=lambda g: g["method"] != "peft"):
-        if g["trait"] not in examples:
-            c = word_contributions(g["text"], g["trait"], clf)
-            examples[g["trait"]] = {"method": g["method"], "topic": g["topic"], "text": g["text"],
-                                    "towards": c[:10], "away": c[::-1][:10]}
-    atomic_write_json(out_dir / "trait_alignment.json", {"rows": ta, "word_contributions": examples})
+    ta = trait_alignment(gens, trait_classifier(rows, seed), examples=True)
+    atomic_write_json(out_dir / "trait_alignment.json", ta.to_dict())
     lines = ["Trait alignment: share of answers the dataset's TF-IDF + logistic-regression trait "
              "classifier assigns to the target trait.", "", "| trait | method | n | TA |", "|---|---|---:|---:|"]
-    lines += [f"| {r['trait']} | {r['method']} | {r['n_answers']} | {100 * r['trait_alignment']:.1f}% |" for r in ta]
+    lines += [f"| {r.trait} | {r.method} | {r.n_answers} | {100 * r.trait_alignment:.1f}% |" for r in ta.rows]
     atomic_write_text(out_dir / "trait_alignment.md", "\n".join(lines) + "\n")
 
 

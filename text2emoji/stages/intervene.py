@@ -85,59 +85,36 @@ def _candidates(cfg: InterveneConfig, trait: str) -> list[int]:
 
 def _ablate(cfg: AblateConfig, out: Path) -> None:
     from interp.behaviour.generation import DecodeSettings
-    from interp.capture import pad_id
-    from interp.intervene import (
-        LastLayerScorer,
-        ablation_experiment,
-        ablation_generation,
-        neuron_means,
-    )
-    from interp.tracing import emoji_pairs
+    from interp.experiments import ablate_trait
+    from interp.results import TraitAblation, summaries
 
     suite = load_suite(cfg)
     traits = cfg.trait_list()
+    settings = DecodeSettings(max_new_tokens=cfg.max_new_tokens) if cfg.generation else None
 
     def one(model: Any, tok: Any, t: str, qs: list[str], cand: list[int]) -> dict[str, Any]:
-        means = neuron_means(model, tok, qs, site=cfg.site) if "mean" in cfg.modes else None
-        r: dict[str, Any] = {"questions": qs, "candidates": cand}
-        # one cached forward pass serves every mode
-        scorer = LastLayerScorer(model, emoji_pairs(tok, qs, suite.trait_emojis[t]), pad_id=pad_id(tok),
-                                 batch_size=cfg.batch_size, site=cfg.site)
-        for mode in cfg.modes:
-            r[mode] = ablation_experiment(model, tok, qs, suite.trait_emojis[t], cand, mode=mode, means=means,
-                                          n_random=cfg.n_random, seed=cfg.seed, site=cfg.site,
-                                          n_boot=cfg.n_boot, batch_size=cfg.batch_size, scorer=scorer)
-        if cfg.generation:
-            r["generation"] = ablation_generation(
-                model, tok, qs[: cfg.n_generation_questions or None], cand, mode=cfg.modes[0], means=means,
-                n_random=cfg.n_random_generation, seed=cfg.seed,
-                settings=DecodeSettings(max_new_tokens=cfg.max_new_tokens), site=cfg.site, batch_size=cfg.batch_size)
-        return r
+        return ablate_trait(model, tok, qs, suite.trait_emojis[t], cand, modes=cfg.modes, n_random=cfg.n_random,
+                            seed=cfg.seed, site=cfg.site, n_boot=cfg.n_boot, batch_size=cfg.batch_size,
+                            generation=settings, n_random_generation=cfg.n_random_generation,
+                            n_generation_questions=cfg.n_generation_questions).to_dict()
 
-    results, summary = _per_trait(cfg, out / "ablation.json", "ablate", one), {}
-    for t in traits:
-        summary[t] = {mode: {"delta": results[t][mode]["candidate_delta"],
-                             "random_mean": results[t][mode]["random_control"]["mean"] if results[t][mode]["random_control"] else None,
-                             "p_empirical": results[t][mode]["random_control"]["p_empirical"] if results[t][mode]["random_control"] else None}
-                      for mode in cfg.modes}
-        if cfg.generation:
-            g = results[t]["generation"]
-            summary[t]["generation"] = {"emoji_rate_intact": g["intact"]["emoji_rate"]["value"],
-                                        "emoji_rate_ablated": g["ablated"]["emoji_rate"]["value"],
-                                        "esr_intact": g["intact"]["esr"]["value"], "esr_ablated": g["ablated"]["esr"]["value"]}
+    # the file holds every trait done so far (an interrupted stage resumes): read back, typed
+    results = {t: TraitAblation.from_dict(r) for t, r in _per_trait(cfg, out / "ablation.json", "ablate", one).items()}
+    summary = summaries(results, traits)
     atomic_write_json(out / "summary.json", summary)
     lines = ["# Ablation of the top neurons vs random neurons", "",
              f"Post-PEFT model; change in log P(any of the trait's emojis) as the answer's first tokens, mean over "
              f"{cfg.n_questions or 'all'} held-out test questions; control: {cfg.n_random} random sets of k={cfg.k} "
              "last-layer neurons; p = share of random sets with an effect at least as negative.", "",
              "| trait | mode | Δ log P [95% CI] | random: mean [2.5%, 97.5%] | p |", "|---|---|---|---|---:|"]
+    nan = float("nan")
     for t in traits:
         for mode in cfg.modes:
-            e = results[t][mode]
-            rc = e["random_control"] or {}
-            lines.append(f"| {t} | {mode} | {e['candidate_delta']['mean']:+.3f} [{e['candidate_delta']['ci_lo']:+.3f}, "
-                         f"{e['candidate_delta']['ci_hi']:+.3f}] | {rc.get('mean', float('nan')):+.3f} "
-                         f"[{rc.get('p2_5', float('nan')):+.3f}, {rc.get('p97_5', float('nan')):+.3f}] | {rc.get('p_empirical', float('nan')):.3g} |")
+            e = results[t].modes[mode]
+            d, rc = e.candidate_delta, e.random_control
+            lines.append(f"| {t} | {mode} | {d.mean:+.3f} [{d.ci_lo:+.3f}, {d.ci_hi:+.3f}] | "
+                         f"{rc.mean if rc else nan:+.3f} [{rc.p2_5 if rc else nan:+.3f}, {rc.p97_5 if rc else nan:+.3f}] | "
+                         f"{rc.p_empirical if rc else nan:.3g} |")
     if cfg.generation:
         lines += ["", "Generated answers (greedy): emoji rate and ESR intact vs ablated.", "",
                   "| trait | emoji rate intact | ablated | ESR intact | ablated |", "|---|---:|---:|---:|---:|"]
@@ -173,7 +150,10 @@ def _read_partial(path: Path) -> dict[str, Any]:
 
 
 def _patch(cfg: PatchConfig, out: Path) -> None:
-    from interp.intervene import patching_experiment
+    from dataclasses import replace
+
+    from interp.experiments import patching_experiment
+    from interp.results import PatchingResult, summaries
 
     suite = load_suite(cfg)
     traits = cfg.trait_list()
@@ -181,14 +161,10 @@ def _patch(cfg: PatchConfig, out: Path) -> None:
     def one(model: Any, tok: Any, t: str, qs: list[str], cand: list[int]) -> dict[str, Any]:
         r = patching_experiment(model, tok, qs, suite.trait_emojis[t], cand, n_random=cfg.n_random,
                                 seed=cfg.seed, site=cfg.site, n_boot=cfg.n_boot, batch_size=cfg.batch_size)
-        return {**r, "questions": qs}
+        return replace(r, questions=qs).to_dict()
 
-    results = _per_trait(cfg, out / "patching.json", "patch", one)
-    summary = {t: {"delta": r["candidate_delta"], "post_minus_base": r["post_minus_base"],
-                   "fraction_recovered": r["fraction_recovered"],
-                   "random_mean": r["random_control"]["mean"] if r["random_control"] else None,
-                   "p_empirical": r["random_control"]["p_empirical"] if r["random_control"] else None}
-               for t, r in results.items() if t in traits}
+    results = {t: PatchingResult.from_dict(r) for t, r in _per_trait(cfg, out / "patching.json", "patch", one).items()}
+    summary = summaries(results, [t for t in results if t in traits])
     atomic_write_json(out / "summary.json", summary)
     lines = ["# Patching post-PEFT neuron values into the base model", "",
              f"Base model with the top k={cfg.k} neurons set to their post-PEFT values at every position; change in "
@@ -196,11 +172,12 @@ def _patch(cfg: PatchConfig, out: Path) -> None:
              f"{cfg.n_random} random sets; p = share of random sets with an effect at least as large.", "",
              "| trait | post − base | patched − base [95% CI] | share of the gap | random: mean | p |",
              "|---|---:|---|---:|---:|---:|"]
-    for t, s in summary.items():
-        frac = "n/a" if s["fraction_recovered"] is None else f"{100 * s['fraction_recovered']:.0f}%"
-        lines.append(f"| {t} | {s['post_minus_base']['mean']:+.3f} | {s['delta']['mean']:+.3f} [{s['delta']['ci_lo']:+.3f}, "
-                     f"{s['delta']['ci_hi']:+.3f}] | {frac} | {s['random_mean'] if s['random_mean'] is None else format(s['random_mean'], '+.3f')} | "
-                     f"{s['p_empirical'] if s['p_empirical'] is None else format(s['p_empirical'], '.3g')} |")
+    for t in summary:
+        r = results[t]
+        rc, d = r.random_control, r.candidate_delta
+        frac = "n/a" if r.fraction_recovered is None else f"{100 * r.fraction_recovered:.0f}%"
+        lines.append(f"| {t} | {r.post_minus_base.mean:+.3f} | {d.mean:+.3f} [{d.ci_lo:+.3f}, {d.ci_hi:+.3f}] | {frac} | "
+                     f"{None if rc is None else format(rc.mean, '+.3f')} | {None if rc is None else format(rc.p_empirical, '.3g')} |")
     atomic_write_text(out / "patching.md", "\n".join(lines) + "\n")
 
 

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import numpy as np
 
 from text2emoji.core.config import ConfigError, option
 from text2emoji.core.files import atomic_write_json, atomic_write_text
@@ -32,64 +29,17 @@ class TraceConfig(ProbeConfig):
 
 
 def _trace(cfg: TraceConfig, out: Path) -> None:
-    from interp.intervene import any_emoji_logprob
-    from interp.models import adapter_disabled
-    from interp.neurons import bootstrap_mean
-    from interp.tracing import emoji_trace
+    from interp.trace_analysis import trace_emojis
 
     suite = load_suite(cfg)
     lm = load_peft(cfg)
-    model, tok = lm.model, lm.tokenizer
     traits = cfg.trait_list()
     texts = suite.texts
     prog = Progress("trace", len(traits) + 1)
-    result: dict[str, Any] = {"prompts": [p.id for p in suite.prompts], "traits": {}}
-    summary: dict[str, Any] = {}
-
-    def measure(emojis: list[str], lens_emojis: list[str]) -> dict[str, Any]:
-        got = emoji_trace(model, tok, texts, emojis, lens_emojis=lens_emojis, chat=True, batch_size=cfg.batch_size)
-        return {"logprob": {k: got[k] for k in ("no_space", "leading_space")}, "lens": got["lens"]}  # lens [P, E, L]
-
-    def any_lens(lens: np.ndarray) -> np.ndarray:  # log P(any lens emoji) per prompt and layer
-        m = lens.max(1, keepdims=True)
-        return (m + np.log(np.exp(lens - m).sum(1, keepdims=True)))[:, 0]
-
-    # the base model once, for every trait's emojis: without its adapter, nothing depends on the trait
-    every = list(dict.fromkeys(e for t in traits for e in suite.trait_emojis[t]))
-    every_lens = list(dict.fromkeys(e for t in traits for e in suite.trait_emojis[t][: cfg.lens_emojis]))
-    with adapter_disabled(model):
-        base = measure(every, every_lens)
-    prog.step(note="base model")
-    for t in traits:
-        emojis = suite.trait_emojis[t]
-        lens_emojis = emojis[: cfg.lens_emojis]
-        cols, lens_cols = [every.index(e) for e in emojis], [every_lens.index(e) for e in lens_emojis]
-        pre = {"logprob": {k: v[:, cols] for k, v in base["logprob"].items()}, "lens_any": any_lens(base["lens"][:, lens_cols])}
-        model.set_adapter(t)
-        post = measure(emojis, lens_emojis)
-        post["lens_any"] = any_lens(post["lens"])
-        any_pre = any_emoji_logprob(pre["logprob"]["no_space"])
-        any_post = any_emoji_logprob(post["logprob"]["no_space"])
-        lo, hi = bootstrap_mean((any_post - any_pre)[:, None], cfg.n_boot, cfg.seed)
-        result["traits"][t] = {
-            "emojis": emojis,
-            "logprob_pre": {k: v.tolist() for k, v in pre["logprob"].items()},
-            "logprob_post": {k: v.tolist() for k, v in post["logprob"].items()},
-            "any_emoji_pre": any_pre.tolist(), "any_emoji_post": any_post.tolist(),
-            "logit_lens_emojis": lens_emojis,
-            "logit_lens_pre": pre["lens_any"].mean(0).tolist(), "logit_lens_post": post["lens_any"].mean(0).tolist(),
-        }
-        summary[t] = {
-            "emojis": emojis,
-            "mean_logprob_any_pre": float(any_pre.mean()), "mean_logprob_any_post": float(any_post.mean()),
-            "mean_change": float((any_post - any_pre).mean()), "ci": [float(lo[0]), float(hi[0])],
-            "n_prompts_up": int((any_post > any_pre).sum()), "n_prompts": len(texts),
-            "per_emoji_mean_change": {e: float((post["logprob"]["no_space"][:, j] - pre["logprob"]["no_space"][:, j]).mean())
-                                      for j, e in enumerate(emojis)},
-            "lens_peak_layer_post": int(np.argmax(post["lens_any"].mean(0))),
-        }
-        prog.step(note=t)
-    atomic_write_json(out / "trace.json", result)
+    res = trace_emojis(lm.model, lm.tokenizer, suite, traits, lens_emojis=cfg.lens_emojis, batch_size=cfg.batch_size,
+                       n_boot=cfg.n_boot, seed=cfg.seed, progress=lambda note: prog.step(note=note))
+    summary = res.summary()
+    atomic_write_json(out / "trace.json", res.to_dict())
     atomic_write_json(out / "summary.json", summary)
     lines = ["# Emoji probability pre vs post PEFT", "",
              "log P(any of the trait's emojis) as the first tokens of the answer to each probe prompt "
