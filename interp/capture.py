@@ -47,6 +47,7 @@ from torch import Tensor
 from interp.chat import format_chat
 from interp.hooks import DEFAULT_SITE, record_activations, resolve_site
 from interp.models import is_peft
+from text2emoji.core.presets import BATCH_SIZE
 
 Backend = Literal["torch", "nnsight", "transformer-lens"]
 Position = Literal["last", "mean", "all"]
@@ -341,7 +342,7 @@ def capture(
     site: str = DEFAULT_SITE,
     position: str = "last",
     backend: str = "torch",
-    batch_size: int = 8,
+    batch_size: int = BATCH_SIZE,
     chat: bool = False,
     answers: Sequence[str] | None = None,
     out: str | Path | None = None,

@@ -14,10 +14,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from jaxtyping import Float
 
 from interp.behaviour.emoji_metrics import bootstrap_emoji_metrics
 from interp.behaviour.generation import DecodeSettings, generate
 from interp.capture import Encoded, capture, pad_id
+from interp.hooks import DEFAULT_SITE
 from interp.intervene import (
     LastLayerScorer,
     Patch,
@@ -40,6 +42,10 @@ from interp.results import (
     TraitAblation,
 )
 from interp.tracing import emoji_logprobs, emoji_pairs, score_continuations
+from text2emoji.core.presets import BATCH_SIZE, PRESETS
+
+# library defaults = what `text2emoji ablate` / `patch` use in the quick preset
+QUICK = PRESETS["quick"]["analysis"]
 
 
 def ablation_experiment(
@@ -50,13 +56,13 @@ def ablation_experiment(
     neurons: Sequence[int],
     *,
     mode: str = "zero",
-    means: np.ndarray | None = None,
-    n_random: int = 100,
+    means: Float[np.ndarray, "d_mlp"] | None = None,  # noqa: F821
+    n_random: int = QUICK["n_random"],
     seed: int = 0,
     chat: bool = True,
-    site: str = "blocks.-1.mlp.hook_post",
+    site: str = DEFAULT_SITE,
     n_boot: int = 2000,
-    batch_size: int = 16,
+    batch_size: int = BATCH_SIZE,
     scorer: LastLayerScorer | None = None,
 ) -> AblationResult:
     """Change in ``log P(any candidate emoji)`` when ``neurons`` are ablated, vs random sets.
@@ -104,12 +110,12 @@ def ablation_generation(
     neurons: Sequence[int],
     *,
     mode: str = "zero",
-    means: np.ndarray | None = None,
-    n_random: int = 3,
+    means: Float[np.ndarray, "d_mlp"] | None = None,  # noqa: F821
+    n_random: int = QUICK["n_random_generation"],
     seed: int = 0,
     settings: DecodeSettings | None = None,
-    site: str = "blocks.-1.mlp.hook_post",
-    batch_size: int = 16,
+    site: str = DEFAULT_SITE,
+    batch_size: int = BATCH_SIZE,
 ) -> GenerationAblation:
     """Emoji rate and ESR of generated answers: as is, with ``neurons`` ablated, and with
     ``n_random`` random sets of as many neurons ablated (generation is costly: few draws).
@@ -160,14 +166,14 @@ def ablate_trait(
     candidates: Sequence[int],
     *,
     modes: Sequence[str] = ("zero", "mean"),
-    n_random: int = 50,
+    n_random: int = QUICK["n_random"],
     seed: int = 0,
-    site: str = "blocks.-1.mlp.hook_post",
+    site: str = DEFAULT_SITE,
     n_boot: int = 2000,
-    batch_size: int = 16,
+    batch_size: int = BATCH_SIZE,
     generation: DecodeSettings | None = None,
-    n_random_generation: int = 1,
-    n_generation_questions: int = 0,
+    n_random_generation: int = QUICK["n_random_generation"],
+    n_generation_questions: int = QUICK["n_generation_questions"],
 ) -> TraitAblation:
     """One trait's ablations as the ``ablate`` stage runs them, on the model as it stands (the
     trait's adapter active): :func:`ablation_experiment` in each of ``modes`` (one cached
@@ -197,12 +203,12 @@ def patching_experiment(
     emojis: Sequence[str],
     neurons: Sequence[int],
     *,
-    n_random: int = 100,
+    n_random: int = QUICK["n_random"],
     seed: int = 0,
     chat: bool = True,
-    site: str = "blocks.-1.mlp.hook_post",
+    site: str = DEFAULT_SITE,
     n_boot: int = 2000,
-    batch_size: int = 16,
+    batch_size: int = BATCH_SIZE,
 ) -> PatchingResult:
     """Patch post-PEFT values of ``neurons`` into the base model (``model`` is base + adapter;
     the base is the same model with the adapter disabled) and measure the emojis' log-prob.

@@ -33,6 +33,7 @@ from torch import Tensor
 from interp.capture import capture
 from interp.hooks import DEFAULT_SITE, edit_site, final_norm, n_layers, resolve_site, unembed
 from interp.tracing import continuation_passes, score_continuations
+from text2emoji.core.presets import BATCH_SIZE
 
 
 @dataclass
@@ -92,7 +93,7 @@ def row_ablation(
         yield set_rows
 
 
-def ablation_patch(neurons: Sequence[int], mode: str, means: np.ndarray | None = None) -> Patch:
+def ablation_patch(neurons: Sequence[int], mode: str, means: Float[np.ndarray, "d_mlp"] | None = None) -> Patch:  # noqa: F821
     idx = torch.as_tensor(list(neurons), dtype=torch.long)
     if mode == "zero":
         return Patch(idx, torch.zeros(len(idx)))
@@ -103,7 +104,7 @@ def ablation_patch(neurons: Sequence[int], mode: str, means: np.ndarray | None =
     raise ValueError(f"ablation mode must be 'zero' or 'mean', not {mode!r}")
 
 
-def any_emoji_logprob(lp: np.ndarray) -> np.ndarray:
+def any_emoji_logprob(lp: Float[np.ndarray, "prompts emojis"]) -> Float[np.ndarray, "prompts"]:  # noqa: F821
     """Per prompt: log P(any of the emojis) from ``[prompts, emojis]`` log-probabilities.
 
     >>> float(np.round(any_emoji_logprob(np.log([[0.1, 0.2]]))[0], 6)) == float(np.round(np.log(0.3), 6))
@@ -144,7 +145,7 @@ class LastLayerScorer:
     """
 
     def __init__(self, model: Any, pairs: Sequence[tuple[Sequence[int], Sequence[int]]], *,
-                 pad_id: int = 0, batch_size: int = 16, site: str = DEFAULT_SITE):
+                 pad_id: int = 0, batch_size: int = BATCH_SIZE, site: str = DEFAULT_SITE):
         hp = resolve_site(model, site)
         last = n_layers(model) - 1
         self.model, self.n_pairs = model, len(pairs)
@@ -241,7 +242,7 @@ class LastLayerScorer:
         return abs(fast - full) <= 1e-4 * max(1.0, abs(full))
 
     @torch.no_grad()
-    def totals(self, x: torch.Tensor | None = None) -> np.ndarray:
+    def totals(self, x: Float[Tensor, "rows d_mlp"] | None = None) -> Float[np.ndarray, "pairs"]:  # noqa: F821
         """Per pair: log P(continuation), with the cached activations or with ``x`` instead."""
         x = self.x if x is None else x
         h = self.norm(self.resid_mid + self.down(x))
@@ -258,12 +259,12 @@ class LastLayerScorer:
             return self._lowrank_totals(self.lowrank, idx, new)
         return self._direct(idx, new)
 
-    def ablated(self, patch: Patch) -> np.ndarray:
+    def ablated(self, patch: Patch) -> Float[np.ndarray, "pairs"]:  # noqa: F821
         idx = patch.neurons.to(self.x.device)
         values = patch.values.to(self.x.device, self.x.dtype)  # type: ignore[union-attr]
         return self._set(idx, values.expand(len(self.x), -1))
 
-    def patched(self, neurons: Sequence[int], source: LastLayerScorer) -> np.ndarray:
+    def patched(self, neurons: Sequence[int], source: LastLayerScorer) -> Float[np.ndarray, "pairs"]:  # noqa: F821
         """``x`` with ``neurons`` taken from ``source`` (the same pairs, another model state)."""
         if not torch.equal(self.owner, source.owner) or not torch.equal(self.targets, source.targets):
             raise ValueError("patching needs two scorers of the same pairs")
@@ -272,7 +273,7 @@ class LastLayerScorer:
 
 
 def neuron_means(model: Any, tokenizer: Any, prompts: Sequence[str], *, chat: bool = True,
-                 site: str = DEFAULT_SITE) -> np.ndarray:
+                 site: str = DEFAULT_SITE) -> Float[np.ndarray, "d_mlp"]:  # noqa: F821
     """Each neuron's mean activation over every real token of ``prompts`` (mean ablation)."""
     acts = capture(model, tokenizer, prompts, site=site, position="all", chat=chat).activations
     return np.asarray(acts).mean(0)

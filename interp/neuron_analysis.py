@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from interp.hooks import DEFAULT_SITE
 from interp.neurons import (
     NeuronDiff,
     Selectivity,
@@ -27,6 +28,7 @@ from interp.neurons import (
     top_table,
 )
 from interp.probes import ProbeSuite
+from text2emoji.core.presets import BATCH_SIZE
 
 
 @dataclass(frozen=True)
@@ -140,7 +142,7 @@ class NeuronsResult:
 
 def capture_pre_post(
     model: Any, tokenizer: Any, texts: Sequence[str], traits: Sequence[str], *, site: str,
-    batch_size: int = 16, backend: str = "torch", acts_dir: Path | None = None,
+    batch_size: int = BATCH_SIZE, backend: str = "torch", acts_dir: Path | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Last-token activations at ``site`` (chat template) with the adapters off (pre) and with
@@ -201,8 +203,8 @@ def trait_neurons(
 
 def analyse_neurons(
     model: Any, tokenizer: Any, suite: ProbeSuite, traits: Sequence[str], *,
-    site: str = "blocks.-1.mlp.hook_post", k: int = 20, n_perm: int = 5000, n_boot: int = 2000, seed: int = 0,
-    batch_size: int = 16, backend: str = "torch", acts_dir: Path | None = None,
+    site: str = DEFAULT_SITE, k: int = 20, n_perm: int = 5000, n_boot: int = 2000, seed: int = 0,
+    batch_size: int = BATCH_SIZE, backend: str = "torch", acts_dir: Path | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> NeuronsResult:
     """The ``neurons`` analysis of ``traits`` on ``suite``'s prompts. ``model`` is a PEFT model

@@ -18,6 +18,7 @@ import numpy as np
 from interp.intervene import any_emoji_logprob
 from interp.neurons import bootstrap_mean
 from interp.probes import ProbeSuite
+from text2emoji.core.presets import BATCH_SIZE
 
 VARIANTS = ("no_space", "leading_space")
 
@@ -98,7 +99,7 @@ def _measure(model: Any, tokenizer: Any, texts: Sequence[str], emojis: list[str]
 
 def trace_emojis(
     model: Any, tokenizer: Any, suite: ProbeSuite, traits: Sequence[str], *, lens_emojis: int = 1,
-    batch_size: int = 16, n_boot: int = 2000, seed: int = 0, progress: Callable[[str], None] | None = None,
+    batch_size: int = BATCH_SIZE, n_boot: int = 2000, seed: int = 0, progress: Callable[[str], None] | None = None,
 ) -> TraceResult:
     """Each trait's emojis pre vs post on ``suite``'s prompts (chat template). ``model`` is a
     PEFT model holding one adapter per trait, named by trait; the logit lens decodes each

@@ -25,6 +25,7 @@ from jaxtyping import Float
 
 from interp.capture import encode, pad_id, pad_left
 from interp.hooks import final_norm, n_layers, record_activations, unembed
+from text2emoji.core.presets import BATCH_SIZE
 
 
 def emoji_token_ids(tokenizer: Any, emoji: str, leading_space: bool = False) -> list[int]:
@@ -54,7 +55,7 @@ def continuation_passes(
     pairs: Sequence[tuple[Sequence[int], Sequence[int]]],
     *,
     pad_id: int = 0,
-    batch_size: int = 16,
+    batch_size: int = BATCH_SIZE,
     sites: Sequence[str] = (),
 ) -> Iterator[tuple[int, torch.Tensor, dict[str, torch.Tensor]]]:
     """For each ``(prompt_ids, continuation_ids)`` pair: its index, the logits ``[m, vocab]`` at
@@ -140,7 +141,7 @@ def score_continuations(
     pairs: Sequence[tuple[Sequence[int], Sequence[int]]],
     *,
     pad_id: int = 0,
-    batch_size: int = 16,
+    batch_size: int = BATCH_SIZE,
     before_forward: Callable[[list[int], torch.Tensor], None] | None = None,
 ) -> list[Scored]:
     """Teacher-forced log-probability of each ``(prompt_ids, continuation_ids)`` pair.
@@ -198,7 +199,7 @@ def emoji_logprobs(
     *,
     chat: bool = True,
     leading_space: bool = False,
-    batch_size: int = 16,
+    batch_size: int = BATCH_SIZE,
 ) -> Float[np.ndarray, "prompts emojis"]:
     """``[prompts, emojis]`` exact log P(emoji | prompt)."""
     pairs = emoji_pairs(tokenizer, prompts, emojis, chat=chat, leading_space=leading_space)
@@ -250,7 +251,7 @@ def logit_lens(
     *,
     chat: bool = True,
     leading_space: bool = False,
-    batch_size: int = 16,
+    batch_size: int = BATCH_SIZE,
 ) -> Float[np.ndarray, "prompts layers"]:
     """``[prompts, layers]``: log P(emoji | prompt) decoded from the residual stream after each
     layer (final norm, then unembedding), teacher-forced over all the emoji's tokens."""
@@ -272,7 +273,7 @@ def emoji_trace(
     *,
     lens_emojis: Sequence[str] = (),
     chat: bool = True,
-    batch_size: int = 16,
+    batch_size: int = BATCH_SIZE,
 ) -> dict[str, np.ndarray]:
     """Everything the trace stage reads off one forward pass per prompt.
 

@@ -48,7 +48,7 @@ def suite():
 
 
 def _alone(tiny_model_dir, adapters, trait):
-    return load_model(ModelConfig(model=str(tiny_model_dir), adapter=str(adapters[trait]), device="cpu"))
+    return load_model(ModelConfig(model=str(tiny_model_dir), device="cpu"), adapter=str(adapters[trait]))
 
 
 def test_analyse_neurons_equals_neuron_diff_by_hand(peft_lm, suite, tiny_model_dir, adapters, tmp_path):

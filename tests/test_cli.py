@@ -180,6 +180,18 @@ def test_run_chains_every_stage_writes_the_report_and_reuses(tmp_path, capsys, t
         meta = json.loads((out_dir / stage / "meta.json").read_text())
         assert meta["status"] == "complete", stage
         assert json.loads((out_dir / stage / "config.json").read_text())["config_hash"] == meta["config_hash"]
+    # what each stage's hash covers beside its config: the content of the files it read
+    from text2emoji.core.files import file_hash
+
+    dataset_hash = json.loads((out_dir / "dataset" / "config.json").read_text())["config_hash"]
+    train_inputs = json.loads((out_dir / "train" / "openness" / "config.json").read_text())["inputs"]
+    assert train_inputs == {"dataset": dataset_hash, "merge": "false"}
+    weights = {t: file_hash(out_dir / "train" / t / "adapter" / "adapter_model.safetensors") for t in ("openness", "neuroticism")}
+    for stage in ("evaluate", "neurons", "trace", "ablate", "patch"):
+        inputs = json.loads((out_dir / stage / "config.json").read_text())["inputs"]
+        assert all(inputs[t] == h != "" for t, h in weights.items()), stage
+    assert json.loads((out_dir / "ablate" / "config.json").read_text())["inputs"]["neurons"] == file_hash(
+        out_dir / "neurons" / "top_neurons.json")
     metrics = json.loads((out_dir / "metrics.json").read_text())
     table = json.loads((out_dir / "evaluate" / "emoji_table.json").read_text())["rows"]
     # the report's numbers are the stages' numbers

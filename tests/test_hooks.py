@@ -191,11 +191,16 @@ def test_one_default_site():
     import inspect
 
     import interp.capture
+    import interp.experiments
     import interp.hooks
     import interp.intervene
+    import interp.neuron_analysis
     import interp.neurons
 
     assert interp.capture.DEFAULT_SITE is interp.hooks.DEFAULT_SITE == "blocks.-1.mlp.hook_post"
-    for fn in (interp.intervene.intervention, interp.intervene.row_ablation, interp.intervene.ablation_experiment,
-               interp.intervene.patching_experiment, interp.neurons.n_neurons, interp.capture.capture):
+    for fn in (interp.intervene.intervention, interp.intervene.row_ablation, interp.intervene.neuron_means,
+               interp.intervene.LastLayerScorer.__init__, interp.experiments.ablation_experiment,
+               interp.experiments.ablation_generation, interp.experiments.ablate_trait,
+               interp.experiments.patching_experiment, interp.neuron_analysis.analyse_neurons,
+               interp.neurons.n_neurons, interp.capture.capture):
         assert inspect.signature(fn).parameters["site"].default is interp.hooks.DEFAULT_SITE, fn.__name__

@@ -39,7 +39,7 @@ def run(embedded_dir, tmp_path_factory):
     from transformers import AutoModelForCausalLM
 
     from text2emoji.core.runs import RunDir
-    from text2emoji.stages import execute
+    from text2emoji.stages.base import execute
     from text2emoji.stages.intervene import ABLATE, PATCH, AblateConfig, PatchConfig
     from text2emoji.stages.neurons import NEURONS, NeuronsConfig
 

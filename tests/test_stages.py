@@ -12,7 +12,8 @@ import pytest
 from text2emoji.core.config import Config, member, option
 from text2emoji.core.files import atomic_write_json
 from text2emoji.core.runs import RunDir
-from text2emoji.stages import STAGES, Stage, artifact
+from text2emoji.stages.base import Stage, artifact
+from text2emoji.stages.registry import STAGES
 
 
 @dataclass
@@ -50,7 +51,7 @@ COUNT = Stage(
 
 @pytest.fixture
 def registered(monkeypatch):
-    monkeypatch.setattr("text2emoji.stages.STAGES", [*STAGES, COUNT])
+    monkeypatch.setattr("text2emoji.stages.registry.STAGES", [*STAGES, COUNT])
     CALLS.clear()
     return COUNT
 
@@ -92,3 +93,39 @@ def test_artifact_paths():
     # every stage's name is a directory of its own
     names = [s.name for s in STAGES]
     assert len(names) == len(set(names))
+
+
+# What `text2emoji run` gave each stage before the stages were declared once (the old
+# pipeline's explicit arguments), per preset: the same values must reach the stages now.
+EXPECTED = {
+    "quick": {"evaluate": dict(n_questions=16, max_new_tokens=48), "trace": dict(lens_emojis=1),
+              "ablate": dict(n_questions=16, n_random=100, n_random_generation=1, n_generation_questions=8,
+                             max_new_tokens=48),
+              "patch": dict(n_questions=16, n_random=100), "train": dict(max_steps=24, r=16, batch_size=8)},
+    "paper": {"evaluate": dict(n_questions=0, max_new_tokens=150), "trace": dict(lens_emojis=3),
+              "ablate": dict(n_questions=0, n_random=1000, n_random_generation=5, n_generation_questions=0,
+                             max_new_tokens=150),
+              "patch": dict(n_questions=0, n_random=1000), "train": dict(max_steps=0, r=64, batch_size=2)},
+}
+
+
+@pytest.mark.parametrize("preset", ["quick", "paper"])
+def test_run_gives_each_stage_the_presets_values(preset):
+    from text2emoji.stages.base import RunConfig
+
+    run = RunConfig(preset=preset, seed=3)
+    by_name = {s.name: s for s in STAGES}
+    for name, want in EXPECTED[preset].items():
+        cfg = by_name[name].resolve(by_name[name].from_run(run))
+        if name == "train":
+            recipe = cfg.recipe.resolved()
+            assert {k: getattr(recipe, k) for k in want} == want
+            assert recipe.model.load_in_4bit and recipe.seed == 3 and cfg.all_traits  # QLoRA, every trait
+            continue
+        assert {k: getattr(cfg, k) for k in want} == want, name
+        assert cfg.seed == 3 and cfg.batch_size == 32 and not cfg.model.load_in_4bit, name
+    # flags override the preset
+    over = RunConfig(preset=preset, n_random=7, n_questions=2, max_new_tokens=5, max_steps=1)
+    ablate = by_name["ablate"].resolve(by_name["ablate"].from_run(over))
+    assert (ablate.n_random, ablate.n_questions, ablate.max_new_tokens) == (7, 2, 5)
+    assert by_name["train"].from_run(over).recipe.resolved().max_steps == 1

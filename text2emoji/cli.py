@@ -16,8 +16,7 @@ from typing import Any
 from text2emoji import __version__, data_cli, tools
 from text2emoji.core.config import Config, add_arguments, config_from_args
 from text2emoji.core.errors import UserError
-from text2emoji.stages import Stage, execute
-from text2emoji.stages.base import RunConfig, print_json
+from text2emoji.stages.base import RunConfig, Stage, execute, print_json
 
 
 @dataclass(frozen=True)
@@ -41,15 +40,16 @@ def _run(cfg: RunConfig) -> None:
 
 
 def commands() -> list[Command]:
-    """Every subcommand: the tools, and one per stage of :data:`~text2emoji.stages.STAGES` that
+    """Every subcommand: the tools, and one per stage of :data:`~text2emoji.stages.registry.STAGES` that
     has a config of its own."""
-    from text2emoji.stages import STAGES
+    from text2emoji.stages.registry import STAGES
 
     return [
         Command(("run",), RunConfig, _run,
                 "the whole study on one model: dataset, QLoRA adapters, evaluation, neurons, emoji "
                 "tracing, ablation, patching, then report.md/html and metrics.json; finished stages "
-                "are reused, interrupted ones resume"),
+                "are reused, interrupted ones resume. Training is always QLoRA (an nf4 base); "
+                "--load-in-4bit sets the base the analyses run on"),
         Command(("figures",), tools.FiguresConfig, tools.cmd_figures,
                 "rebuild every figure and the report of a run directory from its results files alone"),
         # one subcommand per stage that has a config of its own, in the order `run` executes them

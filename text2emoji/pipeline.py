@@ -1,4 +1,4 @@
-"""``text2emoji run``: the whole study as the chain of stages in :data:`text2emoji.stages.STAGES`,
+"""``text2emoji run``: the whole study as the chain of stages in :data:`text2emoji.stages.registry.STAGES`,
 each a directory under ``--out``, then the report.
 
 Each stage is reused when its config and inputs are unchanged and resumes after an interruption
@@ -13,11 +13,10 @@ from typing import Any
 
 import torch
 
-from text2emoji import stages
 from text2emoji.core.files import atomic_write_json
 from text2emoji.core.runs import log
-from text2emoji.stages import execute
-from text2emoji.stages.base import RunConfig, artifact
+from text2emoji.stages import registry
+from text2emoji.stages.base import RunConfig, artifact, execute
 
 
 def run(cfg: RunConfig) -> dict[str, Any]:
@@ -27,9 +26,9 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)
     t0 = time.perf_counter()
     seconds: dict[str, float] = {}
-    for i, stage in enumerate(stages.STAGES, 1):
+    for i, stage in enumerate(registry.STAGES, 1):
         t = time.perf_counter()
-        log(f"run: stage {i}/{len(stages.STAGES)} {stage.name}")
+        log(f"run: stage {i}/{len(registry.STAGES)} {stage.name}")
         execute(stage, stage.from_run(cfg))
         seconds[stage.name] = round(time.perf_counter() - t, 1)
         log(f"run: {stage.name} done in {seconds[stage.name]:.0f}s (total {time.perf_counter() - t0:.0f}s)")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from text2emoji.core.files import atomic_write_json, atomic_write_text
+from text2emoji.stages.base import pct, read_json
 
 # The study's claims (Jain et al., 2025), in its own terms, each with the section that tests it.
 CLAIMS = {
@@ -33,17 +34,6 @@ CLAIMS = {
 }
 
 
-def _read(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
-def _pct(v: float | int | None) -> str:
-    return "n/a" if v is None else f"{100 * v:.1f}%"
-
-
 def _ci(d: dict[str, Any], fmt: str = "+.3f") -> str:
     return f"{format(d['mean'], fmt)} [{format(d['ci_lo'], fmt)}, {format(d['ci_hi'], fmt)}]"
 
@@ -51,7 +41,7 @@ def _ci(d: dict[str, Any], fmt: str = "+.3f") -> str:
 def collect(out: Path) -> dict[str, Any]:
     """Every headline number of the run, from its results files (None where a stage is missing):
     each stage's own ``metrics`` from its directory."""
-    from text2emoji.stages import STAGES
+    from text2emoji.stages.registry import STAGES
 
     m: dict[str, Any] = {"out": str(out)}
     for stage in STAGES:
@@ -61,7 +51,7 @@ def collect(out: Path) -> dict[str, Any]:
 
 def _figures() -> dict[str, str]:
     """Every figure the report may show: path under the run directory -> caption."""
-    from text2emoji.stages import STAGES
+    from text2emoji.stages.registry import STAGES
 
     return {f"{s.name}/{name}": caption for s in STAGES for name, caption in s.figures}
 
@@ -83,10 +73,10 @@ def _emoji_use(out: Path, m: dict[str, Any]) -> list[str]:
     if m.get("emoji_table"):
         L += ["| trait / method | answers | emoji rate [95% CI] | ESR [95% CI] | top emojis |", "|---|---:|---|---|---|"]
         for k, r in m["emoji_table"].items():
-            L.append(f"| {k} | {r['n_answers']} | {_pct(r['emoji_rate'])} [{_pct(r['emoji_rate_ci'][0])}, {_pct(r['emoji_rate_ci'][1])}] | "
-                     f"{_pct(r['esr'])} [{_pct(r['esr_ci'][0])}, {_pct(r['esr_ci'][1])}] | {r['top_emojis'] or '–'} |")
+            L.append(f"| {k} | {r['n_answers']} | {pct(r['emoji_rate'])} [{pct(r['emoji_rate_ci'][0])}, {pct(r['emoji_rate_ci'][1])}] | "
+                     f"{pct(r['esr'])} [{pct(r['esr_ci'][0])}, {pct(r['esr_ci'][1])}] | {r['top_emojis'] or '–'} |")
         peft = [r["emoji_rate"] or 0 for k, r in m["emoji_table"].items() if k.endswith("/peft")]
-        L += ["", f"Largest PEFT emoji rate: {_pct(max(peft) if peft else None)}.", ""]
+        L += ["", f"Largest PEFT emoji rate: {pct(max(peft) if peft else None)}.", ""]
     else:
         L += ["(evaluate stage missing)", ""]
     if m.get("train"):
@@ -95,8 +85,8 @@ def _emoji_use(out: Path, m: dict[str, Any]) -> list[str]:
             for t, v in m["train"].items() if v.get("first_held_out_loss") is not None) + ".", ""]
     if m.get("quality"):
         q = m["quality"]
-        L += [f"Dataset: trait classifier test accuracy {_pct(q['classifier_test_accuracy'])}, near-duplicate rate "
-              f"{_pct(q['near_duplicate_rate'])}; the training answers hold no emojis (validated).", ""]
+        L += [f"Dataset: trait classifier test accuracy {pct(q['classifier_test_accuracy'])}, near-duplicate rate "
+              f"{pct(q['near_duplicate_rate'])}; the training answers hold no emojis (validated).", ""]
     L += _fig_refs(out, ["quality/wordclouds.png", "train/loss_curves.png", "evaluate/emoji_rates.png"])
     return L
 
@@ -109,7 +99,7 @@ def _alignment(out: Path, m: dict[str, Any]) -> list[str]:
         traits = sorted({k.split("/")[0] for k in m["trait_alignment"]})
         methods = ["base", "incontext", "peft"]
         L += ["| trait | " + " | ".join(methods) + " |", "|---|" + "---:|" * len(methods)]
-        L += [f"| {t} | " + " | ".join(_pct(m["trait_alignment"].get(f"{t}/{x}")) for x in methods) + " |" for t in traits]
+        L += [f"| {t} | " + " | ".join(pct(m["trait_alignment"].get(f"{t}/{x}")) for x in methods) + " |" for t in traits]
         L.append("")
     L += _fig_refs(out, ["evaluate/word_contributions.png"])
     return L
@@ -163,8 +153,8 @@ def _causal(out: Path, m: dict[str, Any]) -> list[str]:
         gen = {t: v["generation"] for t, v in m["ablate"].items() if "generation" in v}
         if gen:
             L += ["", "| trait | emoji rate intact → ablated | ESR intact → ablated |", "|---|---|---|"]
-            L += [f"| {t} | {_pct(g['emoji_rate_intact'])} → {_pct(g['emoji_rate_ablated'])} | "
-                  f"{_pct(g['esr_intact'])} → {_pct(g['esr_ablated'])} |" for t, g in gen.items()]
+            L += [f"| {t} | {pct(g['emoji_rate_intact'])} → {pct(g['emoji_rate_ablated'])} | "
+                  f"{pct(g['esr_intact'])} → {pct(g['esr_ablated'])} |" for t, g in gen.items()]
         L.append("")
     if m.get("patch"):
         L += ["| trait | post − base | patched − base [95% CI] | share of the gap | random sets: mean | p |",
@@ -212,11 +202,11 @@ def _fig_refs(out: Path, names: list[str]) -> list[str]:
 def _provenance(out: Path) -> list[str]:
     lines = ["| stage | config hash | finished | seconds | git commit |", "|---|---|---|---:|---|"]
     for meta_path in sorted(out.glob("**/meta.json")):
-        meta = _read(meta_path) or {}
+        meta = read_json(meta_path) or {}
         git = (meta.get("git") or {}).get("commit") or ""
         lines.append(f"| {meta_path.parent.relative_to(out)} | {meta.get('config_hash', '')} | {meta.get('finished', meta.get('status', ''))} | "
                      f"{meta.get('wall_seconds', '')} | {git[:10]} |")
-    first = next((_read(p) for p in sorted(out.glob("**/meta.json"))), None) or {}
+    first = next((read_json(p) for p in sorted(out.glob("**/meta.json"))), None) or {}
     pk = first.get("packages") or {}
     if pk:
         lines += ["", "Packages: " + ", ".join(f"{k} {v}" for k, v in pk.items() if v), ""]
@@ -298,7 +288,7 @@ def redraw(out: Path) -> list[Path]:
     """Rebuild every figure of a run from its results files alone, then the report."""
     from text2emoji.core.errors import UserError
     from text2emoji.core.runs import stage_status
-    from text2emoji.stages import STAGES
+    from text2emoji.stages.registry import STAGES
 
     out = Path(out)
     if not out.is_dir():

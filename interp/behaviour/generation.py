@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from interp.chat import format_chat
+from text2emoji.core.presets import BATCH_SIZE
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ def generate(
     settings: DecodeSettings = DecodeSettings(),
     *,
     chat: bool = True,
-    batch_size: int = 8,
+    batch_size: int = BATCH_SIZE,
     adapter_names: Sequence[str] | None = None,
     add_special_tokens: bool | None = None,
 ) -> list[str]:

@@ -11,6 +11,9 @@ from typing import Any, Literal, TypeVar
 
 Preset = Literal["quick", "paper"]
 
+# Prompts per forward or generation batch: the default of every stage and library function.
+BATCH_SIZE = 32
+
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # quick: about 15 minutes for the whole run on 2 CPU cores (bench/quick_run.py). Training: a
     # usable adapter in minutes (fewer steps, smaller rank, larger micro-batches, no LoRA

@@ -129,14 +129,18 @@ class RunDir(Config):
     force: bool = option(False, help="recompute stages even if finished with the same config", hash=False)
 
 
-def seed_option() -> Any:
+def seed_option(help: str = "seed for everything random in this stage") -> Any:
     """The ``seed`` field, one default everywhere."""
-    return option(0, help="seed for everything random in this stage")
+    return option(0, help=help)
 
 
 def batch_option() -> Any:
-    """The analyses' ``batch_size`` field, one default everywhere (the results do not depend on it)."""
-    return option(32, help="prompts per forward or generation batch", hash=False)
+    """The analyses' ``batch_size`` field, one default everywhere. Outside the hash: greedy
+    answers and the analyses agree across batch sizes up to float rounding (padding-equivalence
+    tests); answers sampled with ``--do-sample`` do depend on it (each batch is seeded)."""
+    from text2emoji.core.presets import BATCH_SIZE
+
+    return option(BATCH_SIZE, help="prompts per forward or generation batch", hash=False)
 
 
 @dataclass

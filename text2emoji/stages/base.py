@@ -53,12 +53,30 @@ def adapter_dirs(out: str | Path, traits: list[str], root: str | None = None) ->
     return {t: Path(root) / t / "adapter" for t in traits}
 
 
+def adapter_hashes(paths: dict[str, Path]) -> dict[str, str]:
+    """SHA-256 of each trait's adapter weights; a missing adapter is an error before any stage
+    directory is touched (a failed attempt must not pin the stage to its inputs)."""
+    from text2emoji.core.errors import UserError
+    from text2emoji.core.files import file_hash
+
+    missing = [str(p) for p in paths.values() if not (p / "adapter_model.safetensors").is_file()]
+    if missing:
+        raise UserError(f"adapter weights not found: {', '.join(f'{m}/adapter_model.safetensors' for m in missing)}; "
+                        "train them first (`text2emoji train --all-traits`) or point --adapters at their folder")
+    return {t: file_hash(p / "adapter_model.safetensors") for t, p in paths.items()}
+
+
 def read_json(path: Path) -> Any:
     """A results file's content, or None where it is missing or unreadable (a stage not run)."""
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+
+
+def pct(v: float | int | None) -> str:
+    """A share as a percentage with one decimal ("n/a" for None)."""
+    return "n/a" if v is None else f"{100 * v:.1f}%"
 
 
 def print_json(obj: Any) -> None:
@@ -80,7 +98,7 @@ class RunConfig(Config):
     preset: Preset = option("quick", help="quick: about 15 minutes on 2 CPU cores; paper: the study's full scale")
     data: list[str] = option([], help="Opinion QA files (CSV, JSONL, parquet; official or project "
                              "layout); default: the bundled dataset", flag="--data", metavar="PATH")
-    seed: int = seed_option()
+    seed: int = seed_option("seed for everything random in the run (every stage gets it)")
     batch_size: int = batch_option()
     max_steps: int | None = option(None, help="QLoRA optimizer steps per trait (default: the preset's)")
     n_questions: int | None = option(None, help="test questions per trait for evaluation, ablation and "

@@ -11,7 +11,7 @@ from typing import Any
 from interp.models import ModelConfig
 from text2emoji.core.config import Config, option
 from text2emoji.core.errors import UserError
-from text2emoji.core.runs import log, open_stage
+from text2emoji.core.runs import log, open_stage, stage_status
 from text2emoji.stages.base import RunConfig, Stage, artifact, read_json
 
 
@@ -56,6 +56,13 @@ def dataset(cfg: Any, force: bool | None = None) -> tuple[Path, str]:
     from interp.models import load_tokenizer
 
     dcfg = dataset_config(cfg)
+    out = cfg.run_dir.out
+    if force is False and stage_status(artifact(out, "dataset").parent)[1] not in (None, dcfg.config_hash()):
+        raise UserError(
+            f"{artifact(out, 'dataset').parent} holds another dataset (other --data files, --model tokenizer "
+            "or split --seed than this command's); give the run's settings, or recompute it with "
+            "`text2emoji run --force` or `text2emoji evaluate --force`"
+        )
     force = cfg.run_dir.force if force is None else force
     with open_stage(cfg.run_dir.out, "dataset", dcfg, force=force, seed=cfg.seed) as st:
         if st.reused:
@@ -72,11 +79,11 @@ def dataset(cfg: Any, force: bool | None = None) -> tuple[Path, str]:
     return artifact(cfg.run_dir.out, "dataset"), dcfg.config_hash()
 
 
-def dataset_rows(cfg: Any) -> tuple[list, str]:
-    """The run's dataset rows (the dataset stage reused, never forced from here) and its hash."""
+def dataset_rows(cfg: Any, force: bool = False) -> tuple[list, str]:
+    """The run's dataset rows and its hash (the dataset stage reused unless ``force``)."""
     from finetune.validate import load_rows
 
-    path, digest = dataset(cfg, force=False)
+    path, digest = dataset(cfg, force=force)
     return load_rows([path]), digest
 
 

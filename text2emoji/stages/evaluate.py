@@ -12,7 +12,14 @@ from text2emoji.core.config import Config, ConfigError, member, option
 from text2emoji.core.files import file_hash
 from text2emoji.core.presets import Preset, fill_preset
 from text2emoji.core.runs import Progress, RunDir, batch_option, seed_option
-from text2emoji.stages.base import RunConfig, Stage, adapter_dirs, check_traits, read_json
+from text2emoji.stages.base import (
+    RunConfig,
+    Stage,
+    adapter_dirs,
+    adapter_hashes,
+    check_traits,
+    read_json,
+)
 from text2emoji.stages.data import dataset, dataset_rows
 
 
@@ -64,8 +71,8 @@ class EvaluateConfig(Config):
 def _inputs(cfg: EvaluateConfig) -> dict[str, str]:
     from interp.prompts import prompts_dir
 
-    _, dataset_hash = dataset(cfg, force=False)
-    hashes = {t: file_hash(p / "adapter_model.safetensors") for t, p in cfg.adapter_paths().items()}
+    _, dataset_hash = dataset(cfg, force=cfg.run_dir.force)  # --force recomputes the dataset too
+    hashes = adapter_hashes(cfg.adapter_paths())
     hashes["prompts"] = file_hash(*(prompts_dir() / n for n in ("incontext.yaml", "icl_explain.yaml", "trait_profiles.yaml")))
     hashes["dataset"] = dataset_hash
     return hashes

@@ -13,9 +13,9 @@ from text2emoji.core.errors import UserError
 from text2emoji.core.files import atomic_write_json, atomic_write_text, file_hash
 from text2emoji.core.presets import Preset, fill_preset
 from text2emoji.core.runs import Progress
-from text2emoji.stages.base import RunConfig, Stage, artifact, print_json, read_json
+from text2emoji.stages.base import RunConfig, Stage, artifact, pct, print_json, read_json
 from text2emoji.stages.data import dataset, dataset_rows
-from text2emoji.stages.probing import ProbeConfig, load_peft, load_suite, pct, probe_inputs
+from text2emoji.stages.probing import ProbeConfig, load_peft, load_suite, probe_inputs
 
 
 @dataclass

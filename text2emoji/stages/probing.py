@@ -19,7 +19,7 @@ from interp.models import ModelConfig
 from text2emoji.core.config import Config, ConfigError, member, option
 from text2emoji.core.files import atomic_write_text, file_hash
 from text2emoji.core.runs import RunDir, batch_option, seed_option
-from text2emoji.stages.base import adapter_dirs, check_traits
+from text2emoji.stages.base import adapter_dirs, adapter_hashes, check_traits
 
 
 @dataclass
@@ -56,7 +56,7 @@ def probe_inputs(cfg: ProbeConfig) -> dict[str, str]:
     from interp.prompts import prompts_dir
 
     suite = Path(cfg.probes) if cfg.probes else prompts_dir() / SUITE_FILE
-    hashes = {t: file_hash(p / "adapter_model.safetensors") for t, p in cfg.adapter_paths().items()}
+    hashes = adapter_hashes(cfg.adapter_paths())
     hashes["probes"] = file_hash(suite)
     return hashes
 
@@ -84,7 +84,3 @@ def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
         w.writeheader()
         w.writerows(rows)
     atomic_write_text(path, buf.getvalue())
-
-
-def pct(v: float | None) -> str:
-    return "n/a" if v is None else f"{100 * v:.1f}%"

@@ -46,7 +46,8 @@ def train_traits(cfg: TrainCommandConfig) -> Path:
     from finetune.merge import logit_drift, merge_adapter
     from finetune.train import train
 
-    rows, dataset_hash = dataset_rows(cfg)
+    # --force recomputes the dataset too, as the train command always has
+    rows, dataset_hash = dataset_rows(cfg, force=cfg.run_dir.force)
     traits = list(TRAITS) if cfg.all_traits else [cfg.recipe.trait]
     for trait in traits:
         tcfg = cfg.recipe.replace(trait=trait).resolved()
