@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from jaxtyping import Float
 
 from interp.hooks import DEFAULT_SITE
 from interp.neurons import (
@@ -144,7 +145,7 @@ def capture_pre_post(
     model: Any, tokenizer: Any, texts: Sequence[str], traits: Sequence[str], *, site: str,
     batch_size: int = BATCH_SIZE, backend: str = "torch", acts_dir: Path | None = None,
     progress: Callable[[str], None] | None = None,
-) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+) -> tuple[Float[np.ndarray, "prompts d_mlp"], dict[str, Float[np.ndarray, "prompts d_mlp"]]]:
     """Last-token activations at ``site`` (chat template) with the adapters off (pre) and with
     each trait's adapter (post); saved as ``acts_dir/pre.npy`` and ``post_<trait>.npy`` when
     given. ``progress(note)`` after each pass."""
@@ -184,7 +185,7 @@ def trait_dla(model: Any, tokenizer: Any, trait: str, emojis: Sequence[str], top
 
 
 def trait_neurons(
-    trait: str, pre: np.ndarray, post: np.ndarray, selectivity_pre: Selectivity, selectivity_post: Selectivity,
+    trait: str, pre: Float[np.ndarray, "prompts d_mlp"], post: Float[np.ndarray, "prompts d_mlp"], selectivity_pre: Selectivity, selectivity_post: Selectivity,
     dla: Callable[[list[int]], NeuronDLA], *, k: int, n_perm: int, n_boot: int, seed: int,
 ) -> TraitNeurons:
     """Paired statistics of ``post - pre``, the top-``k`` tables, and ``dla(top neurons)``

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from jaxtyping import Float
 
 from interp.neurons import bootstrap_mean
 
@@ -26,7 +27,7 @@ class Effect:
     ci_hi: float
 
     @classmethod
-    def of(cls, values: np.ndarray, n_boot: int, seed: int) -> Effect:
+    def of(cls, values: Float[np.ndarray, "n"], n_boot: int, seed: int) -> Effect:  # noqa: F821
         """
         >>> e = Effect.of(np.array([1.0, 2.0, 3.0]), n_boot=200, seed=0)
         >>> e.mean, e.ci_lo <= 2.0 <= e.ci_hi
@@ -58,7 +59,7 @@ class RandomControl:
     draws: list[float]
 
     @classmethod
-    def of(cls, candidate: float, random_means: np.ndarray, lower_is_stronger: bool) -> RandomControl | None:
+    def of(cls, candidate: float, random_means: Float[np.ndarray, "draws"], lower_is_stronger: bool) -> RandomControl | None:  # noqa: F821
         """The control of ``candidate`` among ``random_means`` (None: no draws).
 
         >>> c = RandomControl.of(-1.0, np.array([-2.0, 0.0, 0.5, -1.0]), lower_is_stronger=True)

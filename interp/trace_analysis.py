@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from jaxtyping import Float
 
 from interp.intervene import any_emoji_logprob
 from interp.neurons import bootstrap_mean
@@ -82,7 +83,7 @@ class TraceResult:
         return {t: r.summary() for t, r in self.traits.items()}
 
 
-def any_lens(lens: np.ndarray) -> np.ndarray:
+def any_lens(lens: Float[np.ndarray, "prompts emojis layers"]) -> Float[np.ndarray, "prompts layers"]:
     """log P(any of the lens emojis) per prompt and layer, from ``[prompts, emojis, layers]``."""
     m = lens.max(1, keepdims=True)
     return (m + np.log(np.exp(lens - m).sum(1, keepdims=True)))[:, 0]

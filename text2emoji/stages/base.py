@@ -59,10 +59,11 @@ def adapter_hashes(paths: dict[str, Path]) -> dict[str, str]:
     from text2emoji.core.errors import UserError
     from text2emoji.core.files import file_hash
 
-    missing = [str(p) for p in paths.values() if not (p / "adapter_model.safetensors").is_file()]
+    missing = [f"adapter for {t} not found at {p} (no adapter_model.safetensors)"
+               for t, p in paths.items() if not (p / "adapter_model.safetensors").is_file()]
     if missing:
-        raise UserError(f"adapter weights not found: {', '.join(f'{m}/adapter_model.safetensors' for m in missing)}; "
-                        "train them first (`text2emoji train --all-traits`) or point --adapters at their folder")
+        raise UserError(f"{'; '.join(missing)}; train them first (`text2emoji train --all-traits`) or point "
+                        "--adapters at a folder with <trait>/adapter")
     return {t: file_hash(p / "adapter_model.safetensors") for t, p in paths.items()}
 
 
