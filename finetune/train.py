@@ -53,31 +53,26 @@ class TrainConfig(Config):
         "openness", help="Big Five trait whose train rows the adapter learns"
     )
     preset: Preset = option("quick", help="quick: minutes on 2 CPU cores; paper: the study's recipe")
-    r: int | None = option(None, help="LoRA rank (paper 64)")
-    alpha: int | None = option(None, help="LoRA alpha (paper 16)")
-    dropout: float | None = option(None, help="LoRA dropout (paper 0.1)")
-    lr: float | None = option(None, help="peak learning rate, cosine decay with 3% warm-up (paper 2e-4)")
-    epochs: float | None = option(None, help="passes over the trait's train rows (paper 2)")
-    max_steps: int | None = option(None, help="stop after this many optimizer steps (0 = epochs decide)")
-    batch_size: int | None = option(None, help="examples per micro-batch (paper 2)")
-    grad_accum: int | None = option(None, help="micro-batches per optimizer step (paper 2)")
-    max_length: int | None = option(None, help="longest example in tokens (paper 512)")
-    eval_rows: int | None = option(None, help="held-out (test) rows scored for the held-out loss (0 = all)")
-    eval_every: int | None = option(None, help="optimizer steps between held-out evaluations (quick 12, paper 50)")
-    save_every: int | None = option(None, help="optimizer steps between checkpoints (quick 12, paper 50)")
+    r: int | None = option(None, help="LoRA rank (paper 64)", low=1)
+    alpha: int | None = option(None, help="LoRA alpha (paper 16)", low=1)
+    dropout: float | None = option(None, help="LoRA dropout (paper 0.1)", low=0, lt=1)
+    lr: float | None = option(None, help="peak learning rate, cosine decay with 3% warm-up (paper 2e-4)", gt=0)
+    epochs: float | None = option(None, help="passes over the trait's train rows (paper 2)", gt=0)
+    max_steps: int | None = option(None, help="stop after this many optimizer steps (0 = epochs decide)", low=0)
+    batch_size: int | None = option(None, help="examples per micro-batch (paper 2)", low=1)
+    grad_accum: int | None = option(None, help="micro-batches per optimizer step (paper 2)", low=1)
+    max_length: int | None = option(None, help="longest example in tokens (paper 512)", low=1)
+    eval_rows: int | None = option(None, help="held-out (test) rows scored for the held-out loss (0 = all)", low=0)
+    eval_every: int | None = option(None, help="optimizer steps between held-out evaluations (quick 12, paper 50)", low=1)
+    save_every: int | None = option(None, help="optimizer steps between checkpoints (quick 12, paper 50)", low=1)
     seed: int = seed_option()
     optim: Literal["auto", "adamw", "paged_adamw_8bit"] = option(
         "auto", help="auto: paged 8-bit AdamW on CUDA (the reference), AdamW on CPU"
     )
+
     def resolved(self) -> TrainConfig:
         """A copy with every None filled from the preset."""
         return fill_preset(self, "train")
-
-    def validate(self) -> None:
-        for name in ("r", "alpha", "batch_size", "grad_accum", "max_length", "eval_every", "save_every"):
-            v = getattr(self, name)
-            if v is not None and v < 1:
-                raise ConfigError(f"{name}: must be >= 1, got {v}")
 
 
 def _log(msg: str) -> None:

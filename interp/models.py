@@ -46,7 +46,9 @@ class ModelConfig(Config):
     def validate(self) -> None:
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
             raise ConfigError(f"device: expected cpu, cuda, cuda:N or auto, got {self.device!r}")
-        resolve_source(self.model)
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ConfigError(f"device: {self.device} requested but CUDA is not available")
+        check_model_files(resolve_source(self.model))
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,28 @@ def resolve_source(model: str) -> ModelSource:
         f"unknown model {model!r}; valid embedded models: {valid} "
         f"(or an existing HF directory, or a hub id owner/name)"
     )
+
+
+def check_model_files(source: ModelSource) -> None:
+    """A local model directory's config.json must parse and each safetensors file's header must
+    be whole: a broken directory fails here, before any work, naming the file."""
+    if source.kind != "local":
+        return
+    import json
+
+    from safetensors import SafetensorError, safe_open
+
+    cfg = Path(source.path) / "config.json"
+    try:
+        json.loads(cfg.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise UserError(f"{cfg}: not a readable JSON model config ({e})") from e
+    for f in sorted(Path(source.path).glob("*.safetensors")):
+        try:
+            with safe_open(str(f), framework="pt") as st:
+                st.keys()
+        except (SafetensorError, OSError) as e:
+            raise UserError(f"{f}: unreadable or truncated safetensors file ({e})") from e
 
 
 def pick_device(device: str) -> torch.device:
@@ -145,7 +169,7 @@ def load_model(config: ModelConfig, adapter: str | Path | None = None) -> Loaded
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    except OSError as e:
+    except (OSError, ValueError) as e:
         raise UserError(f"cannot load model {config.model} from {path}: {e}") from e
     if not config.load_in_4bit:
         model.to(device)
@@ -155,10 +179,27 @@ def load_model(config: ModelConfig, adapter: str | Path | None = None) -> Loaded
     if adapter is not None:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, str(adapter))
+        model = load_peft_adapter(adapter, lambda path: PeftModel.from_pretrained(model, path))
     model.eval()
     return LoadedModel(model=model, tokenizer=tokenizer, config=config, path=path,
                        adapter=None if adapter is None else str(adapter))
+
+
+def load_peft_adapter(adapter: str | Path, load: Any) -> Any:
+    """``load(str(adapter))`` (a call of peft's ``from_pretrained`` or ``load_adapter``), with a
+    missing, unparseable or mismatched adapter turned into one error line naming its directory."""
+    config = Path(adapter) / "adapter_config.json"
+    try:
+        import json
+
+        json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise UserError(f"{config}: not a readable PEFT adapter config ({e})") from e
+    try:
+        return load(str(adapter))
+    except (ValueError, KeyError, TypeError, OSError, RuntimeError) as e:
+        # peft: unknown fields, target modules absent from this model, weights of another shape
+        raise UserError(f"adapter {adapter}: cannot be loaded on this model ({str(e).splitlines()[0]})") from e
 
 
 def load_tokenizer(model: str) -> Any:

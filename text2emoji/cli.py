@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from text2emoji import __version__, data_cli, tools
 from text2emoji.core.config import Config, add_arguments, config_from_args
@@ -81,8 +81,17 @@ def commands() -> list[Command]:
     ]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the one error convention: ``text2emoji: error: ...`` on one line, exit 1."""
+
+    def error(self, message: str) -> NoReturn:
+        where = self.prog.removeprefix("text2emoji").strip()
+        print(f"text2emoji: error: {where + ': ' if where else ''}{message}", file=sys.stderr)
+        sys.exit(1)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="text2emoji",
         description="Fine-tune per Big Five trait with QLoRA and trace, neuron by neuron, "
         "why the model starts using emojis.",
@@ -102,18 +111,61 @@ def build_parser() -> argparse.ArgumentParser:
         add_arguments(p, cmd.config)
         p.add_argument("--config", dest="config_file", metavar="FILE", default=None,
                        help="TOML or YAML file of field = value (command-line flags win)")
+        p.add_argument("--verbose", dest="_verbose", action="store_true",
+                       help="show the libraries' progress bars and notices on stderr")
         p.set_defaults(_command=cmd)
     return parser
 
 
+def quiet_libraries() -> None:
+    """Progress bars and optional-kernel notices of the libraries off (``--verbose`` keeps them):
+    stderr then holds this tool's own progress lines and errors."""
+    import logging
+    import os
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    # bitsandbytes warns at import time that the optional `kernels` package is missing
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def _check_outputs(cfg: Config) -> None:
+    """Where the command will write must be writable (or creatable) before it starts."""
+    from pathlib import Path
+
+    from text2emoji.core.files import check_writable_dir
+
+    if (run_dir := getattr(cfg, "run_dir", None)) is not None:
+        check_writable_dir(run_dir.out, "run directory (--out)")
+    out = getattr(cfg, "out", None)
+    if isinstance(out, str) and out:
+        # a file output (.npy, .jsonl, ...) needs its folder; otherwise the folder itself
+        check_writable_dir(Path(out).parent if Path(out).suffix else out, "output (--out)")
+    if isinstance(cfg, tools.FiguresConfig):
+        check_writable_dir(cfg.dir, "run directory")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. Bad input, and a file or directory that cannot be read or written,
+    end in one line ``text2emoji: error: ...`` and exit status 1."""
     args = build_parser().parse_args(argv)
     cmd: Command = args._command
+    if not args._verbose:
+        quiet_libraries()
     try:
         cfg = config_from_args(cmd.config, args, args.config_file)
+        _check_outputs(cfg)
         cmd.handler(cfg)
     except UserError as e:
         print(f"text2emoji: error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # a file or directory of the user's: named, not a traceback
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"text2emoji: error: {where}{e.strerror or e}", file=sys.stderr)
         return 1
     return 0
 

@@ -21,12 +21,8 @@ class ValidateConfig(Config):
 
     paths: list[str] = option(help="dataset files: CSV, JSONL or parquet; official or project layout",
                               positional=True, metavar="PATH")
-    max_length: int = option(512, help="training max length in tokens (the chat-formatted example)")
+    max_length: int = option(512, help="training max length in tokens (the chat-formatted example)", low=1)
     tokenizer: str = option(DEFAULT_MODEL, help="model whose tokenizer measures lengths; 'none' skips that check")
-
-    def validate(self) -> None:
-        if self.max_length < 1:
-            raise ConfigError(f"max_length: must be >= 1, got {self.max_length}")
 
 
 def cmd_validate(cfg: ValidateConfig) -> None:
@@ -63,12 +59,8 @@ class SplitConfig(Config):
 
     paths: list[str] = option(help="dataset files to split", positional=True, metavar="PATH")
     out: str = option(help="output JSONL (project layout, with a split field)", hash=False)
-    test_fraction: float = option(0.2, help="share of topics in the test split")
+    test_fraction: float = option(0.2, help="share of topics in the test split", gt=0, lt=1)
     seed: int = option(0, help="shuffle seed")
-
-    def validate(self) -> None:
-        if not 0 < self.test_fraction < 1:
-            raise ConfigError(f"test_fraction: must be in (0, 1), got {self.test_fraction}")
 
 
 def cmd_split(cfg: SplitConfig) -> None:
@@ -88,7 +80,7 @@ class QualityConfig(Config):
     paths: list[str] = option([], help="dataset files with a split (none: the bundled dataset)",
                               positional=True, metavar="PATH")
     out: str = option("results/dataset", help="run directory; writes out/quality/", hash=False)
-    top_words: int = option(15, help="distinctive words listed (and drawn) per trait")
+    top_words: int = option(15, help="distinctive words listed (and drawn) per trait", low=1)
     seed: int = option(0, help="classifier seed")
 
 
@@ -122,10 +114,10 @@ class BuildConfig(Config):
     traits: list[str] = option([], help="traits to write (default: all five)", flag="--traits")
     out: str = option("results/dataset/built.jsonl", help="output JSONL; rows already there are kept", hash=False)
     seed: int = option(0, help="sampling seed (retries add to it)")
-    attempts: int = option(3, help="tries per (topic, trait) before it is reported as rejected")
-    batch_size: int = option(8, help="requests per batch")
-    max_new_tokens: int = option(96, help="tokens per answer (local generators)")
-    max_length: int = option(512, help="training max length in tokens")
+    attempts: int = option(3, help="tries per (topic, trait) before it is reported as rejected", low=1)
+    batch_size: int = option(8, help="requests per batch", low=1)
+    max_new_tokens: int = option(96, help="tokens per answer (local generators)", low=1)
+    max_length: int = option(512, help="training max length in tokens", low=1)
     tokenizer: str = option(DEFAULT_MODEL, help="model whose tokenizer measures lengths; 'none' skips that check")
     device: str = option("auto", help="device for a local generator")
 
@@ -135,8 +127,6 @@ class BuildConfig(Config):
         bad = [t for t in self.traits if t not in TRAITS]
         if bad:
             raise ConfigError(f"traits: unknown {', '.join(bad)}; valid: {', '.join(TRAITS)}")
-        if self.attempts < 1 or self.batch_size < 1:
-            raise ConfigError("attempts and batch_size: must be >= 1")
 
 
 def cmd_build(cfg: BuildConfig) -> None:

@@ -293,6 +293,10 @@ def redraw(out: Path) -> list[Path]:
     out = Path(out)
     if not out.is_dir():
         raise UserError(f"{out} is not a run directory")
+    if not any(stage_status(out / s.name)[0] for s in STAGES if s.name != "train") and not list(
+            out.glob("train/*/meta.json")):
+        raise UserError(f"{out} is not a text2emoji run directory (no stage with a meta.json: "
+                        f"{', '.join(s.name for s in STAGES)}); nothing written")
     paths: list[Path] = []
     for stage in STAGES:
         # a stage of sub-stages (train) or of its own making draws what it finds; others only

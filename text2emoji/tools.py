@@ -43,8 +43,6 @@ class ActivationsConfig(Config):
             raise ConfigError(f"out: --out must end in .npy or .safetensors, got {self.out!r}")
         if self.position == "all" and self.out.endswith(".npy"):
             raise ConfigError("out: --position all is ragged; write it to a .safetensors file")
-        if self.batch_size < 1:
-            raise ConfigError(f"batch_size: must be >= 1, got {self.batch_size}")
 
 
 def cmd_activations(cfg: ActivationsConfig) -> None:
@@ -155,7 +153,7 @@ class EsrConfig(Config):
     format: Literal["auto", "jsonl", "text"] = option(
         "auto", help="input format; auto: .jsonl/.json/.ndjson are JSONL, anything else text"
     )
-    top_k: int = option(10, help="how many of the most frequent emojis to list")
+    top_k: int = option(10, help="how many of the most frequent emojis to list", low=0)
 
 
 def cmd_fetch(cfg: FetchConfig) -> None:

@@ -25,6 +25,7 @@ from typing import Any
 from interp.behaviour.emoji_metrics import bootstrap_emoji_metrics
 from interp.behaviour.generation import DecodeSettings, generate
 from interp.chat import format_chat
+from interp.models import load_peft_adapter
 from interp.prompts import load_prompt
 from text2emoji.core.errors import UserError
 from text2emoji.core.files import atomic_write_json, atomic_write_text, read_appended_jsonl
@@ -87,9 +88,9 @@ def load_adapters(model: Any, adapters: dict[str, Path]) -> Any:
     peft_model = None
     for name, path in adapters.items():
         if peft_model is None:
-            peft_model = PeftModel.from_pretrained(model, path, adapter_name=name)
+            peft_model = load_peft_adapter(path, lambda p: PeftModel.from_pretrained(model, p, adapter_name=name))  # noqa: B023
         else:
-            peft_model.load_adapter(path, adapter_name=name)
+            load_peft_adapter(path, lambda p: peft_model.load_adapter(p, adapter_name=name))  # noqa: B023
     peft_model.eval()
     return peft_model
 

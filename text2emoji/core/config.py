@@ -20,6 +20,7 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import math
 import tomllib
 import types
 import typing
@@ -47,8 +48,9 @@ def option(default: Any = dataclasses.MISSING, *, help: str, hash: bool = True, 
         help: one line for ``--help`` and for the saved config.
         hash: whether the field takes part in the config hash (False for output paths, flags
             like ``--force`` that do not change results).
-        **meta: CLI details: ``flag`` (flag name instead of ``--field-name``), ``positional``
-            (True: a positional argument), ``metavar``.
+        **meta: bounds checked at construction (``low``/``high`` inclusive, ``gt``/``lt``
+            exclusive; None always passes) and CLI details: ``flag`` (flag name instead of
+            ``--field-name``), ``positional`` (True: a positional argument), ``metavar``.
     """
     metadata = {"help": help, "hash": hash, **meta}
     if isinstance(default, list):
@@ -87,17 +89,7 @@ class Config:
     """Base class of every stage config."""
 
     def __post_init__(self) -> None:
-        hints = typing.get_type_hints(type(self))
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            base, _ = _strip_optional(hints[f.name])
-            # bool is an int subclass; `max_steps = true` in a file must not pass as 1
-            wrong_bool = isinstance(value, bool) and base in (int, float)
-            if wrong_bool or not is_bearable(value, hints[f.name]):
-                raise ConfigError(
-                    f"{type(self).__name__}.{f.name}: expected {_type_name(hints[f.name])}, "
-                    f"got {value!r}"
-                )
+        _check_values(type(self), {f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
         self.validate()
 
     def validate(self) -> None:
@@ -133,6 +125,40 @@ class Config:
         members = _members(cls)
         return {f.name: members[f.name].field_help() if f.name in members else f.metadata.get("help", "")
                 for f in dataclasses.fields(cls)}
+
+
+def _check_values(cls: type[Config], values: dict[str, Any]) -> None:
+    """Each value of the right type and within its field's bounds, or a ConfigError naming it."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name not in values:
+            continue
+        value = values[f.name]
+        base, _ = _strip_optional(hints[f.name])
+        # bool is an int subclass; `max_steps = true` in a file must not pass as 1
+        wrong_bool = isinstance(value, bool) and base in (int, float)
+        if wrong_bool or not is_bearable(value, hints[f.name]):
+            raise ConfigError(f"{cls.__name__}.{f.name}: expected {_type_name(hints[f.name])}, got {value!r}")
+        _check_bounds(f, value)
+
+
+_BOUNDS = {"low": (">=", lambda v, b: v >= b), "gt": (">", lambda v, b: v > b),
+           "high": ("<=", lambda v, b: v <= b), "lt": ("<", lambda v, b: v < b)}
+
+
+def _check_bounds(f: dataclasses.Field, value: Any) -> None:
+    """A number outside its field's bounds, or a float that is not finite, is a ConfigError
+    naming the field and its flag."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return
+    flag = f.metadata.get("flag", "--" + f.name.replace("_", "-"))
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{f.name} ({flag}): must be a finite number, got {value!r}")
+    for key, (_, ok) in _BOUNDS.items():
+        bound = f.metadata.get(key)
+        if bound is not None and not ok(value, bound):
+            rule = " and ".join(f"{_BOUNDS[k][0]} {f.metadata[k]}" for k in _BOUNDS if f.metadata.get(k) is not None)
+            raise ConfigError(f"{f.name} ({flag}): must be {rule}, got {value!r}")
 
 
 def _type_name(hint: Any) -> str:
@@ -218,6 +244,7 @@ def build_config(cls: type[C], values: dict[str, Any], source: str = "config", d
     ]
     if missing:
         raise ConfigError(f"{source}: missing required field(s) {', '.join(missing)}")
+    _check_values(cls, values)  # before construction: a typed __init__ would raise its own error
     return cls(**values, **built)
 
 

@@ -74,3 +74,18 @@ def read_appended_jsonl(path: str | Path) -> list[dict[str, Any]]:
         with open(path, "r+b") as f:
             f.truncate(len(raw))
     return [json.loads(line) for line in raw.decode("utf-8").splitlines() if line.strip()]
+
+
+def check_writable_dir(path: str | Path, what: str = "output directory") -> None:
+    """Raise a UserError unless ``path`` is a writable directory or could be created as one;
+    creates nothing (a command checks its outputs before any work)."""
+    from text2emoji.core.errors import UserError
+
+    p = Path(path)
+    probe = p
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UserError(f"{path}: cannot be the {what}: {probe} is a file, not a directory")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UserError(f"{path}: cannot be the {what}: {probe} is not writable")

@@ -140,7 +140,7 @@ def batch_option() -> Any:
     tests); answers sampled with ``--do-sample`` do depend on it (each batch is seeded)."""
     from text2emoji.core.presets import BATCH_SIZE
 
-    return option(BATCH_SIZE, help="prompts per forward or generation batch", hash=False)
+    return option(BATCH_SIZE, help="prompts per forward or generation batch", hash=False, low=1)
 
 
 @dataclass
@@ -218,7 +218,13 @@ def open_stage(
     }
     atomic_write_json(stage_dir / "meta.json", meta)
     t0 = time.perf_counter()
-    yield Stage(stage_dir, name, config, reused=False)
+    try:
+        yield Stage(stage_dir, name, config, reused=False)
+    except BaseException:
+        # failed before producing any result: leave nothing that pins this stage to this config
+        if {p.name for p in stage_dir.iterdir()} <= {"config.json", "meta.json"}:
+            shutil.rmtree(stage_dir, ignore_errors=True)
+        raise
     meta.update(
         status="complete",
         finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),

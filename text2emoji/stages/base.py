@@ -85,6 +85,13 @@ def print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2, ensure_ascii=False))
 
 
+def check_data_files(paths: list[str]) -> None:
+    """Every ``--data`` file exists and is a file (checked before any stage runs)."""
+    for p in paths:
+        if not Path(p).is_file():
+            raise ConfigError(f"data: {p}: no such file" if not Path(p).exists() else f"data: {p}: not a file")
+
+
 def check_traits(traits: list[str]) -> None:
     if bad := [t for t in traits if t not in TRAITS]:
         raise ConfigError(f"traits: unknown {', '.join(bad)}; valid: {', '.join(TRAITS)}")
@@ -101,16 +108,15 @@ class RunConfig(Config):
                              "layout); default: the bundled dataset", flag="--data", metavar="PATH")
     seed: int = seed_option("seed for everything random in the run (every stage gets it)")
     batch_size: int = batch_option()
-    max_steps: int | None = option(None, help="QLoRA optimizer steps per trait (default: the preset's)")
+    max_steps: int | None = option(None, help="QLoRA optimizer steps per trait (default: the preset's)", low=0)
     n_questions: int | None = option(None, help="test questions per trait for evaluation, ablation and "
-                                     "patching (0 = all; default: the preset's)")
-    max_new_tokens: int | None = option(None, help="tokens per generated answer (default: the preset's)")
+                                     "patching (0 = all; default: the preset's)", low=0)
+    max_new_tokens: int | None = option(None, help="tokens per generated answer (default: the preset's)", low=1)
     n_random: int | None = option(None, help="random neuron sets in the ablation/patching controls "
-                                  "(default: the preset's)")
+                                  "(default: the preset's)", low=0)
 
     def validate(self) -> None:
-        if self.batch_size < 1:
-            raise ConfigError(f"batch_size: must be >= 1, got {self.batch_size}")
+        check_data_files(self.data)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ class DatasetConfig(Config):
     files: list[str] = option(help="dataset files", hash=False)
     sha256: str = option(help="SHA-256 of the files' bytes, in order")
     tokenizer: str = option(help="model whose tokenizer measures lengths")
-    max_length: int = option(512, help="training max length in tokens")
+    max_length: int = option(512, help="training max length in tokens", low=1)
     seed: int = option(0, help="seed of the split (used only if the files have none)")
 
 
@@ -98,7 +98,7 @@ class QualityStageConfig(Config):
     """Stage ``quality``: the dataset's trait classifier, diversity and word clouds."""
 
     dataset_hash: str = option(help="config hash of the dataset stage (covers its bytes)")
-    top_words: int = option(15, help="distinctive words per trait")
+    top_words: int = option(15, help="distinctive words per trait", low=1)
     seed: int = option(0, help="classifier seed")
 
 

@@ -17,6 +17,7 @@ from text2emoji.stages.base import (
     Stage,
     adapter_dirs,
     adapter_hashes,
+    check_data_files,
     check_traits,
     read_json,
 )
@@ -35,20 +36,21 @@ class EvaluateConfig(Config):
     traits: list[str] = option([], help="traits to evaluate (default: all five)", flag="--trait")
     methods: list[str] = option([], help="base, peft, incontext (default: all three)", flag="--method")
     preset: Preset = option("quick", help="quick: 16 questions x 48 tokens per trait; paper: all x 150")
-    n_questions: int | None = option(None, help="test questions per trait (0 = all; default: the preset's)")
-    max_new_tokens: int | None = option(None, help="tokens per answer (default: the preset's)")
+    n_questions: int | None = option(None, help="test questions per trait (0 = all; default: the preset's)", low=0)
+    max_new_tokens: int | None = option(None, help="tokens per answer (default: the preset's)", low=1)
     do_sample: bool = option(False, help="sample instead of greedy decoding")
-    temperature: float = option(1.0, help="sampling temperature (with --do-sample)")
-    top_p: float = option(1.0, help="nucleus sampling mass (with --do-sample)")
-    k_demos: int = option(3, help="demonstrations in the in-context baseline")
+    temperature: float = option(1.0, help="sampling temperature (with --do-sample)", gt=0)
+    top_p: float = option(1.0, help="nucleus sampling mass (with --do-sample)", gt=0, high=1)
+    k_demos: int = option(3, help="demonstrations in the in-context baseline", low=0)
     batch_size: int = batch_option()
-    n_boot: int = option(2000, help="bootstrap resamples for the intervals")
+    n_boot: int = option(2000, help="bootstrap resamples for the intervals", low=1)
     seed: int = seed_option()
 
     def validate(self) -> None:
         from interp.behaviour.evaluate import METHODS
 
         check_traits(self.traits)
+        check_data_files(self.data)
         if bad := [m for m in self.methods if m not in METHODS]:
             raise ConfigError(f"methods: unknown {', '.join(bad)}; valid: {', '.join(METHODS)}")
 
@@ -71,8 +73,8 @@ class EvaluateConfig(Config):
 def _inputs(cfg: EvaluateConfig) -> dict[str, str]:
     from interp.prompts import prompts_dir
 
+    hashes = adapter_hashes(cfg.adapter_paths())  # missing adapters: refused before any work
     _, dataset_hash = dataset(cfg, force=cfg.run_dir.force)  # --force recomputes the dataset too
-    hashes = adapter_hashes(cfg.adapter_paths())
     hashes["prompts"] = file_hash(*(prompts_dir() / n for n in ("incontext.yaml", "icl_explain.yaml", "trait_profiles.yaml")))
     hashes["dataset"] = dataset_hash
     return hashes

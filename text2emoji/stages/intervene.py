@@ -13,26 +13,33 @@ from text2emoji.core.errors import UserError
 from text2emoji.core.files import atomic_write_json, atomic_write_text, file_hash
 from text2emoji.core.presets import Preset, fill_preset
 from text2emoji.core.runs import Progress
-from text2emoji.stages.base import RunConfig, Stage, artifact, pct, print_json, read_json
+from text2emoji.stages.base import (
+    RunConfig,
+    Stage,
+    artifact,
+    check_data_files,
+    pct,
+    print_json,
+    read_json,
+)
 from text2emoji.stages.data import dataset, dataset_rows
 from text2emoji.stages.probing import ProbeConfig, load_peft, load_suite, probe_inputs
 
 
 @dataclass
 class InterveneConfig(ProbeConfig):
-    k: int = option(10, help="candidate neurons: the top k of the neurons stage")
+    k: int = option(10, help="candidate neurons: the top k of the neurons stage", low=1)
     rank_by: Literal["mean", "effect"] = option("mean", help="which neurons-stage ranking gives the candidates")
     preset: Preset = option("quick", help="quick or paper: the defaults of the fields left unset")
     n_random: int | None = option(None, help="random neuron sets drawn for the control distribution "
-                                  "(default: the preset's)")
+                                  "(default: the preset's)", low=0)
     n_questions: int | None = option(None, help="held-out test questions per trait the effect is measured on "
-                                     "(0 = all; default: the preset's)")
+                                     "(0 = all; default: the preset's)", low=0)
     data: list[str] = option([], help="Opinion QA files; default: the bundled dataset", flag="--data", metavar="PATH")
 
     def validate(self) -> None:
         super().validate()
-        if self.k < 1 or (self.n_random is not None and self.n_random < 0):
-            raise ConfigError("k must be >= 1 and n_random >= 0")
+        check_data_files(self.data)
 
 
 @dataclass
@@ -43,10 +50,10 @@ class AblateConfig(InterveneConfig):
     modes: list[str] = option(["zero", "mean"], help="ablation modes: zero, mean", flag="--mode")
     generation: bool = option(True, help="also measure the emoji rate and ESR of generated answers")
     n_random_generation: int | None = option(None, help="random sets ablated during generation (costly; "
-                                             "default: the preset's)")
+                                             "default: the preset's)", low=0)
     n_generation_questions: int | None = option(None, help="questions answered intact and ablated (0 = all "
-                                                "--n-questions; default: the preset's)")
-    max_new_tokens: int | None = option(None, help="tokens per generated answer (default: the preset's)")
+                                                "--n-questions; default: the preset's)", low=0)
+    max_new_tokens: int | None = option(None, help="tokens per generated answer (default: the preset's)", low=1)
 
     def validate(self) -> None:
         super().validate()

@@ -18,8 +18,8 @@ from text2emoji.stages.probing import ProbeConfig, load_peft, load_suite, probe_
 class NeuronsConfig(ProbeConfig):
     """``text2emoji neurons``: last-layer neuron activations pre/post PEFT on the probe suite."""
 
-    k: int = option(20, help="top neurons listed per trait and ranking")
-    n_perm: int = option(5000, help="sign-flip permutations per trait")
+    k: int = option(20, help="top neurons listed per trait and ranking", low=1)
+    n_perm: int = option(5000, help="sign-flip permutations per trait", low=1)
     backend: Literal["torch", "nnsight", "transformer-lens"] = option("torch", help="capture backend", hash=False)
 
 

@@ -33,7 +33,7 @@ class ProbeConfig(Config):
     probes: str | None = option(None, help="probe suite YAML (default: prompts/probe_prompts.yaml)", hash=False)
     site: str = option(DEFAULT_SITE, help="hook site of the neurons (an MLP hook_post)")
     seed: int = seed_option()
-    n_boot: int = option(2000, help="bootstrap resamples for intervals")
+    n_boot: int = option(2000, help="bootstrap resamples for intervals", low=1)
     batch_size: int = batch_option()
 
     def validate(self) -> None:

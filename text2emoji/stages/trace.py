@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from text2emoji.core.config import ConfigError, option
+from text2emoji.core.config import option
 from text2emoji.core.files import atomic_write_json, atomic_write_text
 from text2emoji.core.presets import Preset, fill_preset
 from text2emoji.core.runs import Progress
@@ -20,12 +20,7 @@ class TraceConfig(ProbeConfig):
 
     preset: Preset = option("quick", help="quick: one lens emoji per trait; paper: three")
     lens_emojis: int | None = option(None, help="how many of each trait's emojis the logit lens decodes (its first n; "
-                                     "each costs a vocabulary projection per layer and prompt; default: the preset's)")
-
-    def validate(self) -> None:
-        super().validate()
-        if self.lens_emojis is not None and self.lens_emojis < 1:
-            raise ConfigError(f"lens_emojis: must be >= 1, got {self.lens_emojis}")
+                                     "each costs a vocabulary projection per layer and prompt; default: the preset's)", low=1)
 
 
 def _trace(cfg: TraceConfig, out: Path) -> None:

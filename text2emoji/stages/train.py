@@ -12,7 +12,7 @@ from finetune.train import TrainConfig
 from text2emoji.core.config import Config, ConfigError, member, option
 from text2emoji.core.runs import RunDir, open_stage
 from text2emoji.core.schema import TRAITS
-from text2emoji.stages.base import RunConfig, Stage, artifact, read_json
+from text2emoji.stages.base import RunConfig, Stage, artifact, check_data_files, read_json
 from text2emoji.stages.data import dataset_rows
 
 
@@ -28,6 +28,7 @@ class TrainCommandConfig(Config):
     run_dir: RunDir = member(RunDir, help="the run directory; adapters go to out/train/<trait>/", hash=False)
 
     def validate(self) -> None:
+        check_data_files(self.data)
         if self.merge and Path(self.recipe.model.model).suffix == ".gguf":
             raise ConfigError("merge: needs an HF model, not a GGUF file")
 
