@@ -67,6 +67,9 @@ def resolve_source(model: str) -> ModelSource:
         if not (p / "config.json").is_file():
             raise UserError(f"model directory {p} has no config.json (not an HF model directory)")
         return ModelSource("local", model, str(p))
+    if model.endswith(".gguf"):
+        raise UserError(f"model {model}: a GGUF file is not loaded directly; give the embedded model's name "
+                        f"({', '.join(sorted(EMBEDDED))}) or an HF model directory")
     looks_like_path = model.startswith((".", "/", "~")) or model.count("/") != 1
     if not looks_like_path and _HUB_ID.match(model):
         return ModelSource("hub", model, model)
@@ -82,9 +85,26 @@ def resolve_source(model: str) -> ModelSource:
     )
 
 
+def _check_hub(repo_id: str) -> None:
+    """A hub id must be in the local Hugging Face cache or the hub must answer, once, within
+    seconds (from_pretrained would retry for most of a minute before failing)."""
+    from huggingface_hub import HfApi, try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(repo_id, "config.json"), str):
+        return
+    try:
+        HfApi().model_info(repo_id, timeout=10)
+    except Exception as e:  # no network, unknown or gated repo: all end here the same way
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"model {repo_id}: not in the local Hugging Face cache and not reachable on the hub "
+                        f"({first}); download it where there is network, or give a local HF directory") from e
+
+
 def check_model_files(source: ModelSource) -> None:
     """A local model directory's config.json must parse and each safetensors file's header must
     be whole: a broken directory fails here, before any work, naming the file."""
+    if source.kind == "hub":
+        _check_hub(source.name)
     if source.kind != "local":
         return
     import json

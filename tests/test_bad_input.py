@@ -42,11 +42,12 @@ CASES = [
     "model info --model {t}/truncated", "model info --model {m} --adapter {t}/nothing",
     "model info --model {m} --adapter {t}/corrupt-adapter", "model info --model {m} --adapter {t}/empty-adapter",
     "model info --model {m} --adapter {t}/wrong-target", "model info --model {m} --adapter {t}/no-config-adapter",
-    "model info --model {m} --dtype float64",
+    "model info --model {m} --dtype float64", "train --merge --model {t}/x.gguf",
+    "model info --model nobody-here/no-such-model",  # no cache, no hub: seconds, not a minute of retries
     # outputs that cannot be written
     "run --out {t}/afile", "run --out {t}/afile/sub", "neurons --out {t}/afile", "evaluate --out {t}/afile/x",
     "train --out {t}/afile", "figures {t}/emptydir", "figures {t}/afile", "figures {t}/nonexistent",
-    "figures {t}/other-tool", "data split {t}/answers.txt --out {t}/afile/x.jsonl",
+    "figures {t}/other-tool", "figures {t}/shapeless", "data split {t}/answers.txt --out {t}/afile/x.jsonl",
     "activations --prompts {t}/answers.txt --out {t}/afile/a.npy", "data quality --out {t}/afile",
     # config files
     "run --config {t}/missing.toml", "run --config {t}/bad.toml", "run --config {t}/conf.json",
@@ -86,6 +87,11 @@ def world(tmp_path_factory, tiny_model_dir):
     cfg["target_modules"] = ["no_such_proj"]
     (t / "wrong-target" / "adapter_config.json").write_text(json.dumps(cfg))
     (t / "other-tool" / "results.json").write_text("{}")
+    # a run directory whose neurons stage holds files of another shape
+    (t / "shapeless" / "neurons").mkdir(parents=True)
+    (t / "shapeless" / "neurons" / "meta.json").write_text(json.dumps({"status": "complete", "config_hash": "x"}))
+    for name in ("top_neurons.json", "selectivity.json", "summary.json"):
+        (t / "shapeless" / "neurons" / name).write_text(json.dumps({"rows": [1, 2]}))
     (t / "bad.toml").write_text("preset = \n")
     (t / "conf.json").write_text("{}")
     (t / "unknown.toml").write_text("colour = 'red'\n")

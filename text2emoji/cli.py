@@ -161,7 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _check_outputs(cfg)
         cmd.handler(cfg)
     except UserError as e:
-        print(f"text2emoji: error: {e}", file=sys.stderr)
+        message = " ".join(line.strip() for line in str(e).splitlines() if line.strip())  # one line
+        print(f"text2emoji: error: {message}", file=sys.stderr)
         return 1
     except OSError as e:  # a file or directory of the user's: named, not a traceback
         where = f"{e.filename}: " if e.filename else ""

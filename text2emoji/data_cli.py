@@ -91,6 +91,9 @@ def cmd_quality(cfg: QualityConfig) -> None:
     from text2emoji.figures import word_clouds
 
     rows = load_rows(cfg.paths or None)
+    if not any(r.split == "train" for r in rows) or not any(r.split == "test" for r in rows):
+        print("text2emoji: warning: the rows have no train/test split: the trait classifier's accuracy is "
+              "not measured (null); `text2emoji data split` adds one", file=sys.stderr)
     # cheap (seconds) and the data files may change under the same config: always recompute
     with open_stage(cfg.out, "quality", cfg, force=True, seed=cfg.seed) as st:
         report = quality_report(rows, cfg.top_words, cfg.seed)

@@ -302,6 +302,10 @@ def redraw(out: Path) -> list[Path]:
         # a stage of sub-stages (train) or of its own making draws what it finds; others only
         # when complete
         if stage.execute is not None or stage_status(out / stage.name)[0] == "complete":
-            paths += stage.draw(out / stage.name)
+            try:
+                paths += stage.draw(out / stage.name)
+            except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+                raise UserError(f"{out / stage.name}: its results files are not in the layout this version "
+                                f"draws from ({type(e).__name__}: {e}); rerun the stage with --force") from e
     write_report(out)
     return paths + [out / "report.md", out / "report.html", out / "metrics.json"]
