@@ -89,3 +89,8 @@ def check_writable_dir(path: str | Path, what: str = "output directory") -> None
         raise UserError(f"{path}: cannot be the {what}: {probe} is a file, not a directory")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise UserError(f"{path}: cannot be the {what}: {probe} is not writable")
+    try:  # root passes os.access on a read-only or immutable folder: try a file, removed at once
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as e:
+        raise UserError(f"{path}: cannot be the {what}: {probe} is not writable ({e.strerror or e})") from e
