@@ -239,8 +239,11 @@ def test_exception_leaves_running_and_next_open_resumes(tmp_path, clock):
 
 
 def test_interrupted_stage_of_other_config_is_still_protected(tmp_path, clock):
+    # interrupted after a partial result (one that a resume would keep); a stage that fails
+    # before any result leaves nothing behind (tests/test_bad_input.py)
     with pytest.raises(RuntimeError):
-        with open_stage(tmp_path, "stage", StageConfig(steps=1)):
+        with open_stage(tmp_path, "stage", StageConfig(steps=1)) as st:
+            st.write_json("partial.json", {"done": 1})
             raise RuntimeError
     with pytest.raises(UserError, match="--force"):
         run_stage(tmp_path, StageConfig(steps=2))
