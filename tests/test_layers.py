@@ -126,3 +126,13 @@ def test_checker_sees_lazy_imports():
     assert "text2emoji.core.errors" in graph["text2emoji.core.config"]
     assert "interp.behaviour.evaluate" in graph["text2emoji.stages.evaluate"]  # imported inside a function
     assert "text2emoji.stages" in graph["text2emoji.stages.data"]  # the parent package runs first
+
+
+def test_every_package_is_in_the_wheel():
+    """pyproject.toml lists packages by hand: a new subpackage missing there would be absent
+    from a regular (non-editable) install."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts) for pkg in PACKAGES for p in (ROOT / pkg).rglob("__init__.py")}
+    assert found <= listed, f"packages missing from pyproject.toml: {sorted(found - listed)}"
