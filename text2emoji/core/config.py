@@ -256,7 +256,9 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type[Config], _prefix: s
     members = _members(cls)
     for f in dataclasses.fields(cls):
         if f.name in members:
-            add_arguments(parser, members[f.name], f"{_prefix}{f.name}.", f.default_factory())
+            # the member's defaults as its owner sets them (a member of a member: the outer one's)
+            inner = getattr(_defaults, f.name) if _defaults is not None else f.default_factory()
+            add_arguments(parser, members[f.name], f"{_prefix}{f.name}.", inner)
             continue
         hint, _ = _strip_optional(hints[f.name])  # Optional[X] parses as X; None is the default
         meta = f.metadata
