@@ -51,3 +51,35 @@ def test_empty_and_all_empty():
     assert bootstrap_emoji_metrics([])["esr"] == {"value": None, "lo": None, "hi": None}
     r = bootstrap_emoji_metrics(["", ""])
     assert r["emoji_rate"]["value"] == 0 and r["esr"]["value"] is None and r["esr"]["lo"] is None
+
+
+def test_wilson_equals_the_score_formula():
+    """Wilson's interval by hand: (p + z²/2n ± z√(p(1-p)/n + z²/4n²)) / (1 + z²/n)."""
+    from scipy.stats import norm
+
+    from interp.behaviour.emoji_metrics import wilson
+
+    z = norm.ppf(0.975)
+    for k, n in [(0, 16), (3, 16), (16, 16), (7, 40), (1, 1)]:
+        p = k / n
+        centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+        half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+        got = wilson(k, n)
+        assert got["lo"] == pytest.approx(max(0.0, centre - half), abs=1e-12)
+        assert got["hi"] == pytest.approx(min(1.0, centre + half), abs=1e-12)
+
+
+def test_no_interval_is_a_point_at_zero_counts():
+    from scipy.stats import chi2
+
+    from interp.behaviour.emoji_metrics import wilson
+
+    r = bootstrap_emoji_metrics(["No emoji here.", "None. At all."] * 8, n_boot=300)  # 16 answers
+    assert r["emoji_rate"]["value"] == 0 and r["emoji_rate"]["lo"] == 0
+    assert r["emoji_rate"]["hi"] == pytest.approx(wilson(0, 16)["hi"]) and r["emoji_rate"]["hi"] > 0.19
+    assert r["esr"]["value"] == 0 and r["esr"]["hi"] == pytest.approx(wilson(0, 16)["hi"])
+    assert r["emojis_per_answer"]["hi"] == pytest.approx(chi2.ppf(0.975, 2) / 32)  # 3.689 / 16
+    full = bootstrap_emoji_metrics(["Yes 🎉"] * 10, n_boot=300)
+    assert full["emoji_rate"]["hi"] == 1 and full["emoji_rate"]["lo"] == pytest.approx(wilson(10, 10)["lo"])
+    assert full["esr"]["value"] == 1 and full["esr"]["lo"] == pytest.approx(wilson(10, 10)["lo"])
+    assert full["esr"]["lo"] < 1

@@ -119,7 +119,7 @@ def save(fig: Any, out_dir: Path, name: str) -> list[Path]:
 
 
 def emoji_rates(table: Sequence[dict[str, Any]], out_dir: Path) -> list[Path]:
-    """Emoji rate and ESR per trait and method, with 95% bootstrap intervals."""
+    """Emoji rate and ESR per trait and method, with their 95% intervals."""
     plt = _plt()
     traits = list(dict.fromkeys(r["trait"] for r in table))
     methods = list(dict.fromkeys(r["method"] for r in table))

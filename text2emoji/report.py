@@ -98,8 +98,24 @@ def _alignment(out: Path, m: dict[str, Any]) -> list[str]:
     if m.get("trait_alignment"):
         traits = sorted({k.split("/")[0] for k in m["trait_alignment"]})
         methods = ["base", "incontext", "peft"]
-        L += ["| trait | " + " | ".join(methods) + " |", "|---|" + "---:|" * len(methods)]
-        L += [f"| {t} | " + " | ".join(pct(m["trait_alignment"].get(f"{t}/{x}")) for x in methods) + " |" for t in traits]
+        ci = m.get("trait_alignment_ci") or {}
+        mc = m.get("trait_alignment_mcnemar") or {}
+
+        def cell(key: str) -> str:
+            v, c = m["trait_alignment"].get(key), ci.get(key)
+            return pct(v) + (f" [{pct(c[0])}, {pct(c[1])}]" if c else "")
+
+        def test(key: str) -> str:
+            r = mc.get(key) or {}
+            return f"{_fmt(r.get('p'), '.3g')} ({_fmt(r.get('p_holm'), '.3g')})"
+
+        L += ["Share of answers the dataset's trait classifier assigns to the target trait [95% Wilson "
+              "interval]; p: exact McNemar test of PEFT against each method on the same questions, raw "
+              "(Holm-adjusted over traits × comparisons).", "",
+              "| trait | " + " | ".join(methods) + " | p PEFT vs in-context | p PEFT vs base |",
+              "|---|" + "---:|" * (len(methods) + 2)]
+        L += [f"| {t} | " + " | ".join(cell(f"{t}/{x}") for x in methods) + " | "
+              + " | ".join(test(f"{t}/peft_vs_{b}") for b in ("incontext", "base")) + " |" for t in traits]
         L.append("")
     L += _fig_refs(out, ["evaluate/word_contributions.png"])
     return L

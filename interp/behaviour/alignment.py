@@ -48,6 +48,27 @@ class AlignmentRow:
     n_answers: int
     trait_alignment: float
     predicted: dict[str, int]
+    ci: list[float] = field(default_factory=list)  # 95% Wilson interval of trait_alignment
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class PairedTest:
+    """Methods ``a`` and ``b`` on the same questions of one trait: how many answers each got
+    aligned, and the exact McNemar test (two-sided binomial on the discordant pairs)."""
+
+    trait: str
+    a: str
+    b: str
+    n_pairs: int
+    both: int
+    only_a: int
+    only_b: int
+    neither: int
+    p_mcnemar: float | None  # None: no pairs
+    p_holm: float | None = None  # Holm-adjusted over every paired test of the call (traits x comparisons)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -76,6 +97,7 @@ class TraitAlignment:
 
     rows: list[AlignmentRow]
     word_contributions: dict[str, ContributionExample] = field(default_factory=dict)
+    paired: list[PairedTest] = field(default_factory=list)
 
     def row(self, trait: str, method: str) -> AlignmentRow:
         return next(r for r in self.rows if (r.trait, r.method) == (trait, method))
@@ -83,22 +105,71 @@ class TraitAlignment:
     def to_dict(self) -> dict[str, Any]:
         """``trait_alignment.json``."""
         return {"rows": [r.to_dict() for r in self.rows],
-                "word_contributions": {t: e.to_dict() for t, e in self.word_contributions.items()}}
+                "word_contributions": {t: e.to_dict() for t, e in self.word_contributions.items()},
+                "paired": [p.to_dict() for p in self.paired]}
 
 
 def trait_alignment(generations: Sequence[dict[str, Any]], clf: Any, *, examples: bool = False) -> TraitAlignment:
     """Per (trait, method): n, the share classified as the target trait, and the predicted mix.
     With ``examples``, also each trait's first PEFT answer (or first answer; generations then
     need a ``topic``) with its word contributions (:func:`contribution_examples`)."""
+    from interp.behaviour.emoji_metrics import wilson
+
     groups: dict[tuple[str, str], list[str]] = {}
     for g in generations:
         groups.setdefault((g["trait"], g["method"]), []).append(g["text"])
     rows = []
     for (trait, method), texts in groups.items():
         pred = clf.predict(texts)
-        rows.append(AlignmentRow(trait, method, len(texts), float(np.mean(pred == trait)),
-                                 {c: int(np.sum(pred == c)) for c in clf.classes_}))
-    return TraitAlignment(rows, contribution_examples(generations, clf) if examples else {})
+        k = int(np.sum(pred == trait))
+        ci = wilson(k, len(texts))
+        rows.append(AlignmentRow(trait, method, len(texts), k / len(texts),
+                                 {c: int(np.sum(pred == c)) for c in clf.classes_}, [ci["lo"], ci["hi"]]))
+    paired = paired_tests(generations, clf)
+    return TraitAlignment(rows, contribution_examples(generations, clf) if examples else {}, paired)
+
+
+def paired_tests(generations: Sequence[dict[str, Any]], clf: Any, a: str = "peft",
+                 others: Sequence[str] = ("incontext", "base")) -> list[PairedTest]:
+    """Per trait, method ``a`` against each of ``others`` on the questions both answered
+    (paired by ``question``): the exact McNemar test (statsmodels) of whether each answer is
+    classified as its trait. Generations without a question are not paired."""
+    from statsmodels.stats.contingency_tables import mcnemar
+
+    gens = [g for g in generations if g.get("question")]
+    preds = clf.predict([g["text"] for g in gens]) if gens else []
+    aligned = {(g["trait"], g["method"], g["question"]): bool(p == g["trait"]) for g, p in zip(gens, preds, strict=True)}
+    methods = {(t, m) for t, m, _ in aligned}
+    tests = []
+    for trait in dict.fromkeys(t for t, _, _ in aligned):
+        for b in others:
+            if (trait, a) not in methods or (trait, b) not in methods:
+                continue
+            pairs = [(x, aligned[(trait, b, q)]) for (t, m, q), x in aligned.items()
+                     if (t, m) == (trait, a) and (trait, b, q) in aligned]
+            n11 = sum(x and y for x, y in pairs)
+            n10 = sum(x and not y for x, y in pairs)
+            n01 = sum(y and not x for x, y in pairs)
+            n00 = len(pairs) - n11 - n10 - n01
+            p = float(mcnemar([[n11, n10], [n01, n00]], exact=True).pvalue) if pairs else None
+            tests.append(PairedTest(trait, a, b, len(pairs), n11, n10, n01, n00, p))
+    return holm_adjusted(tests)
+
+
+def holm_adjusted(tests: list[PairedTest]) -> list[PairedTest]:
+    """The tests with ``p_holm``: Holm's step-down adjustment (statsmodels) over all of them."""
+    from dataclasses import replace
+
+    from statsmodels.stats.multitest import multipletests
+
+    have = [i for i, t in enumerate(tests) if t.p_mcnemar is not None]
+    if not have:
+        return tests
+    adjusted = multipletests([tests[i].p_mcnemar for i in have], method="holm")[1]
+    out = list(tests)
+    for i, p in zip(have, adjusted, strict=True):
+        out[i] = replace(tests[i], p_holm=float(p))
+    return out
 
 
 def contribution_examples(generations: Sequence[dict[str, Any]], clf: Any, n: int = 10) -> dict[str, ContributionExample]:

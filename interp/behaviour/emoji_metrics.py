@@ -1,7 +1,12 @@
-"""Emoji metrics with bootstrap confidence intervals (answers are the resampling unit).
+"""Emoji metrics with confidence intervals; answers are the independent units.
 
-Sentences of one answer are not independent, so intervals resample whole answers: ESR of a
-resample is (sum of emoji sentences) / (sum of sentences) over the drawn answers.
+- Emoji rate (answers with an emoji / answers): a Wilson score interval (statsmodels), which
+  stays informative at 0 or n of n (0/16 gives [0, 19.4%] at 95%), unlike a bootstrap.
+- ESR and emojis per answer: sentences of one answer are not independent, so intervals
+  resample whole answers (ESR of a resample = its emoji sentences / its sentences). Where the
+  resamples have no spread (no answer has an emoji, or every sentence has one), the interval is
+  never a point: ESR then takes the Wilson bound of that count over the answers, emojis per
+  answer the exact Poisson bound.
 """
 
 from __future__ import annotations
@@ -33,7 +38,8 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 def bootstrap_emoji_metrics(
     answers: Sequence[str], n_boot: int = 2000, seed: int = 0, level: float = 0.95
 ) -> dict[str, Any]:
-    """Emoji rate, ESR and emojis per answer, each with a percentile bootstrap interval.
+    """Emoji rate (Wilson interval), ESR and emojis per answer (percentile bootstrap over
+    answers, with exact bounds where the resamples have no spread).
 
     Args:
         answers: generated answers.
@@ -69,4 +75,36 @@ def bootstrap_emoji_metrics(
         b = b[~np.isnan(b)]
         lo, hi = (np.percentile(b, q) if len(b) else (np.nan, np.nan))
         out[m] = {"value": values[m], "lo": None if np.isnan(lo) else float(lo), "hi": None if np.isnan(hi) else float(hi)}
+    out["emoji_rate"] = {"value": values["emoji_rate"], **wilson(counts["n_answers_with_emoji"], n, level)}
+    _no_point_intervals(out, n, level)
     return out
+
+
+def wilson(k: int, n: int, level: float = 0.95) -> dict[str, float]:
+    """The Wilson score interval of ``k`` successes in ``n`` trials.
+
+    >>> {k: round(v, 4) for k, v in wilson(0, 16).items()}
+    {'lo': 0.0, 'hi': 0.1936}
+    """
+    from statsmodels.stats.proportion import proportion_confint
+
+    lo, hi = proportion_confint(k, n, alpha=1 - level, method="wilson")
+    # at 0 or n of n the bound is exactly 0 or 1 (the formula lands a rounding error off it)
+    return {"lo": 0.0 if k == 0 else float(lo), "hi": 1.0 if k == n else float(hi)}
+
+
+def _no_point_intervals(out: dict[str, Any], n: int, level: float) -> None:
+    """Where the bootstrap had no spread at a boundary, an exact bound with the answers as units:
+    ESR at 0 (or 1) the Wilson bound of 0 (or n) of n answers, emojis per answer at 0 the exact
+    Poisson upper bound of 0 events in n answers."""
+    from scipy.stats import chi2
+
+    esr = out["esr"]
+    if esr["value"] is not None and esr["lo"] == esr["hi"]:
+        if esr["value"] == 0:
+            esr["hi"] = wilson(0, n, level)["hi"]
+        elif esr["value"] == 1:
+            esr["lo"] = wilson(n, n, level)["lo"]
+    epa = out["emojis_per_answer"]
+    if epa["value"] == 0 and epa["hi"] == 0:
+        epa["hi"] = float(chi2.ppf((1 + level) / 2, 2) / (2 * n))

@@ -1,5 +1,5 @@
 """The behavioural half of the study: answers from base, PEFT and in-context models, and the
-emoji table (the paper's Table 1, extended with ESR, emojis per answer and bootstrap intervals).
+emoji table (the paper's Table 1, extended with ESR, emojis per answer and 95% intervals).
 
 Methods, per trait, on that trait's test questions:
 
@@ -140,7 +140,7 @@ def generate_jobs(
 @dataclass(frozen=True)
 class EmojiRow:
     """One (trait, method) of the emoji table: emoji rate, ESR and emojis per answer, each with
-    its 95% bootstrap interval over answers, and the top five emojis (``"🎉×2 😍×1"``)."""
+    its 95% interval (:func:`~interp.behaviour.emoji_metrics.bootstrap_emoji_metrics`), and the top five emojis (``"🎉×2 😍×1"``)."""
 
     trait: str
     method: str
@@ -205,7 +205,7 @@ def _fmt(v: float | None, lo: float | None, hi: float | None, pct: bool) -> str:
 
 
 def write_table(table: EmojiTable, out_dir: Path) -> None:
-    """emoji_table.json, .csv and .md (Markdown with 95% bootstrap intervals)."""
+    """emoji_table.json, .csv and .md (Markdown with 95% intervals)."""
     atomic_write_json(out_dir / "emoji_table.json", table.to_dict())
     rows = [r.to_dict() for r in table.rows]
     buf = io.StringIO()
@@ -213,7 +213,7 @@ def write_table(table: EmojiTable, out_dir: Path) -> None:
     w.writeheader()
     w.writerows(rows)
     atomic_write_text(out_dir / "emoji_table.csv", buf.getvalue())
-    lines = [f"Emoji use of `{table.model}` on each trait's test questions (95% bootstrap intervals over answers).", "",
+    lines = [f"Emoji use of `{table.model}` on each trait's test questions (95% intervals: Wilson for the emoji rate; for ESR and emojis per answer a bootstrap over answers, with an exact bound where it has no spread).", "",
              "| trait | method | n | emoji rate | ESR | emojis / answer | top emojis |",
              "|---|---|---:|---|---|---|---|"]
     for r in table.rows:

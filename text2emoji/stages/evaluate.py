@@ -19,6 +19,7 @@ from text2emoji.stages.base import (
     adapter_hashes,
     check_data_files,
     check_traits,
+    pct,
     read_json,
 )
 from text2emoji.stages.data import dataset, dataset_rows
@@ -117,8 +118,18 @@ def write_alignment(rows: list, gens: list[dict[str, Any]], out_dir: Path, seed:
     ta = trait_alignment(gens, trait_classifier(rows, seed), examples=True)
     atomic_write_json(out_dir / "trait_alignment.json", ta.to_dict())
     lines = ["Trait alignment: share of answers the dataset's TF-IDF + logistic-regression trait "
-             "classifier assigns to the target trait.", "", "| trait | method | n | TA |", "|---|---|---:|---:|"]
-    lines += [f"| {r.trait} | {r.method} | {r.n_answers} | {100 * r.trait_alignment:.1f}% |" for r in ta.rows]
+             "classifier assigns to the target trait, with its 95% Wilson interval.", "",
+             "| trait | method | n | TA [95% CI] |", "|---|---|---:|---|"]
+    lines += [f"| {r.trait} | {r.method} | {r.n_answers} | {pct(r.trait_alignment)} [{pct(r.ci[0])}, {pct(r.ci[1])}] |"
+              for r in ta.rows]
+    if ta.paired:
+        lines += ["", "Paired by question (the same test questions): answers aligned by both methods, by one only, "
+                  "and the exact McNemar test on the discordant pairs (two-sided).", "",
+                  "| trait | PEFT vs | pairs | both | PEFT only | other only | neither | p (McNemar) | p (Holm) |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+        fmt = lambda v: "n/a" if v is None else format(v, ".3g")  # noqa: E731
+        lines += [f"| {p.trait} | {p.b} | {p.n_pairs} | {p.both} | {p.only_a} | {p.only_b} | {p.neither} | "
+                  f"{fmt(p.p_mcnemar)} | {fmt(p.p_holm)} |" for p in ta.paired]
     atomic_write_text(out_dir / "trait_alignment.md", "\n".join(lines) + "\n")
 
 
@@ -176,6 +187,10 @@ def _metrics(stage_dir: Path) -> dict[str, Any]:
             "esr": r["esr"], "esr_ci": [r["esr_lo"], r["esr_hi"]], "top_emojis": r["top_emojis"]} for r in table}
     if ta:
         m["trait_alignment"] = {f"{r['trait']}/{r['method']}": r["trait_alignment"] for r in ta}
+        m["trait_alignment_ci"] = {f"{r['trait']}/{r['method']}": r.get("ci") for r in ta}
+        paired = (read_json(stage_dir / "trait_alignment.json") or {}).get("paired") or []
+        m["trait_alignment_mcnemar"] = {f"{p['trait']}/peft_vs_{p['b']}": {"p": p["p_mcnemar"], "p_holm": p.get("p_holm")}
+                                        for p in paired}
     if icl:
         m["icl_emoji_tokens"] = {t: {k: sum(x["count"] for x in v.get(k, []) if x["is_emoji"]) for k in ("pre", "post")}
                                  for t, v in icl.items()}
@@ -198,8 +213,8 @@ EVALUATE = Stage(
     name="evaluate", config=EvaluateConfig, from_run=_from_run, compute=_compute, inputs=_inputs,
     resolve=lambda cfg: fill_preset(cfg, "analysis"), draw=draw, metrics=_metrics, show=_show,
     help="answers from base, PEFT and in-context models on each trait's test questions; the emoji table "
-         "with bootstrap intervals (CSV, JSON, Markdown)",
-    figures=(("emoji_rates.png", "Emoji rate and ESR per trait and method, 95% bootstrap intervals"),
+         "with 95% intervals (CSV, JSON, Markdown); trait alignment with Wilson intervals and exact McNemar tests",
+    figures=(("emoji_rates.png", "Emoji rate (95% Wilson interval) and ESR (95% bootstrap over answers) per trait and method"),
              ("word_contributions.png", "Words pushing one answer per trait towards its trait"),
              ("icl_tokens.png", "ICL explainability: tokens named for each trait's answers, pre vs post")),
 )
