@@ -129,3 +129,19 @@ def test_run_gives_each_stage_the_presets_values(preset):
     ablate = by_name["ablate"].resolve(by_name["ablate"].from_run(over))
     assert (ablate.n_random, ablate.n_questions, ablate.max_new_tokens) == (7, 2, 5)
     assert by_name["train"].from_run(over).recipe.resolved().max_steps == 1
+
+
+def test_train_command_prints_the_traits_it_was_asked_for(tmp_path, tiny_model_dir, capsys):
+    from tests.test_cli import small_dataset
+    from text2emoji.cli import main
+
+    data = small_dataset(tmp_path / "d.jsonl")
+    common = ["--model", str(tiny_model_dir), "--device", "cpu", "--data", str(data), "--out", str(tmp_path / "run"),
+              "--max-steps", "1", "--eval-rows", "2", "--batch-size", "4"]
+    for trait in ("neuroticism", "openness"):
+        capsys.readouterr()
+        assert main(["train", "--trait", trait, *common]) == 0
+        printed = json.loads(capsys.readouterr().out)
+        assert list(printed) == [trait] and printed[trait]["steps"] == 1
+    config = json.loads((tmp_path / "run" / "train" / "openness" / "config.json").read_text())
+    assert config["config"]["model"]["load_in_4bit"] is True  # QLoRA unless told otherwise

@@ -29,7 +29,7 @@ class Command:
 
 def _stage_command(stage: Stage) -> Command:
     def handler(cfg: Any) -> None:
-        stage.show(execute(stage, cfg))
+        stage.show(cfg, execute(stage, cfg))
     return Command((stage.name,), stage.config, handler, stage.help)  # type: ignore[arg-type]
 
 

@@ -137,7 +137,7 @@ class Stage:
         figures: ``(file under the stage directory, caption)`` for the report.
         execute: for stages made of sub-stages (``train/<trait>``): runs instead of the generic
             open-compute-draw; returns the stage directory.
-        show: what the subcommand prints, from the stage directory.
+        show: what the subcommand prints: ``show(cfg, stage_dir)``, from the results files.
     """
 
     name: str
@@ -151,7 +151,7 @@ class Stage:
     metrics: Callable[[Path], dict[str, Any]] = lambda stage_dir: {}
     figures: tuple[tuple[str, str], ...] = ()
     execute: Callable[[Any], Path] | None = None
-    show: Callable[[Path], None] = lambda stage_dir: None
+    show: Callable[[Any, Path], None] = lambda cfg, stage_dir: None
 
 
 def execute(stage: Stage, cfg: Any) -> Path:

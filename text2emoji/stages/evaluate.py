@@ -197,7 +197,7 @@ def _metrics(stage_dir: Path) -> dict[str, Any]:
     return m
 
 
-def _show(stage_dir: Path) -> None:
+def _show(cfg: EvaluateConfig, stage_dir: Path) -> None:
     for name in ("emoji_table.md", "trait_alignment.md", "icl_top_tokens.md"):
         if (stage_dir / name).exists():
             print((stage_dir / name).read_text(encoding="utf-8"), end="" if name.startswith("icl") else "\n")

@@ -217,7 +217,7 @@ ABLATE = Stage(
     name="ablate", config=AblateConfig, from_run=_from_run(AblateConfig), compute=_ablate, inputs=_inputs,
     resolve=lambda cfg: fill_preset(cfg, "analysis"), draw=_draw("ablation.json", "ablation"),
     metrics=lambda d: {"ablate": read_json(d / "summary.json")},
-    show=lambda d: print_json(read_json(d / "summary.json")),
+    show=lambda cfg, d: print_json(read_json(d / "summary.json")),
     help="zero/mean-ablate each trait's top neurons in the post-PEFT model vs random neuron sets: emoji "
          "log-probability, emoji rate and ESR",
     figures=(("ablation_vs_random.png", "Ablating the top neurons vs random neuron sets"),),
@@ -227,7 +227,7 @@ PATCH = Stage(
     name="patch", config=PatchConfig, from_run=_from_run(PatchConfig), compute=_patch, inputs=_inputs,
     resolve=lambda cfg: fill_preset(cfg, "analysis"), draw=_draw("patching.json", "patching"),
     metrics=lambda d: {"patch": read_json(d / "summary.json")},
-    show=lambda d: print_json(read_json(d / "summary.json")),
+    show=lambda cfg, d: print_json(read_json(d / "summary.json")),
     help="patch each trait's top neurons' post-PEFT values into the base model vs random neuron sets: does "
          "the emoji probability rise?",
     figures=(("patching_vs_random.png", "Patching post-PEFT values into the base vs random neurons"),),

@@ -79,7 +79,7 @@ def _from_run(run: RunConfig) -> NeuronsConfig:
 
 NEURONS = Stage(
     name="neurons", config=NeuronsConfig, from_run=_from_run, compute=_neurons, inputs=probe_inputs,
-    draw=_draw, metrics=_metrics, show=lambda d: print_json(read_json(d / "summary.json")),
+    draw=_draw, metrics=_metrics, show=lambda cfg, d: print_json(read_json(d / "summary.json")),
     help="last-layer neurons pre/post PEFT on the probe suite: ranked diffs with bootstrap intervals and "
          "permutation tests, emoji selectivity, overlap, DLA; tables, heatmaps",
     figures=(("neuron_heatmap.png", "Mean increase of the top last-layer neurons per trait"),

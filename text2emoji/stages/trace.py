@@ -62,7 +62,7 @@ TRACE = Stage(
     name="trace", config=TraceConfig, from_run=_from_run, compute=_trace, inputs=probe_inputs,
     resolve=lambda cfg: fill_preset(cfg, "analysis"), draw=_draw,
     metrics=lambda d: {"trace": read_json(d / "summary.json")},
-    show=lambda d: print_json(read_json(d / "summary.json")),
+    show=lambda cfg, d: print_json(read_json(d / "summary.json")),
     help="each trait's emoji probability pre/post PEFT on the probe suite, and its logit lens",
     figures=(("emoji_prob.png", "log P(trait emoji) per prompt, pre vs post"),
              ("logit_lens.png", "Logit lens: log P(trait emoji) after every layer")),

@@ -98,8 +98,9 @@ def _metrics(train_dir: Path) -> dict[str, Any]:
     return {"train": train or None}
 
 
-def _show(train_dir: Path) -> None:
-    summaries = {p.parent.name: read_json(p) for p in sorted(train_dir.glob("*/train_summary.json"))}
+def _show(cfg: TrainCommandConfig, train_dir: Path) -> None:
+    traits = list(TRAITS) if cfg.all_traits else [cfg.recipe.trait]  # this call's, not every trait there
+    summaries = {t: read_json(train_dir / t / "train_summary.json") for t in traits}
     print(json.dumps(summaries, indent=2, ensure_ascii=False))
 
 
