@@ -12,6 +12,7 @@ switches off (pre = base, post = base + adapter in one loaded model), device and
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -85,6 +86,7 @@ def resolve_source(model: str) -> ModelSource:
     )
 
 
+@functools.cache  # one look-up per process: every stage's config names the model
 def _check_hub(repo_id: str) -> None:
     """A hub id must be in the local Hugging Face cache or the hub must answer, once, within
     seconds (from_pretrained would retry for most of a minute before failing)."""

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from interp.models import ModelConfig
 from text2emoji.core.config import Config, option
 from text2emoji.core.errors import UserError
 from text2emoji.core.runs import log, open_stage, stage_status
@@ -154,5 +153,3 @@ MODEL = Stage(
     name="model", help="the loaded model's facts", config=None, from_run=lambda run: run,
     execute=_model, metrics=_model_metrics,
 )
-
-__all__ = ["DATASET", "MODEL", "QUALITY", "DatasetConfig", "ModelConfig", "dataset", "dataset_rows"]

@@ -134,7 +134,7 @@ def _per_trait(cfg: InterveneConfig, path: Path, what: str, one: Any) -> dict[st
     """``one(model, tokenizer, trait, questions, candidates)`` for each trait with the trait's
     adapter active; ``path`` is rewritten after every trait, and traits already in it are kept
     (an interrupted stage resumes)."""
-    results = _read_partial(path)
+    results = read_json(path) or {}
     todo = [t for t in cfg.trait_list() if t not in results]
     if todo:
         lm = load_peft(cfg)
@@ -147,13 +147,6 @@ def _per_trait(cfg: InterveneConfig, path: Path, what: str, one: Any) -> dict[st
             atomic_write_json(path, results)
         prog.step(note=t)
     return results
-
-
-def _read_partial(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
 
 
 def _patch(cfg: PatchConfig, out: Path) -> None:
