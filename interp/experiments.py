@@ -26,9 +26,10 @@ from interp.intervene import (
     ablation_patch,
     any_emoji_logprob,
     intervention,
-    neuron_means,
+    matched_draws,
     random_draws,
     row_ablation,
+    scored_activations,
 )
 from interp.models import adapter_disabled
 from interp.neurons import n_neurons
@@ -39,6 +40,7 @@ from interp.results import (
     GenerationMetrics,
     PatchingResult,
     RandomControl,
+    SetTest,
     TraitAblation,
 )
 from interp.tracing import emoji_logprobs, emoji_pairs, score_continuations
@@ -46,6 +48,26 @@ from text2emoji.core.presets import BATCH_SIZE, PRESETS
 
 # library defaults = what `text2emoji ablate` / `patch` use in the quick preset
 QUICK = PRESETS["quick"]["analysis"]
+
+
+def _magnitude(x: torch.Tensor, means: np.ndarray | None) -> tuple[np.ndarray, str]:
+    """What the random sets of an ablation are matched on: each neuron's mean |activation| (zero
+    ablation) or mean |activation - its mean| (mean ablation) at the scored positions."""
+    x = x.float()
+    if means is None:
+        return x.abs().mean(0).cpu().numpy(), "mean |activation| at the scored positions"
+    centre = torch.as_tensor(np.asarray(means), dtype=x.dtype, device=x.device)
+    return (x - centre).abs().mean(0).cpu().numpy(), "mean |activation - its mean| at the scored positions"
+
+
+def placebo_set(magnitude: Float[np.ndarray, "d"], k: int) -> list[int]:  # noqa: F821
+    """The placebo set: the ``k`` neurons of largest ``magnitude``, chosen without looking at
+    emojis or the adapter. Against matched controls it should come out null.
+
+    >>> placebo_set(np.array([0.1, 5.0, 0.2, 3.0]), 2)
+    [1, 3]
+    """
+    return sorted(int(n) for n in np.argsort(-np.asarray(magnitude), kind="stable")[:k])
 
 
 def ablation_experiment(
@@ -64,22 +86,30 @@ def ablation_experiment(
     n_boot: int = 2000,
     batch_size: int = BATCH_SIZE,
     scorer: LastLayerScorer | None = None,
+    placebo: bool = True,
 ) -> AblationResult:
-    """Change in ``log P(any candidate emoji)`` when ``neurons`` are ablated, vs random sets.
+    """Change in ``log P(any candidate emoji)`` when ``neurons`` are ablated, against random
+    sets matched neuron for neuron on activation size (:func:`interp.intervene.matched_draws`),
+    two-sided; with ``placebo``, the ``k`` neurons of largest activation are tested the same way.
 
-    Runs the model as it stands (load the post-PEFT model: base + trait adapter). ``scorer``:
-    a :class:`LastLayerScorer` of this model on ``emoji_pairs(tokenizer, prompts, emojis)``,
-    to share between modes (default: built here).
+    Runs the model as it stands (load the post-PEFT model: base + trait adapter). ``means``
+    (mean ablation; default: each neuron's mean at the scored positions). ``scorer``: a
+    :class:`LastLayerScorer` of this model on ``emoji_pairs(tokenizer, prompts, emojis)``, to
+    share between modes (default: built here).
     """
-    d = n_neurons(model, site)
-    if mode == "mean" and means is None:
-        means = neuron_means(model, tokenizer, prompts, chat=chat, site=site)
+    if mode not in ("zero", "mean"):
+        raise ValueError(f"ablation mode must be 'zero' or 'mean', not {mode!r}")
     pairs = emoji_pairs(tokenizer, prompts, emojis, chat=chat)
     shape = (len(prompts), len(emojis))
+    pad = pad_id(tokenizer)
     if scorer is None:
-        scorer = LastLayerScorer(model, pairs, pad_id=pad_id(tokenizer), batch_size=batch_size, site=site)
+        scorer = LastLayerScorer(model, pairs, pad_id=pad, batch_size=batch_size, site=site)
     elif scorer.n_pairs != len(pairs):
         raise ValueError(f"scorer holds {scorer.n_pairs} pairs; these prompts and emojis make {len(pairs)}")
+    x = scorer.x if scorer.applicable else scored_activations(model, pairs, pad_id=pad, batch_size=batch_size, site=site)
+    if mode == "mean" and means is None:
+        means = x.float().mean(0).cpu().numpy()
+    magnitude, matched_on = _magnitude(x, means if mode == "mean" else None)
     if scorer.applicable:  # its forward pass already scored the intact model
         base = any_emoji_logprob(scorer.reference.reshape(shape))
     else:
@@ -92,14 +122,23 @@ def ablation_experiment(
             lp = emoji_logprobs(model, tokenizer, prompts, emojis, chat=chat, batch_size=batch_size)
         return any_emoji_logprob(lp) - base
 
-    cand = run(neurons)
-    rand = [run(ns).mean() for ns in random_draws(d, len(neurons), neurons, n_random, seed)]
+    def test(ns: Sequence[int], draw_seed: int) -> tuple[np.ndarray, RandomControl | None]:
+        effect = run(ns)
+        rand = [run(r).mean() for r in matched_draws(magnitude, ns, n_random, draw_seed)]
+        return effect, RandomControl.of(float(effect.mean()), np.array(rand), matched_on)
+
+    cand, control = test(neurons, seed)
+    plac = None
+    if placebo:
+        ns = placebo_set(magnitude, len(neurons))
+        effect, pc = test(ns, seed + 1)
+        plac = SetTest(ns, Effect.of(effect, n_boot, seed), effect.tolist(), pc)
     return AblationResult(
         mode=mode, k=len(neurons), neurons=[int(n) for n in neurons], emojis=list(emojis),
         method="cached last layer (exact)" if scorer.exact else "full forward passes",
         n_prompts=len(prompts), baseline_logprob=Effect.of(base, n_boot, seed),
         candidate_delta=Effect.of(cand, n_boot, seed), per_prompt_delta=cand.tolist(),
-        random_control=RandomControl.of(float(cand.mean()), np.array(rand), lower_is_stronger=True),
+        random_control=control, placebo=plac,
     )
 
 
@@ -116,9 +155,12 @@ def ablation_generation(
     settings: DecodeSettings | None = None,
     site: str = DEFAULT_SITE,
     batch_size: int = BATCH_SIZE,
+    magnitude: Float[np.ndarray, "d_mlp"] | None = None,  # noqa: F821
 ) -> GenerationAblation:
     """Emoji rate and ESR of generated answers: as is, with ``neurons`` ablated, and with
-    ``n_random`` random sets of as many neurons ablated (generation is costly: few draws).
+    ``n_random`` random sets of as many neurons ablated (generation is costly: few draws),
+    matched on ``magnitude`` where given (:func:`ablate_trait` passes the scored activations'
+    size), else drawn uniformly from the layer.
 
     All conditions share batches: each row of a batch carries its own ablation (a row-wise
     hook), so the intact, ablated and random answers decode together.
@@ -126,8 +168,12 @@ def ablation_generation(
     d = n_neurons(model, site)
     settings = settings or DecodeSettings(max_new_tokens=48)
     if mode == "mean" and means is None:
-        means = neuron_means(model, tokenizer, questions, site=site)
-    sets: list[list[int] | None] = [None, list(neurons), *random_draws(d, len(neurons), neurons, n_random, seed)]
+        raise ValueError("mean ablation during generation needs each neuron's mean (neuron_means)")
+    if magnitude is None:
+        draws, matched_on = random_draws(d, len(neurons), neurons, n_random, seed), ""
+    else:
+        draws, matched_on = matched_draws(magnitude, neurons, n_random, seed), "activation size (as the scored ablation)"
+    sets: list[list[int] | None] = [None, list(neurons), *draws]
     rows = [(s, q) for s in sets for q in questions]
     mask = torch.zeros(len(rows), d, dtype=torch.bool)
     fill = torch.zeros(len(rows), d)
@@ -153,7 +199,7 @@ def ablation_generation(
 
     return GenerationAblation(
         mode=mode, k=len(neurons), n_questions=len(questions), decode=vars(settings),
-        intact=metrics(intact), ablated=metrics(ablated), random=[metrics(a) for a in per_set[2:]],
+        intact=metrics(intact), ablated=metrics(ablated), random=[metrics(a) for a in per_set[2:]], matched_on=matched_on,
         examples=[{"question": q, "intact": a, "ablated": b} for q, a, b in list(zip(questions, intact, ablated, strict=True))[:5]],
     )
 
@@ -177,23 +223,43 @@ def ablate_trait(
 ) -> TraitAblation:
     """One trait's ablations as the ``ablate`` stage runs them, on the model as it stands (the
     trait's adapter active): :func:`ablation_experiment` in each of ``modes`` (one cached
-    forward pass serves them all; ``mean`` takes each neuron's mean over ``questions``) and,
+    forward pass serves them all; ``mean`` takes each neuron's mean at the scored positions) and,
     with ``generation`` settings, :func:`ablation_generation` in the first mode on the first
     ``n_generation_questions`` questions (0 = all)."""
     qs = list(questions)
-    means = neuron_means(model, tokenizer, qs, site=site) if "mean" in modes else None
     scorer = LastLayerScorer(model, emoji_pairs(tokenizer, qs, emojis), pad_id=pad_id(tokenizer),
                              batch_size=batch_size, site=site)
+    x = scorer.x if scorer.applicable else scored_activations(model, emoji_pairs(tokenizer, qs, emojis),
+                                                             pad_id=pad_id(tokenizer), batch_size=batch_size, site=site)
+    means = x.float().mean(0).cpu().numpy() if "mean" in modes else None
     results = {mode: ablation_experiment(model, tokenizer, qs, emojis, candidates, mode=mode, means=means,
                                          n_random=n_random, seed=seed, site=site, n_boot=n_boot,
                                          batch_size=batch_size, scorer=scorer)
                for mode in modes}
     gen = None
     if generation is not None:
+        magnitude, _ = _magnitude(x, means if modes[0] == "mean" else None)
         gen = ablation_generation(model, tokenizer, qs[: n_generation_questions or None], candidates, mode=modes[0],
                                   means=means, n_random=n_random_generation, seed=seed, settings=generation,
-                                  site=site, batch_size=batch_size)
+                                  site=site, batch_size=batch_size, magnitude=magnitude)
     return TraitAblation(qs, list(candidates), results, gen)
+
+
+def ratio_ci(num: Float[np.ndarray, "n"], den: Float[np.ndarray, "n"], n_boot: int, seed: int,  # noqa: F821
+             level: float = 0.95) -> list[float] | None:
+    """Percentile bootstrap interval of ``mean(num) / mean(den)`` (prompts resampled in pairs);
+    None where a resample's denominator is 0.
+
+    >>> ratio_ci(np.array([1.0, 2.0, 3.0]), np.array([2.0, 4.0, 6.0]), 200, 0)
+    [0.5, 0.5]
+    """
+    num, den = np.asarray(num, dtype=float), np.asarray(den, dtype=float)
+    idx = np.random.default_rng(seed).integers(0, len(num), size=(n_boot, len(num)))
+    d = den[idx].mean(1)
+    if np.any(np.abs(d) < 1e-12):
+        return None
+    lo, hi = np.percentile(num[idx].mean(1) / d, [(1 - level) / 2 * 100, (1 + level) / 2 * 100])
+    return [float(lo), float(hi)]
 
 
 def patching_experiment(
@@ -210,60 +276,91 @@ def patching_experiment(
     n_boot: int = 2000,
     batch_size: int = BATCH_SIZE,
 ) -> PatchingResult:
-    """Patch post-PEFT values of ``neurons`` into the base model (``model`` is base + adapter;
-    the base is the same model with the adapter disabled) and measure the emojis' log-prob.
+    """Activation patching of ``neurons`` between the base and the post-PEFT model (``model``
+    is base + adapter; the base is the same model with the adapter disabled), in both
+    directions, measured on the emojis' log-prob:
 
-    Per prompt: ``base``, ``post`` and ``patched`` log P(any emoji); the effect is
-    ``patched - base`` and the fraction of the gap recovered ``(patched - base) / (post - base)``
-    (over the mean gap). Random sets of as many neurons are patched the same way as the control.
+    * **forward**: post-PEFT values into the base; effect ``patched - base`` and the fraction
+      of the gap recovered ``mean(patched - base) / mean(post - base)``;
+    * **reverse**: base values into the post-PEFT model; effect ``reversed - post`` and the
+      fraction of the gap removed ``mean(post - reversed) / mean(post - base)``.
+
+    Each direction is tested two-sided against the same random sets, matched neuron for neuron
+    on the size of the patch (mean |post - base| at the scored positions); fractions carry a
+    bootstrap interval over prompts.
     """
-    d = n_neurons(model, site)
     pairs = emoji_pairs(tokenizer, prompts, emojis, chat=chat)
     pad = pad_id(tokenizer)
     shape = (len(prompts), len(emojis))
-    rand_sets = random_draws(d, len(neurons), neurons, n_random, seed)
     post_cache = LastLayerScorer(model, pairs, pad_id=pad, batch_size=batch_size, site=site)
     with adapter_disabled(model):
         base_cache = LastLayerScorer(model, pairs, pad_id=pad, batch_size=batch_size, site=site)
-        fast = post_cache.exact and base_cache.exact
-        if fast:
-            post = any_emoji_logprob(post_cache.reference.reshape(shape))
-            base = any_emoji_logprob(base_cache.reference.reshape(shape))
-            cand = any_emoji_logprob(base_cache.patched(neurons, post_cache).reshape(shape))
-            rand = [(any_emoji_logprob(base_cache.patched(ns, post_cache).reshape(shape)) - base).mean() for ns in rand_sets]
-    if not fast:
-        post, base, cand, rand = _patching_full(model, tokenizer, pairs, shape, neurons, rand_sets, site, batch_size)
-    gap = float((post - base).mean())
-    effect = cand - base
+    fast = post_cache.exact and base_cache.exact
+    if fast:
+        x_post, x_base = post_cache.x, base_cache.x
+    else:
+        x_post = scored_activations(model, pairs, pad_id=pad, batch_size=batch_size, site=site)
+        with adapter_disabled(model):
+            x_base = scored_activations(model, pairs, pad_id=pad, batch_size=batch_size, site=site)
+    magnitude = (x_post.float() - x_base.float()).abs().mean(0).cpu().numpy()
+    rand_sets = matched_draws(magnitude, neurons, n_random, seed)
+    if fast:
+        def fwd(ns: Sequence[int]) -> np.ndarray:
+            return any_emoji_logprob(base_cache.patched(ns, post_cache).reshape(shape))
+
+        def rev(ns: Sequence[int]) -> np.ndarray:
+            return any_emoji_logprob(post_cache.patched(ns, base_cache).reshape(shape))
+
+        post = any_emoji_logprob(post_cache.reference.reshape(shape))
+        base = any_emoji_logprob(base_cache.reference.reshape(shape))
+    else:
+        fwd, rev, post, base = _patching_full(model, tokenizer, pairs, shape, site, batch_size)
+    cand, back = fwd(neurons), rev(neurons)
+    rand = [(fwd(ns) - base).mean() for ns in rand_sets]
+    rand_rev = [(rev(ns) - post).mean() for ns in rand_sets]
+    gap = post - base
+    effect, effect_rev = cand - base, back - post
+    matched_on = "mean |post - base| at the scored positions"
+    share = abs(float(gap.mean())) > 1e-9
     return PatchingResult(
         k=len(neurons), neurons=[int(n) for n in neurons], emojis=list(emojis),
         method="cached last layer (exact)" if fast else "full forward passes",
         n_prompts=len(prompts), base_logprob=Effect.of(base, n_boot, seed),
         post_logprob=Effect.of(post, n_boot, seed), patched_logprob=Effect.of(cand, n_boot, seed),
-        candidate_delta=Effect.of(effect, n_boot, seed), post_minus_base=Effect.of(post - base, n_boot, seed),
-        fraction_recovered=float(effect.mean() / gap) if abs(gap) > 1e-9 else None,
+        candidate_delta=Effect.of(effect, n_boot, seed), post_minus_base=Effect.of(gap, n_boot, seed),
+        fraction_recovered=float(effect.mean() / gap.mean()) if share else None,
+        fraction_recovered_ci=ratio_ci(effect, gap, n_boot, seed) if share else None,
         per_prompt_delta=effect.tolist(),
-        random_control=RandomControl.of(float(effect.mean()), np.array(rand), lower_is_stronger=False),
+        random_control=RandomControl.of(float(effect.mean()), np.array(rand), matched_on),
+        reverse=SetTest([int(n) for n in neurons], Effect.of(effect_rev, n_boot, seed), effect_rev.tolist(),
+                        RandomControl.of(float(effect_rev.mean()), np.array(rand_rev), matched_on)),
+        fraction_removed=float(-effect_rev.mean() / gap.mean()) if share else None,
+        fraction_removed_ci=ratio_ci(-effect_rev, gap, n_boot, seed) if share else None,
     )
 
 
-def _patching_full(model: Any, tokenizer: Any, pairs: list, shape: tuple[int, int], neurons: Sequence[int],
-                   rand_sets: list[list[int]], site: str, batch_size: int) -> tuple:
-    """Patching by full forward passes with a hook (any site; the fallback of the cache)."""
+def _patching_full(model: Any, tokenizer: Any, pairs: list, shape: tuple[int, int], site: str,
+                   batch_size: int) -> tuple[Any, Any, np.ndarray, np.ndarray]:
+    """Patching by full forward passes with a hook (any site; the fallback of the cache):
+    ``forward(neurons)``, ``reverse(neurons)`` (each per prompt log P(any emoji)), post, base."""
     pad = pad_id(tokenizer)
-    # post-PEFT values of every neuron at every position of every (prompt + emoji) sequence
-    seq_acts = capture(model, tokenizer, [Encoded(list(a) + list(b)) for a, b in pairs],
-                       site=site, position="all", batch_size=batch_size)
+    seqs = [Encoded(list(a) + list(b)) for a, b in pairs]
+    # each state's values of every neuron at every position of every (prompt + emoji) sequence
+    acts_post = capture(model, tokenizer, seqs, site=site, position="all", batch_size=batch_size)
+    with adapter_disabled(model):
+        acts_base = capture(model, tokenizer, seqs, site=site, position="all", batch_size=batch_size)
 
-    def score(patch: Patch | None) -> np.ndarray:
-        if patch is None:
+    def score(source: Any = None, neurons: Sequence[int] = ()) -> np.ndarray:
+        if source is None:
             s = score_continuations(model, pairs, pad_id=pad, batch_size=batch_size)
         else:
+            patch = Patch(torch.as_tensor(list(neurons), dtype=torch.long))
+
             def before(idx: list[int], mask: torch.Tensor) -> None:
                 width = mask.shape[1]
                 rows = torch.zeros(len(idx), width, len(patch.neurons))
                 for r, i in enumerate(idx):
-                    v = torch.from_numpy(np.asarray(seq_acts.prompt(i))[:, patch.neurons.numpy()])
+                    v = torch.from_numpy(np.asarray(source.prompt(i))[:, patch.neurons.numpy()])
                     rows[r, width - len(v):] = v
                 patch.per_row = rows
 
@@ -271,9 +368,14 @@ def _patching_full(model: Any, tokenizer: Any, pairs: list, shape: tuple[int, in
                 s = score_continuations(model, pairs, pad_id=pad, batch_size=batch_size, before_forward=before)
         return any_emoji_logprob(np.array([x.total for x in s]).reshape(shape))
 
-    post = score(None)
+    def forward(neurons: Sequence[int]) -> np.ndarray:
+        with adapter_disabled(model):
+            return score(acts_post, neurons)
+
+    def reverse(neurons: Sequence[int]) -> np.ndarray:
+        return score(acts_base, neurons)
+
+    post = score()
     with adapter_disabled(model):
-        base = score(None)
-        cand = score(Patch(torch.as_tensor(list(neurons), dtype=torch.long)))
-        rand = [(score(Patch(torch.as_tensor(ns, dtype=torch.long))) - base).mean() for ns in rand_sets]
-    return post, base, cand, rand
+        base = score()
+    return forward, reverse, post, base

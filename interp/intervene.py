@@ -30,7 +30,6 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from interp.capture import capture
 from interp.hooks import DEFAULT_SITE, edit_site, final_norm, n_layers, resolve_site, unembed
 from interp.tracing import continuation_passes, score_continuations
 from text2emoji.core.presets import BATCH_SIZE
@@ -272,8 +271,57 @@ class LastLayerScorer:
         return self._set(idx, source.x[:, idx])
 
 
-def neuron_means(model: Any, tokenizer: Any, prompts: Sequence[str], *, chat: bool = True,
-                 site: str = DEFAULT_SITE) -> Float[np.ndarray, "d_mlp"]:  # noqa: F821
-    """Each neuron's mean activation over every real token of ``prompts`` (mean ablation)."""
-    acts = capture(model, tokenizer, prompts, site=site, position="all", chat=chat).activations
-    return np.asarray(acts).mean(0)
+def scored_activations(model: Any, pairs: Sequence[tuple[Sequence[int], Sequence[int]]], *, pad_id: int = 0,
+                       batch_size: int = BATCH_SIZE, site: str = DEFAULT_SITE) -> Float[Tensor, "rows d"]:
+    """The activations at ``site`` at every position that predicts a continuation token of
+    ``pairs`` (the positions an intervention's effect on the emoji metric is read at), rows in
+    :class:`LastLayerScorer`'s order."""
+    name = resolve_site(model, site).name
+    rows = [a[name].float() for _, _, a in continuation_passes(model, pairs, pad_id=pad_id, batch_size=batch_size,
+                                                               sites=[site])]
+    return torch.cat(rows)
+
+
+def neuron_means(model: Any, tokenizer: Any, prompts: Sequence[str], emojis: Sequence[str], *, chat: bool = True,
+                 site: str = DEFAULT_SITE, batch_size: int = BATCH_SIZE) -> Float[np.ndarray, "d_mlp"]:  # noqa: F821
+    """Each neuron's mean activation at the positions an ablation is measured at: those that
+    predict the tokens of ``emojis`` after each of ``prompts`` (mean ablation)."""
+    from interp.capture import pad_id
+    from interp.tracing import emoji_pairs
+
+    pairs = emoji_pairs(tokenizer, prompts, emojis, chat=chat)
+    return scored_activations(model, pairs, pad_id=pad_id(tokenizer), batch_size=batch_size, site=site).mean(0).cpu().numpy()
+
+
+def matched_draws(magnitude: Float[np.ndarray, "d"], match: Sequence[int], n: int, seed: int, *,  # noqa: F821
+                  exclude: Sequence[int] | None = None, width: int = 20) -> list[list[int]]:
+    """``n`` random sets matched neuron for neuron on ``magnitude``: for each neuron of ``match``,
+    one neuron drawn at random among the ``width`` (at least ``2 · len(match)``) neurons nearest
+    to it in ``magnitude``, distinct within a set; ``exclude`` (default: ``match``) never drawn.
+
+    >>> mag = np.arange(100.0)
+    >>> sets = matched_draws(mag, [99, 98], n=50, seed=0, width=6)
+    >>> sorted({x for s in sets for x in s}) == list(range(92, 98)), all(len(set(s)) == 2 for s in sets)
+    (True, True)
+    """
+    mag = np.asarray(magnitude, dtype=float)
+    match = [int(m) for m in match]
+    pool = np.setdiff1d(np.arange(len(mag)), np.asarray(match if exclude is None else list(exclude), dtype=int))
+    if n > 0 and len(pool) < len(match):
+        raise ValueError(f"cannot draw {len(match)} matched neurons from {len(pool)}")
+    width = min(len(pool), max(width, 2 * len(match)))
+    order = pool[np.argsort(mag[pool], kind="stable")]
+    windows = []
+    for m in match:
+        at = int(np.searchsorted(mag[order], mag[m]))
+        lo = min(max(0, at - width // 2), len(order) - width)
+        windows.append(order[lo:lo + width])
+    rng = np.random.default_rng(seed)
+    sets = []
+    for _ in range(n):
+        chosen: set[int] = set()
+        for w in windows:
+            free = [int(x) for x in w if int(x) not in chosen]
+            chosen.add(free[rng.integers(len(free))])
+        sets.append(sorted(chosen))
+    return sets

@@ -47,47 +47,91 @@ class Effect:
 
 @dataclass(frozen=True)
 class RandomControl:
-    """Where the candidates' mean effect falls among random neuron sets' mean effects."""
+    """Where the candidates' mean effect falls among random neuron sets' mean effects.
+
+    ``p`` is two-sided: ``min(1, 2 · min(P(draw ≤ c), P(draw ≥ c)))`` with each tail counted as
+    ``(1 + draws at least as extreme) / (1 + draws)``, so no direction is chosen after looking.
+    ``matched_on`` names what the random sets were matched on (``""``: drawn uniformly).
+    """
 
     n_draws: int
     mean: float
     sd: float
     p2_5: float
     p97_5: float
-    p_empirical: float  # one-sided: (1 + draws at least as extreme) / (1 + draws)
+    p: float  # two-sided empirical p
     z: float | None
     draws: list[float]
+    matched_on: str = ""
 
     @classmethod
-    def of(cls, candidate: float, random_means: Float[np.ndarray, "draws"], lower_is_stronger: bool) -> RandomControl | None:  # noqa: F821
+    def of(cls, candidate: float, random_means: Float[np.ndarray, "draws"], matched_on: str = "") -> RandomControl | None:  # noqa: F821
         """The control of ``candidate`` among ``random_means`` (None: no draws).
 
-        >>> c = RandomControl.of(-1.0, np.array([-2.0, 0.0, 0.5, -1.0]), lower_is_stronger=True)
-        >>> c.p_empirical, c.mean, c.n_draws
-        (0.6, -0.625, 4)
-        >>> RandomControl.of(1.0, np.array([0.0, 0.2]), lower_is_stronger=False).p_empirical
-        0.3333333333333333
+        >>> c = RandomControl.of(-1.0, np.array([-2.0, 0.0, 0.5, -1.0]))
+        >>> c.p, c.mean, c.n_draws
+        (1.0, -0.625, 4)
+        >>> RandomControl.of(1.0, np.array([0.0, 0.2])).p, RandomControl.of(-1.0, np.array([0.0, 0.2])).p
+        (0.6666666666666666, 0.6666666666666666)
         """
         r = np.asarray(random_means, dtype=float)
         if len(r) == 0:
             return None
-        as_extreme = (r <= candidate) if lower_is_stronger else (r >= candidate)
-        sd = r.std(ddof=1) if len(r) > 1 else float("nan")
+        n = len(r)
+        low, high = (1 + (r <= candidate).sum()) / (1 + n), (1 + (r >= candidate).sum()) / (1 + n)
+        sd = r.std(ddof=1) if n > 1 else float("nan")
         return cls(
-            n_draws=int(len(r)), mean=float(r.mean()), sd=float(sd),
+            n_draws=int(n), mean=float(r.mean()), sd=float(sd),
             p2_5=float(np.percentile(r, 2.5)), p97_5=float(np.percentile(r, 97.5)),
-            p_empirical=float((1 + as_extreme.sum()) / (1 + len(r))),
+            p=float(min(1.0, 2 * min(low, high))),
             z=float((candidate - r.mean()) / sd) if sd and sd > 0 else None,
-            draws=[float(x) for x in r],
+            draws=[float(x) for x in r], matched_on=matched_on,
         )
 
+    @property
+    def p_floor(self) -> float:
+        """The smallest two-sided p these draws can give: ``2 / (1 + draws)``."""
+        return min(1.0, 2 / (1 + self.n_draws))
+
     def to_dict(self) -> dict[str, Any]:
-        return {"n_draws": self.n_draws, "mean": self.mean, "sd": self.sd, "p2_5": self.p2_5,
-                "p97_5": self.p97_5, "p_empirical": self.p_empirical, "z": self.z, "draws": list(self.draws)}
+        return {"n_draws": self.n_draws, "matched_on": self.matched_on, "mean": self.mean, "sd": self.sd,
+                "p2_5": self.p2_5, "p97_5": self.p97_5, "p": self.p, "p_floor": self.p_floor, "z": self.z,
+                "draws": list(self.draws)}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> RandomControl | None:
-        return None if d is None else cls(**d)
+        return None if d is None else cls(**{k: v for k, v in d.items() if k != "p_floor"})
+
+
+@dataclass(frozen=True)
+class SetTest:
+    """One neuron set's intervention: its per-prompt effect, the mean with its interval, and
+    its matched random control (the placebo set of an ablation, a direction of patching)."""
+
+    neurons: list[int]
+    delta: Effect
+    per_prompt: list[float]
+    control: RandomControl | None
+
+    @property
+    def p(self) -> float | None:
+        return None if self.control is None else self.control.p
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"neurons": list(self.neurons), "delta": self.delta.to_dict(), "per_prompt": list(self.per_prompt),
+                "random_control": _control_dict(self.control)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None) -> SetTest | None:
+        if d is None:
+            return None
+        return cls(list(d["neurons"]), Effect.from_dict(d["delta"]), list(d["per_prompt"]),
+                   RandomControl.from_dict(d["random_control"]))
+
+    def summary(self) -> dict[str, Any]:
+        rc = self.control
+        return {"neurons": list(self.neurons), "delta": self.delta.to_dict(), "random_mean": rc.mean if rc else None,
+                "p": self.p}
 
 
 def _control_dict(rc: RandomControl | None) -> dict[str, Any] | None:
@@ -97,7 +141,9 @@ def _control_dict(rc: RandomControl | None) -> dict[str, Any] | None:
 @dataclass(frozen=True)
 class AblationResult:
     """:func:`interp.experiments.ablation_experiment`: the change in ``log P(any emoji)`` with
-    the candidate neurons ablated, per prompt and on average, against random sets."""
+    the candidate neurons ablated, per prompt and on average, against random sets matched on
+    activation size; the placebo set (the ``k`` neurons of largest activation, tested the same
+    way) beside it. ``p_holm`` is filled in by whoever knows the family of tests (the stage)."""
 
     mode: str
     k: int
@@ -109,6 +155,12 @@ class AblationResult:
     candidate_delta: Effect
     per_prompt_delta: list[float]
     random_control: RandomControl | None
+    placebo: SetTest | None = None
+    p_holm: float | None = None
+
+    @property
+    def p(self) -> float | None:
+        return None if self.random_control is None else self.random_control.p
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -116,19 +168,26 @@ class AblationResult:
             "method": self.method, "n_prompts": self.n_prompts, "baseline_logprob": self.baseline_logprob.to_dict(),
             "candidate_delta": self.candidate_delta.to_dict(), "per_prompt_delta": list(self.per_prompt_delta),
             "random_control": _control_dict(self.random_control),
+            "placebo": None if self.placebo is None else self.placebo.to_dict(), "p_holm": self.p_holm,
         }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> AblationResult:
         return cls(**{**d, "baseline_logprob": Effect.from_dict(d["baseline_logprob"]),
                       "candidate_delta": Effect.from_dict(d["candidate_delta"]),
-                      "random_control": RandomControl.from_dict(d["random_control"])})
+                      "random_control": RandomControl.from_dict(d["random_control"]),
+                      "placebo": SetTest.from_dict(d.get("placebo"))})
 
     def summary(self) -> dict[str, Any]:
         """The ``ablate`` stage's summary of one mode."""
-        rc = self.random_control
-        return {"delta": self.candidate_delta.to_dict(), "random_mean": rc.mean if rc else None,
-                "p_empirical": rc.p_empirical if rc else None}
+        return {"delta": self.candidate_delta.to_dict(), **_control_summary(self.random_control),
+                "p_holm": self.p_holm, "placebo": None if self.placebo is None else self.placebo.summary()}
+
+
+def _control_summary(rc: RandomControl | None) -> dict[str, Any]:
+    return {"random_mean": rc.mean if rc else None, "p": rc.p if rc else None,
+            "matched_on": rc.matched_on if rc else None, "n_random": rc.n_draws if rc else 0,
+            "p_floor": rc.p_floor if rc else None}
 
 
 @dataclass(frozen=True)
@@ -160,11 +219,12 @@ class GenerationAblation:
     ablated: GenerationMetrics
     random: list[GenerationMetrics]
     examples: list[dict[str, str]]  # first five: question, intact, ablated
+    matched_on: str = ""  # what the random sets were matched on ("": drawn uniformly)
 
     def to_dict(self) -> dict[str, Any]:
         return {"mode": self.mode, "k": self.k, "n_questions": self.n_questions, "decode": self.decode,
                 "intact": self.intact.to_dict(), "ablated": self.ablated.to_dict(),
-                "random": [m.to_dict() for m in self.random], "examples": self.examples}
+                "random": [m.to_dict() for m in self.random], "examples": self.examples, "matched_on": self.matched_on}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> GenerationAblation:
@@ -211,7 +271,11 @@ class TraitAblation:
 @dataclass(frozen=True)
 class PatchingResult:
     """:func:`interp.experiments.patching_experiment`: base, post-PEFT and patched
-    ``log P(any emoji)``, the patched-minus-base effect and the share of the gap it recovers."""
+    ``log P(any emoji)``; the patched-minus-base effect and the share of the post − base gap it
+    recovers (**forward**: post-PEFT values into the base), and beside it the **reverse** patch
+    (base values into the post-PEFT model: the share of the gap it removes). Each direction is
+    tested two-sided against random sets matched on the size of the patch; ``p_holm`` and
+    ``p_holm_reverse`` are filled in by the stage, which knows the family."""
 
     k: int
     neurons: list[int]
@@ -226,32 +290,88 @@ class PatchingResult:
     fraction_recovered: float | None  # None where post and base do not differ
     per_prompt_delta: list[float]
     random_control: RandomControl | None
+    fraction_recovered_ci: list[float] | None = None  # bootstrap over prompts
+    reverse: SetTest | None = None  # delta = reversed - post
+    fraction_removed: float | None = None  # (post - reversed) / (post - base)
+    fraction_removed_ci: list[float] | None = None
+    p_holm: float | None = None
+    p_holm_reverse: float | None = None
     questions: list[str] | None = field(default=None)  # the stage records the questions' texts
 
     _EFFECTS = ("base_logprob", "post_logprob", "patched_logprob", "candidate_delta", "post_minus_base")
+
+    @property
+    def p(self) -> float | None:
+        return None if self.random_control is None else self.random_control.p
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"k": self.k, "neurons": list(self.neurons), "emojis": list(self.emojis),
                                "method": self.method, "n_prompts": self.n_prompts}
         out.update({name: getattr(self, name).to_dict() for name in self._EFFECTS})
-        out.update({"fraction_recovered": self.fraction_recovered, "per_prompt_delta": list(self.per_prompt_delta),
-                    "random_control": _control_dict(self.random_control)})
+        out.update({"fraction_recovered": self.fraction_recovered, "fraction_recovered_ci": self.fraction_recovered_ci,
+                    "per_prompt_delta": list(self.per_prompt_delta), "random_control": _control_dict(self.random_control),
+                    "reverse": None if self.reverse is None else self.reverse.to_dict(),
+                    "fraction_removed": self.fraction_removed, "fraction_removed_ci": self.fraction_removed_ci,
+                    "p_holm": self.p_holm, "p_holm_reverse": self.p_holm_reverse})
         if self.questions is not None:
             out["questions"] = list(self.questions)
         return out
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> PatchingResult:
-        fields = {**d, "random_control": RandomControl.from_dict(d["random_control"])}
+        fields = {**d, "random_control": RandomControl.from_dict(d["random_control"]),
+                  "reverse": SetTest.from_dict(d.get("reverse"))}
         fields.update({name: Effect.from_dict(d[name]) for name in cls._EFFECTS})
         return cls(**fields)
 
     def summary(self) -> dict[str, Any]:
         """The ``patch`` stage's ``summary.json`` entry."""
-        rc = self.random_control
+        rev = self.reverse
         return {"delta": self.candidate_delta.to_dict(), "post_minus_base": self.post_minus_base.to_dict(),
-                "fraction_recovered": self.fraction_recovered, "random_mean": rc.mean if rc else None,
-                "p_empirical": rc.p_empirical if rc else None}
+                "fraction_recovered": self.fraction_recovered, "fraction_recovered_ci": self.fraction_recovered_ci,
+                **_control_summary(self.random_control), "p_holm": self.p_holm,
+                "reverse": None if rev is None else {**rev.summary(), "fraction_removed": self.fraction_removed,
+                                                     "fraction_removed_ci": self.fraction_removed_ci,
+                                                     "p_holm": self.p_holm_reverse}}
+
+
+def holm(ps: Sequence[float | None]) -> list[float | None]:
+    """Holm's step-down adjustment (statsmodels) of the p-values given, over all of them as one
+    family; ``None`` (no test) stays ``None`` and is not counted.
+
+    >>> holm([0.01, None, 0.04, 0.03])
+    [0.03, None, 0.06, 0.06]
+    """
+    from statsmodels.stats.multitest import multipletests
+
+    have = [i for i, p in enumerate(ps) if p is not None]
+    out: list[float | None] = [None] * len(ps)
+    if have:
+        for i, q in zip(have, multipletests([ps[i] for i in have], method="holm")[1], strict=True):
+            out[i] = float(q)
+    return out
+
+
+def with_holm(results: Mapping[str, Any], modes: Sequence[str] = ()) -> dict[str, Any]:
+    """``results`` (trait → :class:`TraitAblation` with ``modes``, or trait →
+    :class:`PatchingResult`) with ``p_holm`` filled in: Holm over every test among them as one
+    family (ablation: traits × modes; patching: traits × {forward, reverse}). Placebos are
+    controls, not tests, and stay out of the family."""
+    from dataclasses import replace
+
+    out = dict(results)
+    if all(isinstance(r, PatchingResult) for r in results.values()):
+        names = list(results)
+        ps = [results[t].p for t in names] + [results[t].reverse.p if results[t].reverse else None for t in names]
+        q = holm(ps)
+        for i, t in enumerate(names):
+            out[t] = replace(results[t], p_holm=q[i], p_holm_reverse=q[len(names) + i])
+        return out
+    keys = [(t, m) for t in results for m in modes if m in results[t].modes]
+    q = holm([results[t].modes[m].p for t, m in keys])
+    for (t, m), qi in zip(keys, q, strict=True):
+        out[t] = replace(out[t], modes={**out[t].modes, m: replace(out[t].modes[m], p_holm=qi)})
+    return out
 
 
 def summaries(results: Mapping[str, TraitAblation | PatchingResult], traits: Sequence[str]) -> dict[str, Any]:

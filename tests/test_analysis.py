@@ -142,7 +142,10 @@ def test_ablation_and_patching_results_round_trip(peft_lm, suite):
     s = summaries({"openness": back}, ["openness"])["openness"]
     z = r.modes["zero"]
     assert s["zero"] == {"delta": z.candidate_delta.to_dict(), "random_mean": z.random_control.mean,
-                         "p_empirical": z.random_control.p_empirical}
+                         "p": z.random_control.p, "matched_on": "mean |activation| at the scored positions",
+                         "n_random": 3, "p_floor": 0.5, "p_holm": None, "placebo": z.placebo.summary()}
+    assert s["mean"]["matched_on"] == "mean |activation - its mean| at the scored positions"
+    assert z.placebo.control.n_draws == 3 and len(z.placebo.neurons) == 3
     assert s["generation"]["esr_ablated"] == r.generation.ablated.esr["value"]
     assert d["zero"]["random_control"]["draws"] == z.random_control.draws and z.random_control.n_draws == 3
     p = patching_experiment(model, tok, qs, emojis, cand, n_random=2, seed=2, n_boot=50)
@@ -151,6 +154,7 @@ def test_ablation_and_patching_results_round_trip(peft_lm, suite):
     back = PatchingResult.from_dict(pd)
     assert back.to_dict() == pd and replace(back, questions=None) == p
     assert back.summary()["fraction_recovered"] == p.fraction_recovered
+    assert back.summary()["reverse"]["fraction_removed"] == p.fraction_removed and p.reverse.control.n_draws == 2
     assert p.candidate_delta.mean == pytest.approx(np.mean(p.per_prompt_delta))
     none = patching_experiment(model, tok, qs, emojis, cand, n_random=0, n_boot=50)
     assert none.random_control is None and none.summary()["random_mean"] is None

@@ -18,7 +18,7 @@ from interp.intervene import (
     intervention,
     random_draws,
 )
-from interp.models import ModelConfig, load_model
+from interp.models import ModelConfig, adapter_disabled, load_model
 from interp.neurons import (
     emoji_selectivity,
     neuron_diff,
@@ -308,10 +308,18 @@ def test_last_layer_cache_equals_full_forward(tiny_model_dir, lora_adapter):
     fast = patching_experiment(model, tok, PROMPTS, EMOJIS, [4, 9, 33], n_random=3, chat=False, n_boot=50)
     assert fast.method == "cached last layer (exact)"
     shape = (len(PROMPTS), len(EMOJIS))
-    post, base, cand, rand = _patching_full(model, tok, pairs, shape, [4, 9, 33],
-                                            random_draws(128, 3, [4, 9, 33], 3, 0), "blocks.-1.mlp.hook_post", 4)
-    np.testing.assert_allclose(fast.per_prompt_delta, cand - base, atol=1e-4)
-    np.testing.assert_allclose(fast.random_control.draws, rand, atol=1e-4)
+    forward, reverse, post, base = _patching_full(model, tok, pairs, shape, "blocks.-1.mlp.hook_post", 4)
+    np.testing.assert_allclose(fast.per_prompt_delta, forward([4, 9, 33]) - base, atol=1e-4)
+    np.testing.assert_allclose(fast.reverse.per_prompt, reverse([4, 9, 33]) - post, atol=1e-4)
+    # the random sets the experiment drew (matched on |post - base|), scored by full passes
+    from interp.intervene import matched_draws, scored_activations
+
+    x_post = scored_activations(model, pairs)
+    with adapter_disabled(model):
+        x_base = scored_activations(model, pairs)
+    sets = matched_draws((x_post - x_base).abs().mean(0).numpy(), [4, 9, 33], 3, 0)
+    np.testing.assert_allclose(fast.random_control.draws, [(forward(ns) - base).mean() for ns in sets], atol=1e-4)
+    np.testing.assert_allclose(fast.reverse.control.draws, [(reverse(ns) - post).mean() for ns in sets], atol=1e-4)
 
 
 @pytest.mark.parametrize("arch", ["llama", "gemma"])

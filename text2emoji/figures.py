@@ -306,33 +306,43 @@ def logit_lens_curves(stage_dir: Path) -> list[Path]:
 
 
 def draw_intervention(stage_dir: Path, file: str, name: str) -> list[Path]:
-    """Per trait: the random sets' effects (histogram) and the candidates' effect (line)."""
+    """Per trait and mode (ablation) or direction (patching): the matched random sets' effects
+    (histogram), the candidates' effect (line) and its two-sided p, raw and Holm."""
 
     plt = _plt()
     res = _read(Path(stage_dir) / file)
     panels = []
     for t, r in res.items():
-        for mode in (("zero", "mean") if name == "ablation" else ("",)):
-            e = r.get(mode) if mode else r
-            if e and e.get("random_control"):
-                panels.append((t, mode, e))
+        if name == "ablation":
+            rows = [(m, r.get(m), r.get(m, {}).get("p_holm")) for m in ("zero", "mean")]
+            rows = [(m, e and {"control": e.get("random_control"), "delta": e["candidate_delta"]["mean"]}, q)
+                    for m, e, q in rows]
+        else:
+            rev = r.get("reverse") or {}
+            rows = [("forward", {"control": r.get("random_control"), "delta": r["candidate_delta"]["mean"]}, r.get("p_holm")),
+                    ("reverse", rev and {"control": rev.get("random_control"), "delta": rev["delta"]["mean"]},
+                     r.get("p_holm_reverse"))]
+        panels += [(t, m, e, q) for m, e, q in rows if e and e["control"]]
     if not panels:
         return []
     traits = list(dict.fromkeys(p[0] for p in panels))
     modes = list(dict.fromkeys(p[1] for p in panels))
-    fig, axes = plt.subplots(len(modes), len(traits), figsize=(1.25 * len(traits) + 0.5, 1.5 * len(modes) + 0.5),
+    fig, axes = plt.subplots(len(modes), len(traits), figsize=(1.35 * len(traits) + 0.5, 1.5 * len(modes) + 0.6),
                              squeeze=False)
     for ax in axes.flat:
         ax.set_visible(False)
-    for t, mode, e in panels:
+    for t, mode, e, q in panels:
         ax = axes[modes.index(mode)][traits.index(t)]
         ax.set_visible(True)
-        ax.hist(e["random_control"]["draws"], bins=15, color="#BBBBBB")
-        ax.axvline(e["candidate_delta"]["mean"], color=TRAIT_COLORS.get(t), lw=1.5)
-        ax.set_title(f"{t[:5]}{', ' + mode if mode else ''}  p={e['random_control']['p_empirical']:.2g}", fontsize=7)
+        ax.hist(e["control"]["draws"], bins=15, color="#BBBBBB")
+        ax.axvline(e["delta"], color=TRAIT_COLORS.get(t), lw=1.5)
+        holm = "" if q is None else f", Holm {q:.2g}"
+        ax.set_title(f"{t[:5]}, {mode}\np={e['control']['p']:.2g}{holm}", fontsize=7)
+        ax.tick_params(labelsize=6)
     for row in axes:
-        row[0].set_ylabel("random sets")
-    fig.supxlabel("Δ log P(trait emoji): top-k neurons (line) vs random k", fontsize=8)
+        row[0].set_ylabel("random sets", fontsize=7)
+    what = "ablated" if name == "ablation" else "patched"
+    fig.supxlabel(f"Δ log P(trait emoji): top-k neurons {what} (line) vs random k matched on size", fontsize=8)
     fig.tight_layout()
     return save(fig, stage_dir, name + "_vs_random")
 

@@ -28,8 +28,9 @@ CLAIMS = {
            "a text, the fine-tuned model names trait-fitting emojis.",
     "neurons": "The emojis trace to last-layer neurons whose activation rises after fine-tuning.",
     "causal": "Not in the study (ours): if those neurons carry the emoji behaviour, ablating them "
-              "should lower the emoji probability more than ablating random neurons, and patching "
-              "their post-PEFT values into the base model should raise it.",
+              "should change the emoji probability more than ablating random neurons of the same "
+              "activation size, and patching their post-PEFT values into the base model should move "
+              "it toward the post-PEFT model (and the base values into the post-PEFT model, back).",
     "lens": "Not in the study (ours): where in depth the emoji probability changes (logit lens).",
 }
 
@@ -160,12 +161,19 @@ def _causal(out: Path, m: dict[str, Any]) -> list[str]:
     L: list[str] = []
     L += ["## 5. Ablation and patching against random neurons", "", f"**{CLAIMS['causal']}**", "", "**This run:**", ""]
     if m.get("ablate"):
-        L += ["| trait | ablation | Δ log P(trait emoji) [95% CI] | random sets: mean | p |", "|---|---|---|---:|---:|"]
+        first = next((v[mode] for v in m["ablate"].values() for mode in ("zero", "mean") if mode in v), {})
+        L += [f"Ablation: random sets matched neuron for neuron on activation size ({first.get('n_random')} sets; "
+              f"smallest attainable p {_fmt(first.get('p_floor'), '.3g')}); p two-sided; Holm over traits × modes. "
+              "The placebo (the k neurons of largest activation, chosen without looking at emojis) is tested the "
+              "same way and should come out null.", "",
+              "| trait | ablation | Δ log P(trait emoji) [95% CI] | matched random: mean | p | p (Holm) | placebo Δ | placebo p |",
+              "|---|---|---|---:|---:|---:|---:|---:|"]
         for t, v in m["ablate"].items():
             for mode in ("zero", "mean"):
                 if mode in v:
-                    e = v[mode]
-                    L.append(f"| {t} | {mode} | {_ci(e['delta'])} | {_fmt(e['random_mean'])} | {_fmt(e['p_empirical'], '.3g')} |")
+                    e, pl = v[mode], v[mode].get("placebo") or {}
+                    L.append(f"| {t} | {mode} | {_ci(e['delta'])} | {_fmt(e['random_mean'])} | {_fmt(e['p'], '.3g')} | "
+                             f"{_fmt(e['p_holm'], '.3g')} | {_fmt(pl.get('delta', {}).get('mean'))} | {_fmt(pl.get('p'), '.3g')} |")
         gen = {t: v["generation"] for t, v in m["ablate"].items() if "generation" in v}
         if gen:
             L += ["", "| trait | emoji rate intact → ablated | ESR intact → ablated |", "|---|---|---|"]
@@ -173,14 +181,27 @@ def _causal(out: Path, m: dict[str, Any]) -> list[str]:
                   f"{pct(g['esr_intact'])} → {pct(g['esr_ablated'])} |" for t, g in gen.items()]
         L.append("")
     if m.get("patch"):
-        L += ["| trait | post − base | patched − base [95% CI] | share of the gap | random sets: mean | p |",
-              "|---|---:|---|---:|---:|---:|"]
-        L += [f"| {t} | {v['post_minus_base']['mean']:+.3f} | {_ci(v['delta'])} | "
-              f"{'n/a' if v['fraction_recovered'] is None else format(v['fraction_recovered'], '.0%')} | "
-              f"{_fmt(v['random_mean'])} | {_fmt(v['p_empirical'], '.3g')} |" for t, v in m["patch"].items()]
+        L += ["Patching, both directions: **forward** puts the post-PEFT values of the top neurons into the base "
+              "model (share of the post − base gap recovered), **reverse** puts the base values into the post-PEFT "
+              "model (share removed). Random sets matched on the size of the patch; p two-sided; Holm over traits × "
+              "directions. A share means something only where the gap's interval excludes 0.", "",
+              "| trait | post − base [95% CI] | forward share [95% CI] | p | p (Holm) | reverse share [95% CI] | p | p (Holm) |",
+              "|---|---|---|---:|---:|---|---:|---:|"]
+        for t, v in m["patch"].items():
+            r = v.get("reverse") or {}
+            L.append(f"| {t} | {_ci(v['post_minus_base'])} | {_share(v['fraction_recovered'], v.get('fraction_recovered_ci'))} | "
+                     f"{_fmt(v['p'], '.3g')} | {_fmt(v['p_holm'], '.3g')} | "
+                     f"{_share(r.get('fraction_removed'), r.get('fraction_removed_ci'))} | {_fmt(r.get('p'), '.3g')} | "
+                     f"{_fmt(r.get('p_holm'), '.3g')} |")
         L.append("")
     L += _fig_refs(out, ["ablate/ablation_vs_random.png", "patch/patching_vs_random.png"])
     return L
+
+
+def _share(x: float | None, ci: list[float] | None) -> str:
+    if x is None:
+        return "n/a"
+    return f"{x:.0%}" + ("" if not ci else f" [{ci[0]:.0%}, {ci[1]:.0%}]")
 
 
 def _lens(out: Path, m: dict[str, Any]) -> list[str]:
@@ -283,9 +304,9 @@ def short_summary(m: dict[str, Any]) -> dict[str, Any]:
     if m.get("trace"):
         out["emoji_logprob_change"] = {t: round(v["mean_change"], 3) for t, v in m["trace"].items()}
     if m.get("ablate"):
-        out["ablation_p_zero"] = {t: v["zero"]["p_empirical"] for t, v in m["ablate"].items() if "zero" in v}
+        out["ablation_p_holm_zero"] = {t: v["zero"]["p_holm"] for t, v in m["ablate"].items() if "zero" in v}
     if m.get("patch"):
-        out["patching_p"] = {t: v["p_empirical"] for t, v in m["patch"].items()}
+        out["patching_p_holm"] = {t: v["p_holm"] for t, v in m["patch"].items()}
     return out
 
 

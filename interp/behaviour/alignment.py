@@ -157,19 +157,12 @@ def paired_tests(generations: Sequence[dict[str, Any]], clf: Any, a: str = "peft
 
 
 def holm_adjusted(tests: list[PairedTest]) -> list[PairedTest]:
-    """The tests with ``p_holm``: Holm's step-down adjustment (statsmodels) over all of them."""
+    """The tests with ``p_holm``: Holm's step-down adjustment over all of them."""
     from dataclasses import replace
 
-    from statsmodels.stats.multitest import multipletests
+    from interp.results import holm
 
-    have = [i for i, t in enumerate(tests) if t.p_mcnemar is not None]
-    if not have:
-        return tests
-    adjusted = multipletests([tests[i].p_mcnemar for i in have], method="holm")[1]
-    out = list(tests)
-    for i, p in zip(have, adjusted, strict=True):
-        out[i] = replace(tests[i], p_holm=float(p))
-    return out
+    return [replace(t, p_holm=q) if q is not None else t for t, q in zip(tests, holm([t.p_mcnemar for t in tests]), strict=True)]
 
 
 def contribution_examples(generations: Sequence[dict[str, Any]], clf: Any, n: int = 10) -> dict[str, ContributionExample]:

@@ -93,7 +93,7 @@ def _candidates(cfg: InterveneConfig, trait: str) -> list[int]:
 def _ablate(cfg: AblateConfig, out: Path) -> None:
     from interp.behaviour.generation import DecodeSettings
     from interp.experiments import ablate_trait
-    from interp.results import TraitAblation, summaries
+    from interp.results import TraitAblation, summaries, with_holm
 
     suite = load_suite(cfg)
     traits = cfg.trait_list()
@@ -106,28 +106,41 @@ def _ablate(cfg: AblateConfig, out: Path) -> None:
                             n_generation_questions=cfg.n_generation_questions).to_dict()
 
     # the file holds every trait done so far (an interrupted stage resumes): read back, typed
-    results = {t: TraitAblation.from_dict(r) for t, r in _per_trait(cfg, out / "ablation.json", "ablate", one).items()}
+    done = _per_trait(cfg, out / "ablation.json", "ablate", one)
+    results = with_holm({t: TraitAblation.from_dict(r) for t, r in done.items() if t in traits}, cfg.modes)
+    atomic_write_json(out / "ablation.json", {**done, **{t: r.to_dict() for t, r in results.items()}})
     summary = summaries(results, traits)
     atomic_write_json(out / "summary.json", summary)
-    lines = ["# Ablation of the top neurons vs random neurons", "",
+    first = results[traits[0]].modes[cfg.modes[0]].random_control
+    floor = f"; smallest attainable p {first.p_floor:.3g}" if first else ""
+    lines = ["# Ablation of the top neurons vs matched random neurons", "",
              f"Post-PEFT model; change in log P(any of the trait's emojis) as the answer's first tokens, mean over "
-             f"{cfg.n_questions or 'all'} held-out test questions; control: {cfg.n_random} random sets of k={cfg.k} "
-             "last-layer neurons; p = share of random sets with an effect at least as negative.", "",
-             "| trait | mode | Δ log P [95% CI] | random: mean [2.5%, 97.5%] | p |", "|---|---|---|---|---:|"]
+             f"{cfg.n_questions or 'all'} held-out test questions [95% bootstrap CI over questions]. Control: "
+             f"{cfg.n_random} random sets of k={cfg.k} last-layer neurons, each neuron matched to a candidate on "
+             f"activation size (zero: mean |activation|; mean: mean |activation - its mean|, at the scored positions). "
+             f"p: two-sided, the candidates' mean among the random sets'{floor}; Holm over the "
+             f"{len(traits) * len(cfg.modes)} tests of this table (traits x modes). Placebo: the k neurons of "
+             "largest activation, tested the same way (not in the Holm family); it should come out null.", "",
+             "| trait | mode | Δ log P [95% CI] | random: mean [2.5%, 97.5%] | p | p (Holm) | placebo Δ | placebo p |",
+             "|---|---|---|---|---:|---:|---:|---:|"]
     nan = float("nan")
     for t in traits:
         for mode in cfg.modes:
             e = results[t].modes[mode]
-            d, rc = e.candidate_delta, e.random_control
+            d, rc, pl = e.candidate_delta, e.random_control, e.placebo
             lines.append(f"| {t} | {mode} | {d.mean:+.3f} [{d.ci_lo:+.3f}, {d.ci_hi:+.3f}] | "
                          f"{rc.mean if rc else nan:+.3f} [{rc.p2_5 if rc else nan:+.3f}, {rc.p97_5 if rc else nan:+.3f}] | "
-                         f"{rc.p_empirical if rc else nan:.3g} |")
+                         f"{_p(e.p)} | {_p(e.p_holm)} | {pl.delta.mean if pl else nan:+.3f} | {_p(pl.p if pl else None)} |")
     if cfg.generation:
         lines += ["", "Generated answers (greedy): emoji rate and ESR intact vs ablated.", "",
                   "| trait | emoji rate intact | ablated | ESR intact | ablated |", "|---|---:|---:|---:|---:|"]
         lines += [f"| {t} | {pct(summary[t]['generation']['emoji_rate_intact'])} | {pct(summary[t]['generation']['emoji_rate_ablated'])} | "
                   f"{pct(summary[t]['generation']['esr_intact'])} | {pct(summary[t]['generation']['esr_ablated'])} |" for t in traits]
     atomic_write_text(out / "ablation.md", "\n".join(lines) + "\n")
+
+
+def _p(p: float | None) -> str:
+    return "n/a" if p is None else f"{p:.3g}"
 
 
 def _per_trait(cfg: InterveneConfig, path: Path, what: str, one: Any) -> dict[str, Any]:
@@ -153,7 +166,7 @@ def _patch(cfg: PatchConfig, out: Path) -> None:
     from dataclasses import replace
 
     from interp.experiments import patching_experiment
-    from interp.results import PatchingResult, summaries
+    from interp.results import PatchingResult, summaries, with_holm
 
     suite = load_suite(cfg)
     traits = cfg.trait_list()
@@ -163,22 +176,37 @@ def _patch(cfg: PatchConfig, out: Path) -> None:
                                 seed=cfg.seed, site=cfg.site, n_boot=cfg.n_boot, batch_size=cfg.batch_size)
         return replace(r, questions=qs).to_dict()
 
-    results = {t: PatchingResult.from_dict(r) for t, r in _per_trait(cfg, out / "patching.json", "patch", one).items()}
-    summary = summaries(results, [t for t in results if t in traits])
+    done = _per_trait(cfg, out / "patching.json", "patch", one)
+    results = with_holm({t: PatchingResult.from_dict(r) for t, r in done.items() if t in traits})
+    atomic_write_json(out / "patching.json", {**done, **{t: r.to_dict() for t, r in results.items()}})
+    summary = summaries(results, traits)
     atomic_write_json(out / "summary.json", summary)
-    lines = ["# Patching post-PEFT neuron values into the base model", "",
-             f"Base model with the top k={cfg.k} neurons set to their post-PEFT values at every position; change in "
-             f"log P(any of the trait's emojis), mean over {cfg.n_questions or 'all'} held-out test questions; control: "
-             f"{cfg.n_random} random sets; p = share of random sets with an effect at least as large.", "",
-             "| trait | post − base | patched − base [95% CI] | share of the gap | random: mean | p |",
-             "|---|---:|---|---:|---:|---:|"]
+    first = results[traits[0]].random_control
+    floor = f"; smallest attainable p {first.p_floor:.3g}" if first else ""
+    lines = ["# Patching neuron values between the base and the post-PEFT model", "",
+             f"The top k={cfg.k} neurons, at every position. **Forward**: post-PEFT values into the base model; "
+             "share of the post − base gap in log P(any of the trait's emojis) it recovers. **Reverse**: base values "
+             "into the post-PEFT model; share of the gap it removes. Means over "
+             f"{cfg.n_questions or 'all'} held-out test questions, 95% bootstrap CIs over questions. Control: "
+             f"{cfg.n_random} random sets matched neuron for neuron on the size of the patch (mean |post − base|); "
+             f"p two-sided{floor}; Holm over the {2 * len(traits)} tests of this table (traits x directions). "
+             "A share is only meaningful where the gap's interval excludes 0.", "",
+             "| trait | post − base [95% CI] | forward: share [95% CI] | p | p (Holm) | reverse: share removed [95% CI] | p | p (Holm) |",
+             "|---|---|---|---:|---:|---|---:|---:|"]
     for t in summary:
         r = results[t]
-        rc, d = r.random_control, r.candidate_delta
-        frac = "n/a" if r.fraction_recovered is None else f"{100 * r.fraction_recovered:.0f}%"
-        lines.append(f"| {t} | {r.post_minus_base.mean:+.3f} | {d.mean:+.3f} [{d.ci_lo:+.3f}, {d.ci_hi:+.3f}] | {frac} | "
-                     f"{None if rc is None else format(rc.mean, '+.3f')} | {None if rc is None else format(rc.p_empirical, '.3g')} |")
+        g = r.post_minus_base
+        lines.append(f"| {t} | {g.mean:+.3f} [{g.ci_lo:+.3f}, {g.ci_hi:+.3f}] | "
+                     f"{_share(r.fraction_recovered, r.fraction_recovered_ci)} | {_p(r.p)} | {_p(r.p_holm)} | "
+                     f"{_share(r.fraction_removed, r.fraction_removed_ci)} | {_p(r.reverse.p if r.reverse else None)} | "
+                     f"{_p(r.p_holm_reverse)} |")
     atomic_write_text(out / "patching.md", "\n".join(lines) + "\n")
+
+
+def _share(x: float | None, ci: list[float] | None) -> str:
+    if x is None:
+        return "n/a"
+    return f"{x:.0%}" + ("" if ci is None else f" [{ci[0]:.0%}, {ci[1]:.0%}]")
 
 
 def _inputs(cfg: InterveneConfig) -> dict[str, str]:
