@@ -16,7 +16,26 @@ run of end punctuation ends one when whitespace, an emoji or the line's end foll
 word does not start in lower case; common abbreviations, initials, "No. 5" and list markers
 ("1. ") do not end one. A fragment with no letter or digit (emojis after the end punctuation, an
 emoji-only line) joins the sentence before it, so an emoji that follows a sentence's end
-punctuation belongs to that sentence. An emoji alone never ends a sentence ("I ❤️ New York.").
+punctuation belongs to that sentence.
+
+Without end punctuation, an emoji ends a sentence when whitespace follows it and then (after
+any opening quotes or brackets) an upper-case letter, as in chat-style text: "Great news 🎉 I am
+so happy for you 😊 Tell me more." is three sentences, "Great news 🎉", "I am so happy for you 😊"
+and "Tell me more.". The emoji, or the whole run of emojis ("🎉🎊 🥳"), stays with the sentence
+before. Exceptions, where the emoji is read as part of the sentence:
+
+* fewer than two words with a letter precede it in the sentence: an emoji after a single word
+  stands for a word ("I ❤️ New York.", "We 💙 Paris"), and a leading emoji or one after a list
+  marker is a bullet ("✅ Done", "1. 🚀 Deploy", "- ✅ Fast setup");
+* ©️, ®️ and ™️ go with a name ("©️ Acme") and never end a sentence;
+* an emoji right after an abbreviation that the end punctuation rule skips
+  ("We met Dr. 😊 Smith").
+
+Known limits of the emoji rule: it reads capitals only, so a proper noun after an emoji splits
+("I really ❤️ New York" is "I really ❤️" and "New York"), a new sentence that starts in lower
+case, with a digit ("We won 🏆 2024 was great") or right after the emoji with no space
+("news 🎉I am") does not split, and a one-word sentence before an emoji does not either
+("Wow 🎉 That is great" stays one sentence).
 """
 
 from __future__ import annotations
@@ -34,6 +53,9 @@ _QUALIFIED = {emoji.STATUS["fully_qualified"], emoji.STATUS["minimally_qualified
 
 _TERMINATORS = set(".!?…‼⁉。！？")
 _CLOSERS = set("\"'”’)]»")
+_OPENERS = set("\"'“‘([«")
+# Letterlike symbols with an emoji form (©️ ®️ ™️): they go with a name ("©️ Acme"), never end a sentence.
+_NAME_SYMBOLS = set("\u00a9\u00ae\u2122")
 _LINE_BREAKS = re.compile(r"\r\n|[\n\r\u2028\u2029]")
 # A "." after one of these words does not end a sentence (case-insensitive, inner dots kept).
 _ABBREVIATIONS = frozenset(
@@ -119,12 +141,43 @@ def _sentence_cut(line: str, start: int, end: int, after: int, emoji_at: dict[in
     return nxt
 
 
+def _emoji_cut(line: str, seg_start: int, start: int, end: int) -> int | None:
+    """Where the sentence ends if the emoji ``line[start:end]`` ends one, else ``None``.
+
+    It does when whitespace follows it, then (after any opening quotes or brackets) an upper-case
+    letter, and at least two words with a letter precede it in the sentence: a leading emoji
+    ("✅ Done", "1. 🚀 Deploy") and an emoji after a single word ("I ❤️ New York") are read as
+    part of the sentence, and so are ©️, ®️, ™️ and an emoji after an abbreviation
+    ("Dr. 😊 Smith"). The emoji stays with the sentence before the cut."""
+    if line[start] in _NAME_SYMBOLS:
+        return None  # "©️ Acme"
+    if end >= len(line) or not line[end].isspace():
+        return None  # the line's end, another emoji of the run, or glued text ("🎉Yes")
+    nxt = end
+    while nxt < len(line) and line[nxt].isspace():
+        nxt += 1
+    while nxt < len(line) and line[nxt] in _OPENERS:
+        nxt += 1
+    if nxt >= len(line) or not line[nxt].isupper():
+        return None  # lower case, a digit, another emoji, a dash ...
+    words = [w for w in line[seg_start:start].split() if any(c.isalpha() for c in w)]
+    if len(words) < 2:
+        return None  # "I ❤️ New York", "We 💙 Paris", "🔥 Hot take"
+    if words[-1].endswith(".") and words[-1][:-1].lower() in _ABBREVIATIONS:
+        return None  # "We met Dr. 😊 Smith", as the end punctuation rule reads "Dr."
+    return end
+
+
 def _line_segments(text: str, line_start: int, line: str) -> Iterable[tuple[int, int]]:
     """Yield ``(start, end)`` offsets in ``text`` of the raw sentence fragments of one line."""
     emoji_at = {s: e for s, e, _ in _emoji_spans(line)}
     seg_start, i = 0, 0
     while i < len(line):
         if i in emoji_at:
+            cut = _emoji_cut(line, seg_start, i, emoji_at[i])
+            if cut is not None:
+                yield line_start + seg_start, line_start + cut
+                seg_start = cut
             i = emoji_at[i]
             continue
         if line[i] not in _TERMINATORS:
@@ -163,6 +216,8 @@ def split_sentences(text: str) -> list[str]:
 
     >>> split_sentences("I love it! 😍 Dr. Who agrees.\\nThanks!\\n😊")
     ['I love it! 😍', 'Dr. Who agrees.', 'Thanks!\\n😊']
+    >>> split_sentences("Great news 🎉 I am so happy 😊 Tell me more. I ❤️ New York.")
+    ['Great news 🎉', 'I am so happy 😊', 'Tell me more.', 'I ❤️ New York.']
     """
     spans: list[tuple[int, int]] = []
     pos = 0

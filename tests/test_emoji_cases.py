@@ -8,6 +8,7 @@ from ``emoji.analyze(text, join_emoji=True)``), which defines RGI here.
 
 import pytest
 
+from interp.behaviour.emoji_metrics import bootstrap_emoji_metrics, per_answer
 from interp.emojis import emoji_stats, find_emojis, split_sentences
 
 ZWJ = "\u200d"
@@ -203,6 +204,73 @@ CASES = [
     ("two_emoji_lines_first", "\U0001F389\n\U0001F389\nParty.",
      ["\U0001F389"] * 2, ["\U0001F389\n\U0001F389", "Party."]),
 
+    # --- an emoji, then whitespace and a capital, ends a sentence ----------
+    ("chat_emojis_between_sentences",
+     "Great news \U0001F389 I am so happy for you \U0001F60A Tell me more.",
+     ["\U0001F389", "\U0001F60A"],
+     ["Great news \U0001F389", "I am so happy for you \U0001F60A", "Tell me more."]),
+    ("chat_no_punctuation_emoji_at_end", "Thanks so much \U0001F64F See you soon \U0001F44B",
+     ["\U0001F64F", "\U0001F44B"], ["Thanks so much \U0001F64F", "See you soon \U0001F44B"]),
+    ("emoji_then_lowercase", "So happy for you \U0001F60A and so proud.",
+     ["\U0001F60A"], ["So happy for you \U0001F60A and so proud."]),
+    ("emoji_then_i", "That sounds great \U0001F60A I agree.",
+     ["\U0001F60A"], ["That sounds great \U0001F60A", "I agree."]),
+    ("emoji_then_lowercase_i", "That sounds great \U0001F60A i agree.",
+     ["\U0001F60A"], ["That sounds great \U0001F60A i agree."]),
+    ("emoji_after_one_word_is_a_word", "We \U0001F499 Paris so much. I \U0001F525 It.",
+     ["\U0001F499", "\U0001F525"], ["We \U0001F499 Paris so much.", "I \U0001F525 It."]),
+    ("emoji_at_very_end", "I love this song \U0001F3B6",
+     ["\U0001F3B6"], ["I love this song \U0001F3B6"]),
+    ("emojis_at_very_end_after_punct", "Best day ever. \U0001F389\U0001F389",
+     ["\U0001F389"] * 2, ["Best day ever. \U0001F389\U0001F389"]),
+    ("emoji_run_before_capital", "Party time \U0001F389\U0001F38A\U0001F973 Let's go!",
+     ["\U0001F389", "\U0001F38A", "\U0001F973"],
+     ["Party time \U0001F389\U0001F38A\U0001F973", "Let's go!"]),
+    ("spaced_emoji_run_before_capital", "Party time \U0001F389 \U0001F38A Let's go!",
+     ["\U0001F389", "\U0001F38A"], ["Party time \U0001F389 \U0001F38A", "Let's go!"]),
+    ("skin_tone_before_capital", f"Well done {THUMBS_MED} Keep going.",
+     [THUMBS_MED], [f"Well done {THUMBS_MED}", "Keep going."]),
+    ("zwj_before_capital", f"She writes code {WOMAN_TECHNOLOGIST} Her app ships today.",
+     [WOMAN_TECHNOLOGIST], [f"She writes code {WOMAN_TECHNOLOGIST}", "Her app ships today."]),
+    ("zwj_skin_tone_flag_before_capital",
+     f"Off to space {WOMAN_ASTRONAUT_MED} Love is love {RAINBOW_FLAG} Happy Pride!",
+     [WOMAN_ASTRONAUT_MED, RAINBOW_FLAG],
+     [f"Off to space {WOMAN_ASTRONAUT_MED}", f"Love is love {RAINBOW_FLAG}", "Happy Pride!"]),
+    ("emoji_then_digit", "We won the cup \U0001F3C6 2024 was our year.",
+     ["\U0001F3C6"], ["We won the cup \U0001F3C6 2024 was our year."]),
+    ("emoji_then_quote_capital", 'Loved the film \U0001F60D "Best one ever," I said.',
+     ["\U0001F60D"], ["Loved the film \U0001F60D", '"Best one ever," I said.']),
+    ("emoji_then_curly_quote_capital", "Loved the film \U0001F60D \u201cWow\u201d she said.",
+     ["\U0001F60D"], ["Loved the film \U0001F60D", "\u201cWow\u201d she said."]),
+    ("emoji_then_quote_lowercase", 'She smiled at me \U0001F60A "thanks" was all she said.',
+     ["\U0001F60A"], ['She smiled at me \U0001F60A "thanks" was all she said.']),
+    ("emoji_glued_to_capital", "Great news \U0001F389I passed.",
+     ["\U0001F389"], ["Great news \U0001F389I passed."]),
+    ("bullets_with_emojis", "My tips:\n- \u2705 Drink water\n- \U0001F680 Start early\n- Sleep well \U0001F634",
+     ["\u2705", "\U0001F680", "\U0001F634"],
+     ["My tips:", "- \u2705 Drink water", "- \U0001F680 Start early", "- Sleep well \U0001F634"]),
+    ("numbered_list_with_emojis", "1. \U0001F34E Buy apples\n2. \U0001F95B Get milk\n3. Cook dinner \U0001F373",
+     ["\U0001F34E", "\U0001F95B", "\U0001F373"],
+     ["1. \U0001F34E Buy apples", "2. \U0001F95B Get milk", "3. Cook dinner \U0001F373"]),
+    ("keycap_numbered_list", f"{KEYCAP_1} Buy milk\n2\ufe0f\u20e3 Get eggs",
+     [KEYCAP_1, "2\ufe0f\u20e3"], [f"{KEYCAP_1} Buy milk", "2\ufe0f\u20e3 Get eggs"]),
+    ("bullet_line_split_by_emoji", "- Fast setup \u2705 Works offline too",
+     ["\u2705"], ["- Fast setup \u2705", "Works offline too"]),
+    ("emoji_only_line_after_chat", "Happy birthday to you \U0001F382\n\U0001F389\U0001F389\nHave a great day",
+     ["\U0001F382", "\U0001F389", "\U0001F389"],
+     ["Happy birthday to you \U0001F382\n\U0001F389\U0001F389", "Have a great day"]),
+    ("emoji_only_first_line_then_chat", "\U0001F389\nGreat news \U0001F389 I passed",
+     ["\U0001F389"] * 2, ["\U0001F389", "Great news \U0001F389", "I passed"]),
+    ("trademark_before_capital", "We use the Acme Cloud \u2122\ufe0f Platform daily.",
+     ["\u2122\ufe0f"], ["We use the Acme Cloud \u2122\ufe0f Platform daily."]),
+    ("emoji_after_abbreviation", "We met Dr. \U0001F60A Smith today. Nice.",
+     ["\U0001F60A"], ["We met Dr. \U0001F60A Smith today.", "Nice."]),
+    # known limits of the rule (see the module docstring)
+    ("limit_one_word_sentence_before_emoji", "Wow \U0001F389 That is great.",
+     ["\U0001F389"], ["Wow \U0001F389 That is great."]),
+    ("limit_proper_noun_after_emoji", f"I really {RED_HEART} New York.",
+     [RED_HEART], [f"I really {RED_HEART}", "New York."]),
+
     # --- empty ------------------------------------------------------------
     ("empty", "", [], []),
     ("whitespace_only", " \n\t \r\n \u2028 ", [], []),
@@ -320,3 +388,16 @@ def test_emoji_stats_only_empty_answers():
         "top_emojis": [],
     }
     _check_stats(emoji_stats(["", "  \n "]).to_dict(), expected)
+
+
+def test_esr_chat_style_answer():
+    # "Great news 🎉" / "I am so happy for you 😊" / "Tell me more.": 2 of 3 sentences.
+    chat = "Great news \U0001F389 I am so happy for you \U0001F60A Tell me more."
+    s = emoji_stats([chat])
+    assert (s.n_sentences, s.n_sentences_with_emoji) == (3, 2)
+    assert s.esr == pytest.approx(2 / 3)
+    a = per_answer([chat])
+    assert a["n_sentences"].tolist() == [3.0] and a["n_sentences_with_emoji"].tolist() == [2.0]
+    r = bootstrap_emoji_metrics([chat, "No emoji here. Just text."], n_boot=200)
+    assert r["esr"]["value"] == pytest.approx(2 / 5)
+    assert bootstrap_emoji_metrics([chat], n_boot=50)["esr"]["value"] == pytest.approx(2 / 3)
