@@ -8,7 +8,7 @@ which holds the hooks and the cached last-layer scorer they use.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -70,6 +70,28 @@ def placebo_set(magnitude: Float[np.ndarray, "d"], k: int) -> list[int]:  # noqa
     return sorted(int(n) for n in np.argsort(-np.asarray(magnitude), kind="stable")[:k])
 
 
+def ablation_runner(model: Any, tokenizer: Any, prompts: Sequence[str], emojis: Sequence[str], scorer: LastLayerScorer, *,
+                    mode: str = "zero", means: np.ndarray | None = None, chat: bool = True, site: str = DEFAULT_SITE,
+                    batch_size: int = BATCH_SIZE) -> tuple[np.ndarray, Callable[[Sequence[int]], np.ndarray]]:
+    """The intact model's per-prompt log P(any emoji) and ``run(neurons)``: the per-prompt
+    change when ``neurons`` are ablated (through ``scorer`` where it is exact, else full
+    forward passes with a hook)."""
+    shape = (len(prompts), len(emojis))
+    if scorer.applicable:  # its forward pass already scored the intact model
+        base = any_emoji_logprob(scorer.reference.reshape(shape))
+    else:
+        base = any_emoji_logprob(emoji_logprobs(model, tokenizer, prompts, emojis, chat=chat, batch_size=batch_size))
+
+    def run(ns: Sequence[int]) -> np.ndarray:
+        if scorer.exact:
+            return any_emoji_logprob(scorer.ablated(ablation_patch(ns, mode, means)).reshape(shape)) - base
+        with intervention(model, ablation_patch(ns, mode, means), site):
+            lp = emoji_logprobs(model, tokenizer, prompts, emojis, chat=chat, batch_size=batch_size)
+        return any_emoji_logprob(lp) - base
+
+    return base, run
+
+
 def ablation_experiment(
     model: Any,
     tokenizer: Any,
@@ -100,7 +122,6 @@ def ablation_experiment(
     if mode not in ("zero", "mean"):
         raise ValueError(f"ablation mode must be 'zero' or 'mean', not {mode!r}")
     pairs = emoji_pairs(tokenizer, prompts, emojis, chat=chat)
-    shape = (len(prompts), len(emojis))
     pad = pad_id(tokenizer)
     if scorer is None:
         scorer = LastLayerScorer(model, pairs, pad_id=pad, batch_size=batch_size, site=site)
@@ -110,17 +131,8 @@ def ablation_experiment(
     if mode == "mean" and means is None:
         means = x.float().mean(0).cpu().numpy()
     magnitude, matched_on = _magnitude(x, means if mode == "mean" else None)
-    if scorer.applicable:  # its forward pass already scored the intact model
-        base = any_emoji_logprob(scorer.reference.reshape(shape))
-    else:
-        base = any_emoji_logprob(emoji_logprobs(model, tokenizer, prompts, emojis, chat=chat, batch_size=batch_size))
-
-    def run(ns: Sequence[int]) -> np.ndarray:
-        if scorer.exact:
-            return any_emoji_logprob(scorer.ablated(ablation_patch(ns, mode, means)).reshape(shape)) - base
-        with intervention(model, ablation_patch(ns, mode, means), site):
-            lp = emoji_logprobs(model, tokenizer, prompts, emojis, chat=chat, batch_size=batch_size)
-        return any_emoji_logprob(lp) - base
+    base, run = ablation_runner(model, tokenizer, prompts, emojis, scorer, mode=mode, means=means, chat=chat,
+                                site=site, batch_size=batch_size)
 
     def test(ns: Sequence[int], draw_seed: int) -> tuple[np.ndarray, RandomControl | None]:
         effect = run(ns)
@@ -262,6 +274,40 @@ def ratio_ci(num: Float[np.ndarray, "n"], den: Float[np.ndarray, "n"], n_boot: i
     return [float(lo), float(hi)]
 
 
+def patching_runners(model: Any, tokenizer: Any, prompts: Sequence[str], emojis: Sequence[str], *, chat: bool = True,
+                     site: str = DEFAULT_SITE, batch_size: int = BATCH_SIZE) -> tuple[Any, ...]:
+    """What patching needs, computed once: per prompt log P(any emoji) post and base,
+    ``forward(neurons)`` and ``reverse(neurons)`` (per prompt log P(any emoji) with the neurons
+    patched into the base / the post model), each neuron's patch size (mean |post - base| at
+    the scored positions) and whether the cached last layer served (else full forward passes)."""
+    pairs = emoji_pairs(tokenizer, prompts, emojis, chat=chat)
+    pad = pad_id(tokenizer)
+    shape = (len(prompts), len(emojis))
+    post_cache = LastLayerScorer(model, pairs, pad_id=pad, batch_size=batch_size, site=site)
+    with adapter_disabled(model):
+        base_cache = LastLayerScorer(model, pairs, pad_id=pad, batch_size=batch_size, site=site)
+    fast = post_cache.exact and base_cache.exact
+    if fast:
+        x_post, x_base = post_cache.x, base_cache.x
+    else:
+        x_post = scored_activations(model, pairs, pad_id=pad, batch_size=batch_size, site=site)
+        with adapter_disabled(model):
+            x_base = scored_activations(model, pairs, pad_id=pad, batch_size=batch_size, site=site)
+    magnitude = (x_post.float() - x_base.float()).abs().mean(0).cpu().numpy()
+    if fast:
+        def fwd(ns: Sequence[int]) -> np.ndarray:
+            return any_emoji_logprob(base_cache.patched(ns, post_cache).reshape(shape))
+
+        def rev(ns: Sequence[int]) -> np.ndarray:
+            return any_emoji_logprob(post_cache.patched(ns, base_cache).reshape(shape))
+
+        post = any_emoji_logprob(post_cache.reference.reshape(shape))
+        base = any_emoji_logprob(base_cache.reference.reshape(shape))
+    else:
+        fwd, rev, post, base = _patching_full(model, tokenizer, pairs, shape, site, batch_size)
+    return post, base, fwd, rev, magnitude, fast
+
+
 def patching_experiment(
     model: Any,
     tokenizer: Any,
@@ -289,32 +335,9 @@ def patching_experiment(
     on the size of the patch (mean |post - base| at the scored positions); fractions carry a
     bootstrap interval over prompts.
     """
-    pairs = emoji_pairs(tokenizer, prompts, emojis, chat=chat)
-    pad = pad_id(tokenizer)
-    shape = (len(prompts), len(emojis))
-    post_cache = LastLayerScorer(model, pairs, pad_id=pad, batch_size=batch_size, site=site)
-    with adapter_disabled(model):
-        base_cache = LastLayerScorer(model, pairs, pad_id=pad, batch_size=batch_size, site=site)
-    fast = post_cache.exact and base_cache.exact
-    if fast:
-        x_post, x_base = post_cache.x, base_cache.x
-    else:
-        x_post = scored_activations(model, pairs, pad_id=pad, batch_size=batch_size, site=site)
-        with adapter_disabled(model):
-            x_base = scored_activations(model, pairs, pad_id=pad, batch_size=batch_size, site=site)
-    magnitude = (x_post.float() - x_base.float()).abs().mean(0).cpu().numpy()
+    post, base, fwd, rev, magnitude, fast = patching_runners(model, tokenizer, prompts, emojis, chat=chat, site=site,
+                                                             batch_size=batch_size)
     rand_sets = matched_draws(magnitude, neurons, n_random, seed)
-    if fast:
-        def fwd(ns: Sequence[int]) -> np.ndarray:
-            return any_emoji_logprob(base_cache.patched(ns, post_cache).reshape(shape))
-
-        def rev(ns: Sequence[int]) -> np.ndarray:
-            return any_emoji_logprob(post_cache.patched(ns, base_cache).reshape(shape))
-
-        post = any_emoji_logprob(post_cache.reference.reshape(shape))
-        base = any_emoji_logprob(base_cache.reference.reshape(shape))
-    else:
-        fwd, rev, post, base = _patching_full(model, tokenizer, pairs, shape, site, batch_size)
     cand, back = fwd(neurons), rev(neurons)
     rand = [(fwd(ns) - base).mean() for ns in rand_sets]
     rand_rev = [(rev(ns) - post).mean() for ns in rand_sets]

@@ -347,6 +347,34 @@ def draw_intervention(stage_dir: Path, file: str, name: str) -> list[Path]:
     return save(fig, stage_dir, name + "_vs_random")
 
 
+def draw_calibration(stage_dir: Path) -> list[Path]:
+    """Per family: the false-positive rate under its nulls with its Wilson interval, beside the
+    naive test's on the same nulls, and the line at α."""
+    plt = _plt()
+    fams = _read(Path(stage_dir) / "summary.json")
+    if not fams:
+        return []
+    names = list(fams)
+    alpha = next(iter(fams.values()))["alpha"]
+    fig, ax = plt.subplots(figsize=(4.6, 2.4))
+    for j, (key, label, colour) in enumerate((("this", "this workbench's test", "#1f77b4"),
+                                               ("naive", "naive test, same nulls", "#BBBBBB"))):
+        rows = [fams[n] if key == "this" else fams[n].get("comparison") for n in names]
+        xs = [i + (j - 0.5) * 0.36 for i in range(len(names))]
+        ys = [r["false_positive_rate"] if r else float("nan") for r in rows]
+        err = [[r["false_positive_rate"] - r["ci"][0] if r else 0 for r in rows],
+               [r["ci"][1] - r["false_positive_rate"] if r else 0 for r in rows]]
+        ax.bar(xs, ys, width=0.34, color=colour, label=label, yerr=err, capsize=2, error_kw={"lw": 0.8})
+    ax.axhline(alpha, color="black", lw=0.8, ls="--", label=f"α = {alpha}")
+    ax.set_xticks(range(len(names)), names, fontsize=8)
+    ax.set_ylabel("false-positive rate", fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.legend(frameon=False, fontsize=6)
+    ax.set_title(f"nulls built so that no effect exists ({next(iter(fams.values()))['n_null']} per family)", fontsize=8)
+    fig.tight_layout()
+    return save(fig, stage_dir, "calibration")
+
+
 def word_clouds(report: dict[str, Any], out_dir: str | Path) -> list[Path]:
     """One word cloud per trait from its distinctive words (size = log-odds z-score), as a
     5-panel figure (PDF + PNG) and one PNG per trait. Returns the written paths."""

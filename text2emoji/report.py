@@ -198,6 +198,22 @@ def _causal(out: Path, m: dict[str, Any]) -> list[str]:
     return L
 
 
+def _calibration(out: Path, m: dict[str, Any]) -> list[str]:
+    """Calibration: the false-positive rate of each family of tests under nulls built by construction."""
+    if not m.get("calibration"):
+        return []
+    from text2emoji.stages.calibrate import table
+
+    trait = (read_json(out / "calibrate" / "calibration.json") or {}).get("trait", "first")
+    L = ["## Calibration: how often these tests find an effect that is not there", "",
+         "Not in the study (ours). Each family's p-values are only as good as their false-positive rate; "
+         "it is measured here on null experiments built from this run's model and data (see "
+         "`interp/calibration.py` for each null).", ""]
+    L += table(m["calibration"], trait) + [""]
+    L += _fig_refs(out, ["calibrate/calibration.png"])
+    return L
+
+
 def _share(x: float | None, ci: list[float] | None) -> str:
     if x is None:
         return "n/a"
@@ -216,7 +232,7 @@ def render_markdown(out: Path, m: dict[str, Any]) -> str:
     """The report: each claim of the study beside what this run measured, then the figures of
     any other stage and the provenance."""
     L: list[str] = []
-    for section in (_header, _emoji_use, _alignment, _icl, _neurons, _causal, _lens):
+    for section in (_header, _emoji_use, _alignment, _icl, _neurons, _causal, _calibration, _lens):
         L += section(out, m)
     # figures of any other stage (an analysis added to the registry shows up here)
     placed = "\n".join(L)

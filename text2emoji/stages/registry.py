@@ -6,6 +6,7 @@ analysis, see the README's "Adding an analysis".
 """
 
 from text2emoji.stages.base import Stage
+from text2emoji.stages.calibrate import CALIBRATE
 from text2emoji.stages.data import DATASET, MODEL, QUALITY
 from text2emoji.stages.evaluate import EVALUATE
 from text2emoji.stages.intervene import ABLATE, PATCH
@@ -13,4 +14,4 @@ from text2emoji.stages.neurons import NEURONS
 from text2emoji.stages.trace import TRACE
 from text2emoji.stages.train import TRAIN
 
-STAGES: list[Stage] = [DATASET, QUALITY, MODEL, TRAIN, EVALUATE, NEURONS, TRACE, ABLATE, PATCH]
+STAGES: list[Stage] = [DATASET, QUALITY, MODEL, TRAIN, EVALUATE, NEURONS, TRACE, ABLATE, PATCH, CALIBRATE]

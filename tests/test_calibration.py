@@ -1,0 +1,117 @@
+"""Calibration: each test's false-positive rate under nulls built by construction, and the
+matched controls of the causal tests (the placebo problem of issue 12)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from interp.calibration import Rate, calibrate_neurons, calibrate_sets, calibrate_trace
+from interp.intervene import matched_draws
+from interp.results import RandomControl
+
+# the old probe suite's cluster sizes: 12 units, most of its prompts in two clusters of six
+OLD_SIZES = [6, 6, 2, 2, 2, 2, 2, 1, 1, 1, 1, 1]
+
+
+def clustered(rng: np.random.Generator, d: int, sizes=OLD_SIZES, within: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
+    """Zero-mean differences ``[prompts, d]`` whose prompts share a strong cluster effect."""
+    clusters = np.repeat(np.arange(len(sizes)), sizes)
+    shared = rng.normal(size=(len(sizes), d))[clusters]
+    return within * shared + (1 - within) * rng.normal(size=(len(clusters), d)), clusters
+
+
+def test_rate_is_share_below_alpha_with_wilson_interval():
+    r = Rate.of([0.001, 0.04, 0.05, 0.5], alpha=0.05)
+    assert (r.false_positives, r.n_null, r.false_positive_rate) == (2, 4, 0.5)
+    assert r.ci[0] < 0.5 < r.ci[1]
+    assert Rate.of([0.2] * 20, 0.05).ci == [0.0, pytest.approx(0.161, abs=1e-3)]
+
+
+def test_neuron_and_trace_nulls_calibrated_where_per_prompt_flips_are_not():
+    """On clustered data the cluster test holds α; treating prompts as independent does not."""
+    rng = np.random.default_rng(0)
+    delta, clusters = clustered(rng, d=40)
+    neurons = calibrate_neurons(delta, clusters, n_null=60, n_perm=400, seed=1)
+    assert neurons.false_positive_rate <= 0.10
+    assert neurons.comparison["false_positive_rate"] >= 0.3
+    trace = calibrate_trace(delta[:, 0], clusters, n_null=60, n_perm=400, seed=2)
+    assert trace.false_positive_rate <= 0.12
+    assert trace.rate.n_null == 60 and len(trace.p) == 60
+
+
+def test_trace_p_uniform_under_a_null_by_construction():
+    """Independent clustered datasets with no effect: the cluster sign-flip p is uniform."""
+    from interp.neurons import sign_flip_test
+
+    rng = np.random.default_rng(3)
+    sizes = [3, 2, 2, 1, 1, 4, 2, 1, 1, 3, 2, 1, 1, 2, 1, 1, 2, 1, 3, 1]
+    p = []
+    for i in range(150):
+        x, clusters = clustered(rng, d=1, sizes=sizes)
+        p.append(sign_flip_test(x, clusters, n_perm=300, seed=i).p_mean[0])
+    assert stats.kstest(p, "uniform").pvalue > 0.01
+
+
+def test_matched_controls_hold_alpha_on_large_null_sets_where_uniform_controls_do_not():
+    """The placebo problem, with a known answer: every neuron's effect scales with its size and
+    no neuron is special. Sets drawn from the top decile by size 'beat' uniform random sets
+    nearly always; against sets matched on size they are null."""
+    rng = np.random.default_rng(0)
+    mag = rng.lognormal(mean=-1.0, sigma=1.2, size=600)
+    per_neuron = -mag * rng.normal(1.0, 0.3, size=600)
+
+    def effect(ns):
+        return float(per_neuron[list(ns)].sum())
+
+    fam = calibrate_sets("ablation", effect, mag, 10, matched_on="size", n_null=60, n_random=60, seed=4)
+    assert fam.false_positive_rate <= 0.12
+    assert fam.comparison["false_positive_rate"] >= 0.9
+
+
+def test_matched_p_uniform_for_random_sets():
+    """A set drawn uniformly from the layer, against sets matched on its members' sizes: p is
+    (close to) uniform."""
+    rng = np.random.default_rng(1)
+    mag = rng.lognormal(size=400)
+    per_neuron = mag * rng.normal(size=400)
+    p = []
+    for i in range(200):
+        cand = sorted(rng.choice(400, 5, replace=False).tolist())
+        draws = [per_neuron[s].sum() for s in matched_draws(mag, cand, 99, seed=i)]
+        p.append(RandomControl.of(per_neuron[cand].sum(), np.array(draws)).p)
+    assert stats.kstest(p, "uniform").pvalue > 0.01
+    assert np.mean(np.array(p) < 0.05) <= 0.1
+
+
+def test_matched_draws_stay_near_each_candidate_in_size():
+    mag = np.linspace(0, 1, 1000)
+    sets = matched_draws(mag, [999, 500, 3], n=30, seed=0, width=20)
+    for s in sets:
+        lo, mid, hi = sorted(s)
+        assert lo <= 25 and 480 <= mid <= 520 and hi >= 975
+        assert not {999, 500, 3} & set(s)
+
+
+def test_calibrate_interventions_on_a_tiny_model(tiny_model_dir, tmp_path):
+    """The ablation and patching families run end to end on a tiny random model with an
+    adapter (exact cached scorer), with p-values in (0, 1]."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from interp.calibration import calibrate_interventions
+    from interp.models import ModelConfig, load_model
+
+    torch.manual_seed(5)
+    lora = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+                          LoraConfig(r=4, lora_alpha=16, init_lora_weights=False, target_modules=["down_proj", "up_proj"]))
+    lora.save_pretrained(tmp_path / "a")
+    lm = load_model(ModelConfig(model=str(tiny_model_dir), device="cpu"), adapter=str(tmp_path / "a"))
+    fams = calibrate_interventions(lm.model, lm.tokenizer, ["the a is of", "w1 w2", "you w9 w10"], ["w20 w21", "w22"], 3,
+                                   n_null=6, n_random=9, seed=0)
+    assert [f.family for f in fams] == ["ablation", "patching"]
+    for f in fams:
+        assert f.rate.n_null == 6 and all(0 < p <= 1 for p in f.p) and f.comparison["n_null"] == 6
+        assert set(f.summary()) >= {"false_positive_rate", "n_null", "alpha", "ci", "null", "test"}
