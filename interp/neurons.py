@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 from einops import einsum
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from interp.hooks import DEFAULT_SITE, d_in, final_norm, n_layers, resolve_site, unembed
@@ -241,6 +241,57 @@ def top_table(diff: NeuronDiff, k: int = 20, by: str = "mean", n_boot: int = 200
             "ci_lo": float(lo[r]), "ci_hi": float(hi[r]), "effect_dz": float(diff.effect[n]), "t": float(diff.t[n]),
             "p_perm": float(diff.p_perm[n]), "p_fwer": float(diff.p_fwer[n]),
             "pre_mean": float(diff.pre_mean[n]), "post_mean": float(diff.post_mean[n]),
+        }
+        for r, n in enumerate(idx)
+    ]
+
+
+def split_clusters(n_clusters: int, seed: int = 0) -> Bool[np.ndarray, "clusters"]:  # noqa: F821
+    """A seeded, deterministic half of the clusters (``True``: select on it; the others
+    estimate); the selection half holds ``n_clusters // 2``.
+
+    >>> m = split_clusters(7, seed=1)
+    >>> int(m.sum()), bool((m == split_clusters(7, seed=1)).all())
+    (3, True)
+    """
+    order = np.random.default_rng([seed, 0x5E1EC7]).permutation(n_clusters)
+    mask = np.zeros(n_clusters, dtype=bool)
+    mask[order[: n_clusters // 2]] = True
+    return mask
+
+
+def holdout_table(diff: NeuronDiff, k: int = 20, n_boot: int = 2000, seed: int = 0, n_perm: int = 2000) -> list[dict[str, Any]]:
+    """Select on one half of the clusters, estimate on the other (:func:`split_clusters`).
+
+    Neurons are ranked by their mean increase on the selection half; each of the top ``k`` gets
+    ``mean_increase_holdout`` with a cluster-bootstrap interval (``holdout_ci_lo``/``_hi``) and
+    a two-sided cluster sign-flip ``p_holdout`` (per neuron, uncorrected), all from the
+    held-out clusters only, so they are free of the selection. ``mean_increase_select`` (the
+    selection half) and ``mean_increase`` (all prompts) share data with the selection.
+
+    >>> rng = np.random.default_rng(0)
+    >>> delta = rng.normal(0, 0.1, size=(20, 6)); delta[:, 4] += 1.0
+    >>> d = neuron_diff(np.zeros_like(delta), delta, n_perm=200)
+    >>> rows = holdout_table(d, k=2, n_boot=200, n_perm=200)
+    >>> rows[0]["neuron"], rows[0]["holdout_ci_lo"] > 0.5, rows[0]["n_clusters_holdout"]
+    (4, True, 10)
+    """
+    select = split_clusters(diff.n_clusters, seed)[diff.clusters]  # [prompts]
+    if select.all() or not select.any():
+        raise ValueError(f"a select/estimate split needs at least 2 clusters; got {diff.n_clusters}")
+    sel_mean = diff.delta[select].mean(0)
+    idx = np.argsort(-sel_mean, kind="stable")[:k]
+    hold = diff.delta[~select][:, idx]
+    hold_clusters = diff.clusters[~select]
+    lo, hi = bootstrap_mean(hold, n_boot, seed, clusters=hold_clusters)
+    test = sign_flip_test(hold, hold_clusters, n_perm, seed)
+    n_sel = len(np.unique(diff.clusters[select]))
+    return [
+        {
+            "rank": r + 1, "neuron": int(n), "mean_increase_select": float(sel_mean[n]),
+            "mean_increase_holdout": float(hold[:, r].mean()), "holdout_ci_lo": float(lo[r]), "holdout_ci_hi": float(hi[r]),
+            "p_holdout": float(test.p_mean[r]), "mean_increase": float(diff.mean[n]),
+            "n_clusters_select": n_sel, "n_clusters_holdout": test.n_clusters,
         }
         for r, n in enumerate(idx)
     ]
