@@ -163,7 +163,7 @@ def test_dla_change_equals_raw_hooks_and_the_formula_by_hand(neurons_res, suite,
 
 
 def test_trace_emojis_equals_separate_models(peft_lm, suite, tiny_model_dir, adapters):
-    from interp.neurons import bootstrap_mean
+    from interp.neurons import bootstrap_mean, sign_flip_test
     from interp.trace_analysis import trace_emojis
     from interp.tracing import emoji_logprobs, logit_lens
 
@@ -182,9 +182,11 @@ def test_trace_emojis_equals_separate_models(peft_lm, suite, tiny_model_dir, ada
     files = json.loads(json.dumps({"trace": res.to_dict(), "summary": res.summary()}))
     s = files["summary"][t]
     change = tr.any_emoji_post - tr.any_emoji_pre
-    lo, hi = bootstrap_mean(change[:, None], 100, 1)
+    lo, hi = bootstrap_mean(change[:, None], 100, 1, clusters=[p.cluster for p in suite.prompts])
     assert s["mean_change"] == float(change.mean()) == tr.mean_change and s["ci"] == [lo[0], hi[0]]
+    assert s["p"] == sign_flip_test(change[:, None], suite.clusters(), 10000, 1).p_mean[0]
     assert s["n_prompts_up"] == int((change > 0).sum()) and s["n_prompts"] == len(suite.texts)
+    assert s["n_clusters"] == suite.n_clusters
     assert s["per_emoji_mean_change"]["w22"] == float((lp[:, 1] - base[:, 1]).mean())
     assert files["trace"]["traits"][t]["logit_lens_emojis"] == EMOJIS[t][:2]
     assert files["trace"]["prompts"] == [p.id for p in suite.prompts]
