@@ -203,3 +203,23 @@ def test_cluster_bootstrap_resamples_clusters_not_rows():
     c_lo, c_hi = bootstrap_mean(y, 2000, 0, clusters=labels)
     r_lo, r_hi = bootstrap_mean(y, 2000, 0)
     assert c_hi[0] - c_lo[0] > 1.2 * (r_hi[0] - r_lo[0])
+
+
+# --- the report says what the numbers are -------------------------------------------------------
+
+
+def test_report_states_cluster_level_p_max_t_and_the_number_of_clusters(tmp_path):
+    from text2emoji.report import _neurons
+
+    neurons = {"top_neuron": 7, "top_mean_increase": 0.5, "top_ci": [0.1, 0.9], "top_p_fwer": 0.01,
+               "n_neurons_fwer_05": 3, "top_k_also_emoji_selective": 0, "n_clusters": 45, "holdout_top_neuron": 9,
+               "holdout_top_mean_increase": 0.2, "holdout_top_ci": [-0.1, 0.4], "n_holdout_ci_above_0": 1}
+    trace = {"emojis": ["🎉"], "mean_logprob_any_pre": -9.0, "mean_logprob_any_post": -8.0, "mean_change": 1.0,
+             "ci": [0.5, 1.5], "p": 0.002, "n_clusters": 45}
+    text = "\n".join(_neurons(tmp_path, {"neurons": {"extraversion": neurons}, "trace": {"extraversion": trace}}))
+    assert "45 independent clusters" in text and "cluster-level" in text and "max-|t|" in text
+    assert "changes after fine-tuning (two-sided)" in text and "neurons that change" in text
+    assert "| 9: +0.20 [-0.10, +0.40] |" in text and "| 0.002 |" in text and "over 45 clusters" in text
+    # results written before these keys existed still render
+    old = {k: v for k, v in neurons.items() if not k.startswith(("holdout", "n_holdout", "n_clusters"))}
+    assert "| — |" in "\n".join(_neurons(tmp_path, {"neurons": {"extraversion": old}}))
