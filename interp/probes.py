@@ -126,6 +126,9 @@ def load_probe_suite(path: str | Path | None = None) -> ProbeSuite:
         if first[0] != p.cluster:
             raise UserError(f"{where}: prompt {i} ({p.id}): field 'cluster': {p.cluster!r}, but pair {p.pair!r} "
                             f"is in cluster {first[0]!r} (prompt {first[1]}); a pair must lie inside one cluster")
+    if suite.n_clusters < 2:
+        raise UserError(f"{where}: the prompts form {suite.n_clusters} cluster(s); cluster-level statistics (sign "
+                        "flips, bootstrap, a select/estimate split) need at least 2 (field 'cluster')")
     return suite
 
 

@@ -71,9 +71,12 @@ def test_a_pair_split_across_clusters_is_an_error_naming_file_prompt_and_field(t
         load_probe_suite(f)
     msg = str(e.value)
     assert str(f) in msg and "prompt 2 (b)" in msg and "field 'cluster'" in msg and "pair 's'" in msg
-    bad = _write(tmp_path, [_row("a", cluster="")])
+    bad = _write(tmp_path, [_row("a", cluster=""), _row("b")])
     with pytest.raises(UserError, match=r"prompt 1 \(a\): field 'cluster' must be a non-empty string"):
         load_probe_suite(bad)
+    one = _write(tmp_path, [_row("a", cluster="x"), _row("b", cluster="x")])
+    with pytest.raises(UserError, match=r"form 1 cluster\(s\).*at least 2"):
+        load_probe_suite(one)
 
 
 # --- the sign-flip test -----------------------------------------------------------------------
