@@ -102,6 +102,9 @@ def test_neurons_trace_ablate_patch_stages(tiny_model_dir, run_dir, capsys):
     assert f"in {n_clusters} independent clusters" in md and "max-|t|" in md and "Selected on" in md
     assert summary["traits"]["openness"]["n_clusters"] == n_clusters
     assert set(tops["openness"]) == {"by_mean", "by_effect", "by_mean_holdout"}
+    dla = np.load(stage / "dla_change_openness.npy")
+    dla_json = json.loads((stage / "dla.json").read_text())["openness"]
+    assert dla.shape == (128, 3) and dla_json["dla_change"] == dla[dla_json["top_neurons"]].tolist()
     assert main(["trace", *common]) == 0
     tr = json.loads((run_dir / "run" / "trace" / "trace.json").read_text())
     trs = json.loads((run_dir / "run" / "trace" / "summary.json").read_text())["openness"]

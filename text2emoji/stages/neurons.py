@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from text2emoji.core.config import option
-from text2emoji.core.files import atomic_write_json, atomic_write_text
+from text2emoji.core.files import atomic_path, atomic_write_json, atomic_write_text
 from text2emoji.core.runs import Progress
 from text2emoji.stages.base import RunConfig, Stage, print_json, read_json
 from text2emoji.stages.probing import ProbeConfig, load_peft, load_suite, probe_inputs, write_csv
@@ -25,6 +25,8 @@ class NeuronsConfig(ProbeConfig):
 
 
 def _neurons(cfg: NeuronsConfig, out: Path) -> None:
+    import numpy as np
+
     from interp.neuron_analysis import analyse_neurons
 
     suite = load_suite(cfg)
@@ -38,6 +40,9 @@ def _neurons(cfg: NeuronsConfig, out: Path) -> None:
     files = res.to_dict()
     for name in ("top_neurons", "overlap", "dla", "selectivity", "summary"):
         atomic_write_json(out / f"{name}.json", files[name])
+    for t, tn in res.traits.items():  # every neuron's DLA of the change [d_mlp, emojis] (dla.json: the top rows)
+        with atomic_path(out / f"dla_change_{t}.npy") as tmp, open(tmp, "wb") as f:
+            np.save(f, tn.dla.change)
     md = []
     for t, tn in res.traits.items():
         write_csv(out / f"top_neurons_{t}.csv", [{k: v for k, v in r.items() if k != "dla_change"} for r in tn.by_mean])
