@@ -5,6 +5,12 @@
 (True, 'agreeableness')
 >>> {p.kind for p in suite.prompts} >= {"neutral", "neutral_emoji", "trait", "conversational"}
 True
+>>> suite.n_clusters >= 40, int(suite.clusters()[0]), suite.prompts[0].cluster
+(True, 0, 'walk')
+
+Prompts are not independent units: the emoji variants of one sentence, or a sentence with and
+without its emoji, are one **cluster**; the statistics resample and permute clusters
+(:func:`interp.neurons.sign_flip_test`, :func:`interp.neurons.bootstrap_mean`).
 """
 
 from __future__ import annotations
@@ -13,7 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
+from jaxtyping import Int
 
 from interp.emojis import find_emojis
 from interp.prompts import prompts_dir
@@ -33,6 +41,7 @@ class ProbePrompt:
     pair: str | None
     emoji: str | None
     contrast: str
+    cluster: str  # the independent unit it belongs to (default: its pair, else its id)
 
 
 @dataclass(frozen=True)
@@ -44,6 +53,16 @@ class ProbeSuite:
     @property
     def texts(self) -> list[str]:
         return [p.text for p in self.prompts]
+
+    def clusters(self) -> Int[np.ndarray, "prompts"]:  # noqa: F821
+        """Each prompt's cluster index, ``0..n_clusters-1`` in order of first appearance."""
+        index: dict[str, int] = {}
+        return np.array([index.setdefault(p.cluster, len(index)) for p in self.prompts], dtype=np.int64)
+
+    @property
+    def n_clusters(self) -> int:
+        """How many independent clusters the prompts form."""
+        return len({p.cluster for p in self.prompts})
 
     def pairs(self) -> list[tuple[int, int]]:
         """``(emoji variant index, emoji-free index)`` for every variant of a paired sentence."""
@@ -97,6 +116,19 @@ def load_probe_suite(path: str | Path | None = None) -> ProbeSuite:
     for p in prompts:
         if p.pair and groups.get(p.pair) != 1:
             raise UserError(f"{where}: pair {p.pair!r} needs exactly one emoji-free variant (emoji: null)")
+    # the variants of one sentence are one unit: a pair split across clusters would let the
+    # statistics treat near-copies as independent
+    pair_cluster: dict[str, tuple[str, int]] = {}
+    for i, p in enumerate(prompts, 1):
+        if not p.pair:
+            continue
+        first = pair_cluster.setdefault(p.pair, (p.cluster, i))
+        if first[0] != p.cluster:
+            raise UserError(f"{where}: prompt {i} ({p.id}): field 'cluster': {p.cluster!r}, but pair {p.pair!r} "
+                            f"is in cluster {first[0]!r} (prompt {first[1]}); a pair must lie inside one cluster")
+    if suite.n_clusters < 2:
+        raise UserError(f"{where}: the prompts form {suite.n_clusters} cluster(s); cluster-level statistics (sign "
+                        "flips, bootstrap, a select/estimate split) need at least 2 (field 'cluster')")
     return suite
 
 
@@ -115,4 +147,12 @@ def _prompt(row: dict[str, Any], at: str) -> ProbePrompt:
         raise UserError(f"{at}: field 'emoji' is null but the text holds {found}")
     if emoji is not None and emoji not in found:
         raise UserError(f"{at}: field 'emoji': {emoji!r} does not occur in the text")
-    return ProbePrompt(row["id"], row["text"], row["kind"], trait, row.get("pair"), emoji, row["contrast"])
+    pair = row.get("pair")
+    if pair is not None and (not isinstance(pair, str) or not pair.strip()):
+        raise UserError(f"{at}: field 'pair' must be a non-empty string or null")
+    cluster = row.get("cluster")
+    if cluster is None:
+        cluster = pair or row["id"]
+    elif not isinstance(cluster, str) or not cluster.strip():
+        raise UserError(f"{at}: field 'cluster' must be a non-empty string (or absent: the pair, else the id)")
+    return ProbePrompt(row["id"], row["text"], row["kind"], trait, pair, emoji, row["contrast"], cluster)

@@ -4,6 +4,10 @@ a probe suite's prompts, and the logit lens of its emojis over layers.
 >>> res = trace_emojis(peft_model, tokenizer, load_probe_suite(), ["extraversion"])  # doctest: +SKIP
 >>> res.traits["extraversion"].mean_change, res.traits["extraversion"].ci  # doctest: +SKIP
 
+Inference is over the suite's clusters (:meth:`interp.probes.ProbeSuite.clusters`): the
+interval of the mean change of log P(any emoji) resamples whole clusters, and its two-sided
+p flips the sign of whole clusters (:func:`interp.neurons.sign_flip_test`, as for neurons).
+
 ``res.to_dict()`` is the stage's ``trace.json``, ``res.summary()`` its ``summary.json``.
 """
 
@@ -17,7 +21,7 @@ import numpy as np
 from jaxtyping import Float
 
 from interp.intervene import any_emoji_logprob
-from interp.neurons import bootstrap_mean
+from interp.neurons import bootstrap_mean, sign_flip_test
 from interp.probes import ProbeSuite
 from text2emoji.core.presets import BATCH_SIZE
 
@@ -38,7 +42,9 @@ class TraitTrace:
     any_emoji_post: np.ndarray  # [prompts]
     lens_pre: np.ndarray  # [prompts, layers]
     lens_post: np.ndarray  # [prompts, layers]
-    ci: tuple[float, float]  # 95% bootstrap interval of the mean change of any_emoji
+    ci: tuple[float, float]  # 95% cluster-bootstrap interval of the mean change of any_emoji
+    p: float  # two-sided cluster sign-flip p of the mean change of any_emoji
+    n_clusters: int
 
     @property
     def mean_change(self) -> float:
@@ -62,8 +68,8 @@ class TraitTrace:
         return {
             "emojis": self.emojis,
             "mean_logprob_any_pre": float(pre.mean()), "mean_logprob_any_post": float(post.mean()),
-            "mean_change": self.mean_change, "ci": [self.ci[0], self.ci[1]],
-            "n_prompts_up": int((post > pre).sum()), "n_prompts": len(pre),
+            "mean_change": self.mean_change, "ci": [self.ci[0], self.ci[1]], "p": self.p,
+            "n_prompts_up": int((post > pre).sum()), "n_prompts": len(pre), "n_clusters": self.n_clusters,
             "per_emoji_mean_change": {e: float((post_ns[:, j] - pre_ns[:, j]).mean()) for j, e in enumerate(self.emojis)},
             "lens_peak_layer_post": int(np.argmax(self.lens_post.mean(0))),
         }
@@ -100,15 +106,19 @@ def _measure(model: Any, tokenizer: Any, texts: Sequence[str], emojis: list[str]
 
 def trace_emojis(
     model: Any, tokenizer: Any, suite: ProbeSuite, traits: Sequence[str], *, lens_emojis: int = 1,
-    batch_size: int = BATCH_SIZE, n_boot: int = 2000, seed: int = 0, progress: Callable[[str], None] | None = None,
+    batch_size: int = BATCH_SIZE, n_boot: int = 2000, n_perm: int = 10000, seed: int = 0,
+    progress: Callable[[str], None] | None = None,
 ) -> TraceResult:
     """Each trait's emojis pre vs post on ``suite``'s prompts (chat template). ``model`` is a
     PEFT model holding one adapter per trait, named by trait; the logit lens decodes each
     trait's first ``lens_emojis`` emojis. The base model runs once for every trait's emojis
-    (without its adapter nothing depends on the trait). ``progress(note)`` after each pass."""
+    (without its adapter nothing depends on the trait). The change's interval (``n_boot``
+    resamples) and p (``n_perm`` sign flips) are over the suite's clusters. ``progress(note)``
+    after each pass."""
     from interp.models import adapter_disabled
 
     texts = suite.texts
+    clusters = suite.clusters()
     every = list(dict.fromkeys(e for t in traits for e in suite.trait_emojis[t]))
     every_lens = list(dict.fromkeys(e for t in traits for e in suite.trait_emojis[t][:lens_emojis]))
     with adapter_disabled(model):
@@ -125,9 +135,11 @@ def trace_emojis(
         post_lp, post_lens = _measure(model, tokenizer, texts, emojis, lens, batch_size)
         any_pre = any_emoji_logprob(pre_lp["no_space"])
         any_post = any_emoji_logprob(post_lp["no_space"])
-        lo, hi = bootstrap_mean((any_post - any_pre)[:, None], n_boot, seed)
+        change = (any_post - any_pre)[:, None]
+        lo, hi = bootstrap_mean(change, n_boot, seed, clusters=clusters)
+        test = sign_flip_test(change, clusters, n_perm, seed)
         out[t] = TraitTrace(emojis, lens, pre_lp, post_lp, any_pre, any_post, any_lens(base_lens[:, lens_cols]),
-                            any_lens(post_lens), (float(lo[0]), float(hi[0])))
+                            any_lens(post_lens), (float(lo[0]), float(hi[0])), float(test.p_mean[0]), test.n_clusters)
         if progress:
             progress(t)
     return TraceResult([p.id for p in suite.prompts], out)

@@ -51,52 +51,119 @@ def _alone(tiny_model_dir, adapters, trait):
     return load_model(ModelConfig(model=str(tiny_model_dir), device="cpu"), adapter=str(adapters[trait]))
 
 
-def test_analyse_neurons_equals_neuron_diff_by_hand(peft_lm, suite, tiny_model_dir, adapters, tmp_path):
-    from interp.capture import capture
-    from interp.neuron_analysis import analyse_neurons
-    from interp.neurons import emoji_selectivity, neuron_diff, neuron_token_dla, overlap, top_table
-    from interp.tracing import emoji_token_ids
+K, N_PERM, N_BOOT, SEED = 5, 200, 100, 3
 
-    k, n_perm, n_boot, seed = 5, 200, 100, 3
-    res = analyse_neurons(peft_lm.model, peft_lm.tokenizer, suite, TRAITS, site="blocks.-1.mlp.hook_post", k=k,
-                          n_perm=n_perm, n_boot=n_boot, seed=seed, acts_dir=tmp_path)
+
+@pytest.fixture(scope="module")
+def neurons_res(peft_lm, suite, tmp_path_factory):
+    from interp.neuron_analysis import analyse_neurons
+
+    acts = tmp_path_factory.mktemp("acts")
+    res = analyse_neurons(peft_lm.model, peft_lm.tokenizer, suite, TRAITS, site="blocks.-1.mlp.hook_post", k=K,
+                          n_perm=N_PERM, n_boot=N_BOOT, seed=SEED, acts_dir=acts)
+    return res, acts
+
+
+def test_analyse_neurons_equals_neuron_diff_by_hand(neurons_res, suite, tiny_model_dir, adapters):
+    from interp.capture import capture
+    from interp.neurons import emoji_selectivity, holdout_table, neuron_diff, overlap, top_table
+
+    res, acts = neurons_res
+    k, n_perm, n_boot, seed = K, N_PERM, N_BOOT, SEED
     t = "neuroticism"
     alone = _alone(tiny_model_dir, adapters, t)
     post = capture(alone.model, alone.tokenizer, suite.texts, chat=True).activations
     np.testing.assert_allclose(res.post[t], post, atol=1e-5)
-    np.testing.assert_array_equal(np.load(tmp_path / f"post_{t}.npy"), res.post[t])
+    np.testing.assert_array_equal(np.load(acts / f"post_{t}.npy"), res.post[t])
     assert not np.allclose(res.post["openness"], res.post[t])  # two different adapters
-    d = neuron_diff(res.pre, res.post[t], n_perm=n_perm, seed=seed)
+    # inference over the suite's clusters
+    d = neuron_diff(res.pre, res.post[t], n_perm=n_perm, seed=seed, clusters=suite.clusters())
+    assert res.traits[t].diff.n_clusters == suite.n_clusters == d.n_clusters
+    np.testing.assert_array_equal(res.traits[t].diff.p_fwer, d.p_fwer)
     sel = emoji_selectivity(res.post[t], suite.pairs())
     files = json.loads(json.dumps(res.to_dict()))  # what the stage writes, through JSON
     s = files["summary"]["traits"][t]
     top = d.rank("mean", k).tolist()
     assert s["top_neuron"] == top[0] and s["top_mean_increase"] == d.mean[top[0]]
     assert s["n_neurons_fwer_05"] == int((d.p_fwer < 0.05).sum()) and s["n_neurons"] == 128
+    assert s["n_clusters"] == suite.n_clusters and s["n_prompts"] == len(suite.prompts)
     assert s["mean_abs_change"] == float(np.abs(d.mean).mean())
     assert s["top_k_also_emoji_selective"] == len(set(sel.rank(k).tolist()) & set(top))
     assert s["top_emoji_selective_post"] == sel.rank(k).tolist()
     assert files["summary"]["n_prompts"] == len(suite.prompts) and files["summary"]["overlap"] == files["overlap"]
+    assert files["summary"]["n_clusters"] == suite.n_clusters
     # the tables are top_table's rows, the by-mean ones with selectivity and DLA added
     tables = files["top_neurons"][t]
     assert tables["by_effect"] == top_table(d, k, "effect", n_boot, seed)
     plain = top_table(d, k, "mean", n_boot, seed)
     assert [{key: r[key] for key in plain[0]} for r in tables["by_mean"]] == plain
+    hold = holdout_table(d, k, n_boot, seed, n_perm)
+    assert tables["by_mean_holdout"] == hold
+    assert s["holdout_top_neuron"] == hold[0]["neuron"] and s["n_holdout_ci_above_0"] == sum(r["holdout_ci_lo"] > 0 for r in hold)
+    assert hold[0]["n_clusters_select"] + hold[0]["n_clusters_holdout"] == suite.n_clusters
     pre_sel = emoji_selectivity(res.pre, suite.pairs())
     assert [r["selectivity_pre"] for r in tables["by_mean"]] == [pre_sel.effect[n] for n in top]
     assert [r["selectivity_post"] for r in tables["by_mean"]] == [sel.effect[n] for n in top]
-    firsts = [emoji_token_ids(alone.tokenizer, e)[0] for e in EMOJIS[t]]
-    w = neuron_token_dla(alone.model, firsts).numpy()
-    np.testing.assert_allclose(files["dla"][t]["post"], w[top], rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose([list(r["dla_post"].values()) for r in tables["by_mean"]], w[top], rtol=1e-5, atol=1e-6)
-    assert files["dla"][t]["first_token_ids"] == firsts and files["dla"][t]["top_neurons"] == top
+    dla = res.traits[t].dla
+    np.testing.assert_allclose(files["dla"][t]["dla_change"], dla.change[top])
+    np.testing.assert_allclose([list(r["dla_change"].values()) for r in tables["by_mean"]], dla.change[top])
+    assert files["dla"][t]["top_neurons"] == top and files["dla"][t]["emojis"] == EMOJIS[t]
+    assert not any("dla_post" in r or "weight_first_token" in r for r in tables["by_mean"])
     assert files["overlap"] == overlap({x: res.traits[x].top_neurons for x in TRAITS})
     assert files["selectivity"]["mean_increase"][t] == d.mean.tolist()
     assert res.traits[t].n_fwer_05 == s["n_neurons_fwer_05"] and res.n_prompts == len(suite.prompts)
+    assert res.clusters == [p.cluster for p in suite.prompts]
+
+
+def test_dla_change_equals_raw_hooks_and_the_formula_by_hand(neurons_res, suite, tiny_model_dir, adapters):
+    """The stored DLA of the change = the formula computed in a loop from a raw torch
+    pre-hook on the last ``down_proj`` and on the final norm, in separate unpadded forward
+    passes of prompt + emoji through the base and through the adapter merged into its weights."""
+    from interp.capture import encode
+
+    res, _ = neurons_res
+    t = "neuroticism"
+    emojis = EMOJIS[t]
+    post_m = _alone(tiny_model_dir, adapters, t).model.merge_and_unload().eval()
+    base = load_model(ModelConfig(model=str(tiny_model_dir), device="cpu"))
+    tok = base.tokenizer
+
+    def run(model, ids):
+        got = {}
+        hooks = [model.model.layers[-1].mlp.down_proj.register_forward_pre_hook(lambda _m, a: got.__setitem__("act", a[0][0])),
+                 model.model.norm.register_forward_pre_hook(lambda _m, a: got.__setitem__("resid", a[0][0]))]
+        try:
+            with torch.no_grad():
+                model(input_ids=torch.tensor([ids]))
+        finally:
+            for h in hooks:
+                h.remove()
+        return got["act"], got["resid"]
+
+    w_down = post_m.model.layers[-1].mlp.down_proj.weight  # [d_model, d_mlp]: W_out[n] = column n
+    gamma = post_m.model.norm.weight
+    w_u = post_m.lm_head.weight
+    eps = post_m.config.rms_norm_eps
+    want = np.zeros((128, len(emojis)))
+    for prompt in encode(tok, suite.texts, chat=True):
+        for j, e in enumerate(emojis):
+            cont = tok(e, add_special_tokens=False)["input_ids"]
+            ids = list(prompt.ids) + cont
+            a_pre, _ = run(base.model, ids)
+            a_post, resid = run(post_m, ids)
+            for i, tk in enumerate(cont):
+                pos = len(prompt.ids) - 1 + i  # the position predicting token i
+                rms = torch.sqrt(resid[pos].pow(2).mean() + eps)
+                w = torch.stack([(w_down[:, n] * gamma) @ w_u[tk] for n in range(128)])  # (W_out[n] ⊙ γ)·W_U[tok]
+                want[:, j] += ((a_post[pos] - a_pre[pos]) * w / rms).detach().numpy()
+    want /= len(suite.texts)
+    got = res.traits[t].dla.change
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+    assert np.abs(want).max() > 1e-4  # the adapter changes the neurons: not a trivial zero
 
 
 def test_trace_emojis_equals_separate_models(peft_lm, suite, tiny_model_dir, adapters):
-    from interp.neurons import bootstrap_mean
+    from interp.neurons import bootstrap_mean, sign_flip_test
     from interp.trace_analysis import trace_emojis
     from interp.tracing import emoji_logprobs, logit_lens
 
@@ -115,9 +182,11 @@ def test_trace_emojis_equals_separate_models(peft_lm, suite, tiny_model_dir, ada
     files = json.loads(json.dumps({"trace": res.to_dict(), "summary": res.summary()}))
     s = files["summary"][t]
     change = tr.any_emoji_post - tr.any_emoji_pre
-    lo, hi = bootstrap_mean(change[:, None], 100, 1)
+    lo, hi = bootstrap_mean(change[:, None], 100, 1, clusters=[p.cluster for p in suite.prompts])
     assert s["mean_change"] == float(change.mean()) == tr.mean_change and s["ci"] == [lo[0], hi[0]]
+    assert s["p"] == sign_flip_test(change[:, None], suite.clusters(), 10000, 1).p_mean[0]
     assert s["n_prompts_up"] == int((change > 0).sum()) and s["n_prompts"] == len(suite.texts)
+    assert s["n_clusters"] == suite.n_clusters
     assert s["per_emoji_mean_change"]["w22"] == float((lp[:, 1] - base[:, 1]).mean())
     assert files["trace"]["traits"][t]["logit_lens_emojis"] == EMOJIS[t][:2]
     assert files["trace"]["prompts"] == [p.id for p in suite.prompts]

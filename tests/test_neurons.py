@@ -41,9 +41,7 @@ def test_permutation_p_matches_exact_enumeration():
     null = np.abs(signs @ delta) / 8
     exact = (null >= np.abs(delta.mean(0)) - 1e-12).mean(0)
     np.testing.assert_allclose(d.p_perm, exact, atol=0.01)
-    exact_fwer = (null.max(1)[:, None] >= np.abs(delta.mean(0)) - 1e-12).mean(0)
-    np.testing.assert_allclose(d.p_fwer, exact_fwer, atol=0.01)
-    assert (d.p_fwer >= d.p_perm).all()
+    # the family-wise max-|t| p against its enumeration, and clusters: tests/test_clusters.py
     np.testing.assert_allclose(d.mean, delta.mean(0))
     np.testing.assert_allclose(d.effect, delta.mean(0) / delta.std(0, ddof=1))
 

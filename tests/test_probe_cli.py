@@ -95,8 +95,20 @@ def test_neurons_trace_ablate_patch_stages(tiny_model_dir, run_dir, capsys):
     assert summary["traits"]["openness"]["top_neuron"] == tops["openness"]["by_mean"][0]["neuron"]
     for f in ("neurons.md", "neuron_heatmap.png", "emoji_selectivity.pdf", "overlap.json", "dla.json"):
         assert (stage / f).is_file(), f
+    from interp.probes import load_probe_suite
+
+    n_clusters = load_probe_suite().n_clusters
+    md = (stage / "neurons.md").read_text()
+    assert f"in {n_clusters} independent clusters" in md and "max-|t|" in md and "Selected on" in md
+    assert summary["traits"]["openness"]["n_clusters"] == n_clusters
+    assert set(tops["openness"]) == {"by_mean", "by_effect", "by_mean_holdout"}
+    dla = np.load(stage / "dla_change_openness.npy")
+    dla_json = json.loads((stage / "dla.json").read_text())["openness"]
+    assert dla.shape == (128, 3) and dla_json["dla_change"] == dla[dla_json["top_neurons"]].tolist()
     assert main(["trace", *common]) == 0
     tr = json.loads((run_dir / "run" / "trace" / "trace.json").read_text())
+    trs = json.loads((run_dir / "run" / "trace" / "summary.json").read_text())["openness"]
+    assert trs["n_clusters"] == n_clusters and 0 < trs["p"] <= 1
     assert len(tr["traits"]["openness"]["logit_lens_post"]) == 2
     assert (run_dir / "run" / "trace" / "logit_lens.png").is_file()
     # the stage's post-PEFT emoji probability = the adapter loaded alone, scored independently

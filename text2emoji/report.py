@@ -140,20 +140,42 @@ def _neurons(out: Path, m: dict[str, Any]) -> list[str]:
     L: list[str] = []
     L += ["## 4. Last-layer neurons", "", f"**The study:** {CLAIMS['neurons']}", "", "**This run:**", ""]
     if m.get("neurons"):
-        L += ["| trait | top neuron | mean increase [95% CI] | p (FWER) | neurons with FWER p < 0.05 | top-20 also emoji-selective |",
-              "|---|---:|---|---:|---:|---:|"]
+        clusters = sorted({v.get("n_clusters") for v in m["neurons"].values()} - {None})
+        L += [f"Per trait, the last-layer neurons whose activation changes after fine-tuning (two-sided), over "
+              f"{'/'.join(map(str, clusters)) or 'the'} independent clusters of probe prompts: p is cluster-level (whole "
+              "clusters' signs flipped), the family-wise p (FWER) the studentised max-|t| over the layer, intervals a "
+              "cluster bootstrap. The top neuron and its interval share data with its selection; the held-out column "
+              "selects on half of the clusters and estimates on the other half.", "",
+              "| trait | top neuron | mean increase [95% CI] | p (FWER) | neurons that change, FWER p < 0.05 "
+              "| held out: top neuron, increase [95% CI] | top-20 also emoji-selective |",
+              "|---|---:|---|---:|---:|---|---:|"]
         L += [f"| {t} | {v['top_neuron']} | {v['top_mean_increase']:+.2f} [{v['top_ci'][0]:+.2f}, {v['top_ci'][1]:+.2f}] | "
-              f"{v['top_p_fwer']:.3g} | {v['n_neurons_fwer_05']} | {v['top_k_also_emoji_selective']} |" for t, v in m["neurons"].items()]
+              f"{v['top_p_fwer']:.3g} | {v['n_neurons_fwer_05']} | {_holdout(v)} | {v['top_k_also_emoji_selective']} |"
+              for t, v in m["neurons"].items()]
         L.append("")
     if m.get("trace"):
+        clusters = sorted({s.get("n_clusters") for s in m["trace"].values()} - {None})
         L += ["Emoji probability as the answer's first tokens on the probe prompts, pre → post (mean log P of any of "
-              "the trait's emojis, change with a 95% interval):", "",
-              "| trait | emojis | pre | post | change [95% CI] |", "|---|---|---:|---:|---|"]
+              "the trait's emojis, change with a 95% cluster-bootstrap interval and a two-sided cluster sign-flip p, "
+              f"over {'/'.join(map(str, clusters)) or 'the'} clusters):", "",
+              "| trait | emojis | pre | post | change [95% CI] | p |", "|---|---|---:|---:|---|---:|"]
         L += [f"| {t} | {' '.join(s['emojis'])} | {s['mean_logprob_any_pre']:.2f} | {s['mean_logprob_any_post']:.2f} | "
-              f"{s['mean_change']:+.2f} [{s['ci'][0]:+.2f}, {s['ci'][1]:+.2f}] |" for t, s in m["trace"].items()]
+              f"{s['mean_change']:+.2f} [{s['ci'][0]:+.2f}, {s['ci'][1]:+.2f}] | {_p(s.get('p'))} |" for t, s in m["trace"].items()]
         L.append("")
     L += _fig_refs(out, ["neurons/neuron_heatmap.png", "neurons/emoji_selectivity.png", "trace/emoji_prob.png"])
     return L
+
+
+def _holdout(v: dict[str, Any]) -> str:
+    """The selected-on-half, estimated-on-the-other-half top neuron (— for results without it)."""
+    if v.get("holdout_top_neuron") is None:
+        return "—"
+    lo, hi = v["holdout_top_ci"]
+    return f"{v['holdout_top_neuron']}: {v['holdout_top_mean_increase']:+.2f} [{lo:+.2f}, {hi:+.2f}]"
+
+
+def _p(p: float | None) -> str:
+    return "—" if p is None else f"{p:.3g}"
 
 
 def _causal(out: Path, m: dict[str, Any]) -> list[str]:
