@@ -13,7 +13,8 @@ false-positive rate is measured where the claims are made, not on a textbook nul
   group the cluster test permutes, it checks the implementation and the clustering, not the
   exchangeability assumption itself.
 * **ablation** and **patching**: "candidate" sets of ``k`` neurons drawn at random among the
-  top decile of the layer by intervention size (activation size; patching: ``|post - base|``).
+  top decile of the layer by intervention size (activation size; patching: ``|post - base|``),
+  less the few neurons without size peers that the tests leave out.
   Chosen without looking at emojis, they have no special role, yet they are large: a control
   of uniformly drawn random neurons calls them significant (``comparison``), matched controls
   should not.
@@ -32,7 +33,7 @@ import numpy as np
 from jaxtyping import Float
 
 from interp.behaviour.emoji_metrics import wilson
-from interp.intervene import matched_draws, random_draws
+from interp.intervene import matched_draws, random_draws, unmatched
 from interp.neurons import cluster_index, sign_flip_test
 from interp.results import RandomControl
 
@@ -103,7 +104,7 @@ def _with_comparison(family: str, null: str, test: str, alpha: float, p: list[fl
                              {"test": naive, **asdict(Rate.of(p_naive, alpha)), "p": p_naive})
 
 
-def calibrate_neurons(delta: Float[np.ndarray, "prompts d"], clusters: Sequence[Any], *, n_null: int = 20,
+def calibrate_neurons(delta: Float[np.ndarray, "prompts d"], clusters: Sequence[Any] | np.ndarray, *, n_null: int = 20,
                       n_perm: int = 1000, alpha: float = 0.05, seed: int = 0) -> FamilyCalibration:
     """Family-wise neuron test (smallest max-|t| p over the layer) on cluster-sign-flipped
     copies of one trait's ``post - pre`` differences; compared with per-prompt flips."""
@@ -117,7 +118,7 @@ def calibrate_neurons(delta: Float[np.ndarray, "prompts d"], clusters: Sequence[
         "per-prompt sign flips (prompts treated as independent)", naive)
 
 
-def calibrate_trace(change: Float[np.ndarray, "prompts"], clusters: Sequence[Any], *, n_null: int = 20,  # noqa: F821
+def calibrate_trace(change: Float[np.ndarray, "prompts"], clusters: Sequence[Any] | np.ndarray, *, n_null: int = 20,  # noqa: F821
                     n_perm: int = 1000, alpha: float = 0.05, seed: int = 0) -> FamilyCalibration:
     """The trace's test of the mean change of log P(any emoji), on cluster-sign-flipped copies
     of one trait's per-prompt changes; compared with per-prompt flips."""
@@ -136,11 +137,13 @@ def calibrate_sets(family: str, effect: Callable[[Sequence[int]], float], magnit
                    seed: int = 0) -> FamilyCalibration:
     """A neuron-set test (ablation or patching: ``effect(neurons)`` is the mean effect of an
     intervention on them) on null candidate sets: ``k`` neurons drawn at random among the top
-    :data:`TOP_FRACTION` of the layer by ``magnitude``, each against ``n_random`` random sets
+    :data:`TOP_FRACTION` of the layer by ``magnitude`` (less the few without size peers, which
+    the tests leave out: :func:`interp.intervene.unmatched`), each against ``n_random`` random sets
     matched on ``magnitude`` (two-sided). The comparison places the same null sets among
     uniformly drawn random sets (one distribution shared by every null experiment)."""
     mag = np.asarray(magnitude, dtype=float)
     top = np.argsort(-mag, kind="stable")[: max(2 * k, int(round(TOP_FRACTION * len(mag))))]
+    top = np.setdiff1d(top, unmatched(mag, top.tolist()))  # the tests leave neurons without size peers out
     rng = np.random.default_rng(seed)
     uniform = np.array([effect(ns) for ns in random_draws(len(mag), k, [], n_random, seed + 1)])
     p, naive = [], []

@@ -30,6 +30,7 @@ from interp.intervene import (
     random_draws,
     row_ablation,
     scored_activations,
+    unmatched,
 )
 from interp.models import adapter_disabled
 from interp.neurons import n_neurons
@@ -114,6 +115,11 @@ def ablation_experiment(
     sets matched neuron for neuron on activation size (:func:`interp.intervene.matched_draws`),
     two-sided; with ``placebo``, the ``k`` neurons of largest activation are tested the same way.
 
+    A neuron with no size peers in the layer (:func:`interp.intervene.unmatched`: a "massive"
+    neuron) cannot be matched, so no random set says whether it matters more than its size
+    predicts: the set test ablates the other neurons (``tested``), and each such neuron is
+    ablated alone and reported in ``excluded`` with its size and effect.
+
     Runs the model as it stands (load the post-PEFT model: base + trait adapter). ``means``
     (mean ablation; default: each neuron's mean at the scored positions). ``scorer``: a
     :class:`LastLayerScorer` of this model on ``emoji_pairs(tokenizer, prompts, emojis)``, to
@@ -134,23 +140,25 @@ def ablation_experiment(
     base, run = ablation_runner(model, tokenizer, prompts, emojis, scorer, mode=mode, means=means, chat=chat,
                                 site=site, batch_size=batch_size)
 
-    def test(ns: Sequence[int], draw_seed: int) -> tuple[np.ndarray, RandomControl | None]:
-        effect = run(ns)
-        rand = [run(r).mean() for r in matched_draws(magnitude, ns, n_random, draw_seed)]
-        return effect, RandomControl.of(float(effect.mean()), np.array(rand), matched_on)
+    def test(ns: Sequence[int], draw_seed: int) -> tuple[list[int], np.ndarray, RandomControl | None, list[dict[str, Any]]]:
+        skip = unmatched(magnitude, ns) if n_random > 0 else []  # no control, nothing to match
+        tested = [int(n) for n in ns if n not in skip]
+        effect = run(tested) if tested else np.zeros(len(prompts))
+        rand = [run(r).mean() for r in matched_draws(magnitude, tested, n_random if tested else 0, draw_seed)]
+        alone = [{"neuron": n, "size": float(magnitude[n]), "delta": float(run([n]).mean())} for n in skip]
+        return tested, effect, RandomControl.of(float(effect.mean()), np.array(rand), matched_on), alone
 
-    cand, control = test(neurons, seed)
+    tested, cand, control, excluded = test(neurons, seed)
     plac = None
     if placebo:
-        ns = placebo_set(magnitude, len(neurons))
-        effect, pc = test(ns, seed + 1)
-        plac = SetTest(ns, Effect.of(effect, n_boot, seed), effect.tolist(), pc)
+        ns, effect, pc, alone = test(placebo_set(magnitude, len(neurons)), seed + 1)
+        plac = SetTest(ns, Effect.of(effect, n_boot, seed), effect.tolist(), pc, alone)
     return AblationResult(
         mode=mode, k=len(neurons), neurons=[int(n) for n in neurons], emojis=list(emojis),
         method="cached last layer (exact)" if scorer.exact else "full forward passes",
         n_prompts=len(prompts), baseline_logprob=Effect.of(base, n_boot, seed),
         candidate_delta=Effect.of(cand, n_boot, seed), per_prompt_delta=cand.tolist(),
-        random_control=control, placebo=plac,
+        random_control=control, placebo=plac, tested=tested, excluded=excluded,
     )
 
 
@@ -333,14 +341,19 @@ def patching_experiment(
 
     Each direction is tested two-sided against the same random sets, matched neuron for neuron
     on the size of the patch (mean |post - base| at the scored positions); fractions carry a
-    bootstrap interval over prompts.
+    bootstrap interval over prompts. Neurons without size peers are patched alone and reported
+    in ``excluded``, as in :func:`ablation_experiment`; the rest (``tested``) form the set.
     """
     post, base, fwd, rev, magnitude, fast = patching_runners(model, tokenizer, prompts, emojis, chat=chat, site=site,
                                                              batch_size=batch_size)
-    rand_sets = matched_draws(magnitude, neurons, n_random, seed)
-    cand, back = fwd(neurons), rev(neurons)
+    skip = unmatched(magnitude, neurons) if n_random > 0 else []  # no control, nothing to match
+    tested = [int(n) for n in neurons if n not in skip]
+    rand_sets = matched_draws(magnitude, tested, n_random if tested else 0, seed)
+    cand, back = (fwd(tested), rev(tested)) if tested else (base, post)
     rand = [(fwd(ns) - base).mean() for ns in rand_sets]
     rand_rev = [(rev(ns) - post).mean() for ns in rand_sets]
+    excluded = [{"neuron": n, "size": float(magnitude[n]), "delta": float((fwd([n]) - base).mean()),
+                 "delta_reverse": float((rev([n]) - post).mean())} for n in skip]
     gap = post - base
     effect, effect_rev = cand - base, back - post
     matched_on = "mean |post - base| at the scored positions"
@@ -355,8 +368,9 @@ def patching_experiment(
         fraction_recovered_ci=ratio_ci(effect, gap, n_boot, seed) if share else None,
         per_prompt_delta=effect.tolist(),
         random_control=RandomControl.of(float(effect.mean()), np.array(rand), matched_on),
-        reverse=SetTest([int(n) for n in neurons], Effect.of(effect_rev, n_boot, seed), effect_rev.tolist(),
+        reverse=SetTest(tested, Effect.of(effect_rev, n_boot, seed), effect_rev.tolist(),
                         RandomControl.of(float(effect_rev.mean()), np.array(rand_rev), matched_on)),
+        tested=tested, excluded=excluded,
         fraction_removed=float(-effect_rev.mean() / gap.mean()) if share else None,
         fraction_removed_ci=ratio_ci(-effect_rev, gap, n_boot, seed) if share else None,
     )

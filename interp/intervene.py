@@ -293,13 +293,39 @@ def neuron_means(model: Any, tokenizer: Any, prompts: Sequence[str], emojis: Seq
     return scored_activations(model, pairs, pad_id=pad_id(tokenizer), batch_size=batch_size, site=site).mean(0).cpu().numpy()
 
 
+SIZE_TOLERANCE = 1.5  # a size peer is within this factor of a neuron's size
+MIN_PEERS = 5  # a neuron with fewer size peers cannot be matched
+
+
+def unmatched(magnitude: Float[np.ndarray, "d"], neurons: Sequence[int], *, tol: float = SIZE_TOLERANCE,  # noqa: F821
+              min_peers: int = MIN_PEERS) -> list[int]:
+    """The neurons of ``neurons`` that no random set can match on size: fewer than
+    ``min_peers`` other neurons of the layer lie within a factor ``tol`` of their ``magnitude``
+    (the layer's few "massive" neurons). A set test cannot say whether such a neuron matters
+    more than its size predicts, so the tests leave them out and report them alone.
+
+    >>> unmatched(np.r_[np.ones(20), 80.0, 1.2], [20, 21, 3])
+    [20]
+    """
+    mag = np.asarray(magnitude, dtype=float)
+    out = []
+    for n in neurons:
+        m = mag[int(n)]
+        peers = int(((mag >= m / tol) & (mag <= m * tol)).sum()) - 1
+        if peers < min_peers:
+            out.append(int(n))
+    return out
+
+
 def matched_draws(magnitude: Float[np.ndarray, "d"], match: Sequence[int], n: int, seed: int, *,  # noqa: F821
                   exclude: Sequence[int] | None = None, width: int = 20) -> list[list[int]]:
     """``n`` random sets matched neuron for neuron on ``magnitude``: for each neuron of ``match``,
     one neuron drawn at random among the ``width`` (at least ``2 · len(match)``) neurons nearest
-    to it in ``magnitude``, distinct within a set; ``exclude`` (default: ``match``) never drawn.
+    to it in log ``magnitude``, distinct within a set; ``exclude`` (default: ``match``) never
+    drawn. Neurons with no size peers (:func:`unmatched`) get their nearest neurons, which are
+    smaller: callers leave them out of set tests.
 
-    >>> mag = np.arange(100.0)
+    >>> mag = np.arange(1.0, 101.0)
     >>> sets = matched_draws(mag, [99, 98], n=50, seed=0, width=6)
     >>> sorted({x for s in sets for x in s}) == list(range(92, 98)), all(len(set(s)) == 2 for s in sets)
     (True, True)
@@ -310,12 +336,8 @@ def matched_draws(magnitude: Float[np.ndarray, "d"], match: Sequence[int], n: in
     if n > 0 and len(pool) < len(match):
         raise ValueError(f"cannot draw {len(match)} matched neurons from {len(pool)}")
     width = min(len(pool), max(width, 2 * len(match)))
-    order = pool[np.argsort(mag[pool], kind="stable")]
-    windows = []
-    for m in match:
-        at = int(np.searchsorted(mag[order], mag[m]))
-        lo = min(max(0, at - width // 2), len(order) - width)
-        windows.append(order[lo:lo + width])
+    logs = np.log(np.maximum(mag, 1e-12))
+    windows = [pool[np.argsort(np.abs(logs[pool] - logs[m]), kind="stable")[:width]] for m in match]
     rng = np.random.default_rng(seed)
     sets = []
     for _ in range(n):

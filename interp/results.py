@@ -108,10 +108,11 @@ class SetTest:
     """One neuron set's intervention: its per-prompt effect, the mean with its interval, and
     its matched random control (the placebo set of an ablation, a direction of patching)."""
 
-    neurons: list[int]
+    neurons: list[int]  # the set tested (members with size peers)
     delta: Effect
     per_prompt: list[float]
     control: RandomControl | None
+    excluded: list[dict[str, Any]] = field(default_factory=list)  # members without size peers, each alone
 
     @property
     def p(self) -> float | None:
@@ -119,19 +120,19 @@ class SetTest:
 
     def to_dict(self) -> dict[str, Any]:
         return {"neurons": list(self.neurons), "delta": self.delta.to_dict(), "per_prompt": list(self.per_prompt),
-                "random_control": _control_dict(self.control)}
+                "random_control": _control_dict(self.control), "excluded": list(self.excluded)}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> SetTest | None:
         if d is None:
             return None
         return cls(list(d["neurons"]), Effect.from_dict(d["delta"]), list(d["per_prompt"]),
-                   RandomControl.from_dict(d["random_control"]))
+                   RandomControl.from_dict(d["random_control"]), list(d.get("excluded", [])))
 
     def summary(self) -> dict[str, Any]:
         rc = self.control
         return {"neurons": list(self.neurons), "delta": self.delta.to_dict(), "random_mean": rc.mean if rc else None,
-                "p": self.p}
+                "p": self.p, "excluded": list(self.excluded)}
 
 
 def _control_dict(rc: RandomControl | None) -> dict[str, Any] | None:
@@ -157,6 +158,8 @@ class AblationResult:
     random_control: RandomControl | None
     placebo: SetTest | None = None
     p_holm: float | None = None
+    tested: list[int] | None = None  # the candidates with size peers: what candidate_delta ablates
+    excluded: list[dict[str, Any]] = field(default_factory=list)  # candidates without, each ablated alone
 
     @property
     def p(self) -> float | None:
@@ -169,6 +172,7 @@ class AblationResult:
             "candidate_delta": self.candidate_delta.to_dict(), "per_prompt_delta": list(self.per_prompt_delta),
             "random_control": _control_dict(self.random_control),
             "placebo": None if self.placebo is None else self.placebo.to_dict(), "p_holm": self.p_holm,
+            "tested": self.tested, "excluded": list(self.excluded),
         }
 
     @classmethod
@@ -181,7 +185,8 @@ class AblationResult:
     def summary(self) -> dict[str, Any]:
         """The ``ablate`` stage's summary of one mode."""
         return {"delta": self.candidate_delta.to_dict(), **_control_summary(self.random_control),
-                "p_holm": self.p_holm, "placebo": None if self.placebo is None else self.placebo.summary()}
+                "p_holm": self.p_holm, "tested": self.tested, "excluded": list(self.excluded),
+                "placebo": None if self.placebo is None else self.placebo.summary()}
 
 
 def _control_summary(rc: RandomControl | None) -> dict[str, Any]:
@@ -296,6 +301,8 @@ class PatchingResult:
     fraction_removed_ci: list[float] | None = None
     p_holm: float | None = None
     p_holm_reverse: float | None = None
+    tested: list[int] | None = None  # the neurons with size peers: what both directions patch
+    excluded: list[dict[str, Any]] = field(default_factory=list)  # neurons without, each patched alone
     questions: list[str] | None = field(default=None)  # the stage records the questions' texts
 
     _EFFECTS = ("base_logprob", "post_logprob", "patched_logprob", "candidate_delta", "post_minus_base")
@@ -312,7 +319,8 @@ class PatchingResult:
                     "per_prompt_delta": list(self.per_prompt_delta), "random_control": _control_dict(self.random_control),
                     "reverse": None if self.reverse is None else self.reverse.to_dict(),
                     "fraction_removed": self.fraction_removed, "fraction_removed_ci": self.fraction_removed_ci,
-                    "p_holm": self.p_holm, "p_holm_reverse": self.p_holm_reverse})
+                    "p_holm": self.p_holm, "p_holm_reverse": self.p_holm_reverse, "tested": self.tested,
+                    "excluded": list(self.excluded)})
         if self.questions is not None:
             out["questions"] = list(self.questions)
         return out
@@ -329,7 +337,8 @@ class PatchingResult:
         rev = self.reverse
         return {"delta": self.candidate_delta.to_dict(), "post_minus_base": self.post_minus_base.to_dict(),
                 "fraction_recovered": self.fraction_recovered, "fraction_recovered_ci": self.fraction_recovered_ci,
-                **_control_summary(self.random_control), "p_holm": self.p_holm,
+                **_control_summary(self.random_control), "p_holm": self.p_holm, "tested": self.tested,
+                "excluded": list(self.excluded),
                 "reverse": None if rev is None else {**rev.summary(), "fraction_removed": self.fraction_removed,
                                                      "fraction_removed_ci": self.fraction_removed_ci,
                                                      "p_holm": self.p_holm_reverse}}

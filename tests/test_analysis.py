@@ -212,9 +212,14 @@ def test_ablation_and_patching_results_round_trip(peft_lm, suite):
     z = r.modes["zero"]
     assert s["zero"] == {"delta": z.candidate_delta.to_dict(), "random_mean": z.random_control.mean,
                          "p": z.random_control.p, "matched_on": "mean |activation| at the scored positions",
-                         "n_random": 3, "p_floor": 0.5, "p_holm": None, "placebo": z.placebo.summary()}
+                         "n_random": 3, "p_floor": 0.5, "p_holm": None, "placebo": z.placebo.summary(),
+                         "tested": [5, 17, 40], "excluded": []}
     assert s["mean"]["matched_on"] == "mean |activation - its mean| at the scored positions"
-    assert z.placebo.control.n_draws == 3 and len(z.placebo.neurons) == 3
+    assert z.placebo.control.n_draws == 3 and len(z.placebo.neurons) + len(z.placebo.excluded) == 3
+    # a member without size peers is ablated alone, beside the set test of the others
+    for e in z.placebo.excluded:
+        alone = ablation_experiment(model, tok, qs, emojis, [e["neuron"]], mode="zero", n_random=0, n_boot=50)
+        assert e["delta"] == pytest.approx(alone.candidate_delta.mean, abs=1e-6)
     assert s["generation"]["esr_ablated"] == r.generation.ablated.esr["value"]
     assert d["zero"]["random_control"]["draws"] == z.random_control.draws and z.random_control.n_draws == 3
     p = patching_experiment(model, tok, qs, emojis, cand, n_random=2, seed=2, n_boot=50)

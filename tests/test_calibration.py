@@ -46,13 +46,13 @@ def test_trace_p_uniform_under_a_null_by_construction():
     """Independent clustered datasets with no effect: the cluster sign-flip p is uniform."""
     from interp.neurons import sign_flip_test
 
-    rng = np.random.default_rng(3)
+    rng = np.random.default_rng(0)
     sizes = [3, 2, 2, 1, 1, 4, 2, 1, 1, 3, 2, 1, 1, 2, 1, 1, 2, 1, 3, 1]
     p = []
-    for i in range(150):
+    for i in range(200):
         x, clusters = clustered(rng, d=1, sizes=sizes)
         p.append(sign_flip_test(x, clusters, n_perm=300, seed=i).p_mean[0])
-    assert stats.kstest(p, "uniform").pvalue > 0.01
+    assert stats.kstest(p, "uniform").pvalue > 0.01 and np.mean(np.array(p) < 0.05) <= 0.08
 
 
 def test_matched_controls_hold_alpha_on_large_null_sets_where_uniform_controls_do_not():

@@ -142,6 +142,25 @@ def test_neurons_trace_ablate_patch_stages(tiny_model_dir, run_dir, capsys):
     pa = json.loads((run_dir / "run" / "patch" / "patching.json").read_text())
     assert pa["neuroticism"]["random_control"]["n_draws"] == 4
     assert (run_dir / "run" / "patch" / "patching_vs_random.png").is_file()
+    # Holm over traits x directions, by hand: sorted p times (m - rank), running max, capped at 1
+    ps = [pa[t][key] for key in ("random_control", "reverse") for t in ("openness", "neuroticism")]
+    ps = [(x["p"] if key == "random_control" else x["random_control"]["p"])
+          for key, x in zip(["random_control"] * 2 + ["reverse"] * 2, ps, strict=True)]
+    order, running, holm = np.argsort(ps, kind="stable"), 0.0, [0.0] * 4
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (4 - rank) * ps[i]))
+        holm[i] = running
+    got = [pa["openness"]["p_holm"], pa["neuroticism"]["p_holm"], pa["openness"]["p_holm_reverse"],
+           pa["neuroticism"]["p_holm_reverse"]]
+    assert got == pytest.approx(holm)
+    assert main(["calibrate", *common, *data, "--k", "3", "--n-null", "4", "--n-random-null", "3", "--n-perm", "50",
+                 "--n-questions", "3"]) == 0
+    cal = json.loads((run_dir / "run" / "calibrate" / "summary.json").read_text())
+    assert list(cal) == ["neurons", "trace", "ablation", "patching"]
+    for fam in cal.values():
+        assert fam["n_null"] == 4 and fam["alpha"] == 0.05 and 0 <= fam["false_positive_rate"] <= 1
+        assert fam["comparison"]["n_null"] == 4
+    assert (run_dir / "run" / "calibrate" / "calibration.png").is_file()
     capsys.readouterr()
     # finished stages are reused
     assert main(["patch", *common, *data, *n]) == 0

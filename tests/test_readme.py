@@ -113,5 +113,5 @@ def test_readme_notebook_example_gives_the_stages_numbers(run):
         np.testing.assert_allclose(mine["per_prompt_delta"], theirs["per_prompt_delta"], rtol=1e-6, atol=1e-8)
         assert mine["candidate_delta"] == pytest.approx(theirs["candidate_delta"], rel=1e-6, abs=1e-8)
         np.testing.assert_allclose(mine["random_control"]["draws"], theirs["random_control"]["draws"], rtol=1e-6, atol=1e-8)
-        assert mine["random_control"]["p_empirical"] == theirs["random_control"]["p_empirical"]
+        assert mine["random_control"]["p"] == theirs["random_control"]["p"]
     assert ns["pat"].fraction_recovered == pytest.approx(stages["patching"]["fraction_recovered"], rel=1e-6)

@@ -196,6 +196,13 @@ def _causal(out: Path, m: dict[str, Any]) -> list[str]:
                     e, pl = v[mode], v[mode].get("placebo") or {}
                     L.append(f"| {t} | {mode} | {_ci(e['delta'])} | {_fmt(e['random_mean'])} | {_fmt(e['p'], '.3g')} | "
                              f"{_fmt(e['p_holm'], '.3g')} | {_fmt(pl.get('delta', {}).get('mean'))} | {_fmt(pl.get('p'), '.3g')} |")
+        ex = [f"{t} ({mode}, {who}): neuron {e['neuron']} (size {e['size']:.3g}), Δ {e['delta']:+.3f} alone"
+              for t, v in m["ablate"].items() for mode in ("zero", "mean") if mode in v
+              for who, es in (("candidate", v[mode].get("excluded") or []), ("placebo", (v[mode].get("placebo") or {}).get("excluded") or []))
+              for e in es]
+        if ex:
+            L += ["", "Neurons without size peers (no random set can match them) are left out of the set tests and "
+                  "ablated alone: " + "; ".join(ex) + "."]
         gen = {t: v["generation"] for t, v in m["ablate"].items() if "generation" in v}
         if gen:
             L += ["", "| trait | emoji rate intact → ablated | ESR intact → ablated |", "|---|---|---|"]

@@ -13,7 +13,7 @@ from text2emoji.core.files import atomic_write_json, atomic_write_text
 from text2emoji.core.presets import Preset, fill_preset
 from text2emoji.core.runs import Progress
 from text2emoji.stages.base import RunConfig, Stage, check_data_files, print_json, read_json
-from text2emoji.stages.data import dataset
+from text2emoji.stages.data import dataset, held_out_questions
 from text2emoji.stages.probing import ProbeConfig, load_peft, load_suite, probe_inputs
 
 
@@ -47,7 +47,6 @@ def _calibrate(cfg: CalibrateConfig, out: Path) -> None:
     from interp.models import adapter_disabled
     from interp.neuron_analysis import capture_pre_post
     from interp.tracing import emoji_logprobs
-    from text2emoji.stages.intervene import _questions
 
     trait = cfg.trait()
     one = cfg.replace(traits=[trait])
@@ -68,7 +67,7 @@ def _calibrate(cfg: CalibrateConfig, out: Path) -> None:
     families.append(calibrate_trace(any_emoji_logprob(lp_post) - any_emoji_logprob(lp_pre), clusters, n_null=cfg.n_null,
                                     n_perm=cfg.n_perm, alpha=cfg.alpha, seed=cfg.seed))
     prog.step(note="trace")
-    questions = _questions(one)[trait]
+    questions = held_out_questions(one)[trait]
     families += calibrate_interventions(model, tok, questions, emojis, cfg.k, n_null=cfg.n_null,
                                         n_random=cfg.n_random_null, alpha=cfg.alpha, seed=cfg.seed, site=cfg.site,
                                         batch_size=cfg.batch_size)

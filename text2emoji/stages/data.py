@@ -86,6 +86,18 @@ def dataset_rows(cfg: Any, force: bool = False) -> tuple[list, str]:
     return load_rows([path]), digest
 
 
+def held_out_questions(cfg: Any) -> dict[str, list[str]]:
+    """Each of ``cfg``'s traits' first ``n_questions`` held-out test questions (by topic), from
+    the run's dataset stage (reused, never forced from here): what ablation, patching and
+    calibration measure on."""
+    rows, _ = dataset_rows(cfg)
+    out = {}
+    for trait in cfg.trait_list():
+        tests = sorted((r for r in rows if r.trait == trait and r.split == "test"), key=lambda r: r.topic.lower())
+        out[trait] = [r.question for r in tests[: cfg.n_questions or None]]
+    return out
+
+
 DATASET = Stage(
     name="dataset", help="the Opinion QA set used: validated, split by topic if it had no split",
     config=None, from_run=lambda run: run, execute=lambda cfg: dataset(cfg)[0].parent,

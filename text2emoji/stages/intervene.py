@@ -22,7 +22,7 @@ from text2emoji.stages.base import (
     print_json,
     read_json,
 )
-from text2emoji.stages.data import dataset, dataset_rows
+from text2emoji.stages.data import dataset, held_out_questions
 from text2emoji.stages.probing import ProbeConfig, load_peft, load_suite, probe_inputs
 
 
@@ -64,17 +64,6 @@ class AblateConfig(InterveneConfig):
 @dataclass
 class PatchConfig(InterveneConfig):
     """``text2emoji patch``: patch each trait's top neurons' post-PEFT values into the base."""
-
-
-def _questions(cfg: InterveneConfig) -> dict[str, list[str]]:
-    """Each trait's first ``n_questions`` held-out test questions (by topic), from the run's
-    dataset stage (reused, never forced from here)."""
-    rows, _ = dataset_rows(cfg)
-    out = {}
-    for trait in cfg.trait_list():
-        tests = sorted((r for r in rows if r.trait == trait and r.split == "test"), key=lambda r: r.topic.lower())
-        out[trait] = [r.question for r in tests[: cfg.n_questions or None]]
-    return out
 
 
 def _candidates(cfg: InterveneConfig, trait: str) -> list[int]:
@@ -131,12 +120,29 @@ def _ablate(cfg: AblateConfig, out: Path) -> None:
             lines.append(f"| {t} | {mode} | {d.mean:+.3f} [{d.ci_lo:+.3f}, {d.ci_hi:+.3f}] | "
                          f"{rc.mean if rc else nan:+.3f} [{rc.p2_5 if rc else nan:+.3f}, {rc.p97_5 if rc else nan:+.3f}] | "
                          f"{_p(e.p)} | {_p(e.p_holm)} | {pl.delta.mean if pl else nan:+.3f} | {_p(pl.p if pl else None)} |")
+    lines += _excluded_lines({(t, m): results[t].modes[m] for t in traits for m in cfg.modes}, "ablated")
     if cfg.generation:
         lines += ["", "Generated answers (greedy): emoji rate and ESR intact vs ablated.", "",
                   "| trait | emoji rate intact | ablated | ESR intact | ablated |", "|---|---:|---:|---:|---:|"]
         lines += [f"| {t} | {pct(summary[t]['generation']['emoji_rate_intact'])} | {pct(summary[t]['generation']['emoji_rate_ablated'])} | "
                   f"{pct(summary[t]['generation']['esr_intact'])} | {pct(summary[t]['generation']['esr_ablated'])} |" for t in traits]
     atomic_write_text(out / "ablation.md", "\n".join(lines) + "\n")
+
+
+def _excluded_lines(results: dict[tuple[str, str], Any], verb: str) -> list[str]:
+    """Neurons left out of a set test for want of size peers, each with its effect alone."""
+    lines = []
+    for (t, mode), r in results.items():
+        for who, ex in (("candidate", r.excluded), ("placebo", getattr(getattr(r, "placebo", None), "excluded", []))):
+            lines += [f"- {t}, {mode}: {who} neuron {e['neuron']} (size {e['size']:.3g}) has no size peers in the layer; "
+                      f"{verb} alone: Δ {e['delta']:+.3f}" for e in ex]
+    if not lines:
+        return []
+    from interp.intervene import MIN_PEERS, SIZE_TOLERANCE
+
+    return ["", f"Left out of the set tests (fewer than {MIN_PEERS} neurons of the layer within a factor "
+            f"{SIZE_TOLERANCE} of their size, so no random set can match them); the tables test the other "
+            "neurons of each set:", "", *lines]
 
 
 def _p(p: float | None) -> str:
@@ -151,7 +157,7 @@ def _per_trait(cfg: InterveneConfig, path: Path, what: str, one: Any) -> dict[st
     todo = [t for t in cfg.trait_list() if t not in results]
     if todo:
         lm = load_peft(cfg)
-        questions = _questions(cfg)
+        questions = held_out_questions(cfg)
     prog = Progress(what, len(cfg.trait_list()))
     for t in cfg.trait_list():
         if t in todo:
@@ -200,6 +206,7 @@ def _patch(cfg: PatchConfig, out: Path) -> None:
                      f"{_share(r.fraction_recovered, r.fraction_recovered_ci)} | {_p(r.p)} | {_p(r.p_holm)} | "
                      f"{_share(r.fraction_removed, r.fraction_removed_ci)} | {_p(r.reverse.p if r.reverse else None)} | "
                      f"{_p(r.p_holm_reverse)} |")
+    lines += _excluded_lines({(t, "forward"): results[t] for t in summary}, "patched")
     atomic_write_text(out / "patching.md", "\n".join(lines) + "\n")
 
 
