@@ -149,7 +149,14 @@ class NeuronsResult:
         return overlap({t: r.top_neurons for t, r in self.traits.items()})
 
     def summary(self) -> dict[str, Any]:
-        return {"traits": {t: r.summary() for t, r in self.traits.items()}, "n_prompts": self.n_prompts,
+        """Per trait its summary, with ``top_p_fwer_holm``: Holm over the traits' top-neuron
+        family-wise p."""
+        from interp.results import holm
+
+        traits = {t: r.summary() for t, r in self.traits.items()}
+        for s, q in zip(traits.values(), holm([s["top_p_fwer"] for s in traits.values()]), strict=True):
+            s["top_p_fwer_holm"] = q
+        return {"traits": traits, "n_prompts": self.n_prompts,
                 "n_clusters": self.n_clusters, "site": self.site, "overlap": self.overlap()}
 
     def top_neurons(self) -> dict[str, Any]:

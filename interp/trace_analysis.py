@@ -86,7 +86,13 @@ class TraceResult:
         return {"prompts": self.prompt_ids, "traits": {t: r.to_dict() for t, r in self.traits.items()}}
 
     def summary(self) -> dict[str, Any]:
-        return {t: r.summary() for t, r in self.traits.items()}
+        """Each trait's summary, with ``p_holm``: Holm over the traits' p."""
+        from interp.results import holm
+
+        out = {t: r.summary() for t, r in self.traits.items()}
+        for s, q in zip(out.values(), holm([s["p"] for s in out.values()]), strict=True):
+            s["p_holm"] = q
+        return out
 
 
 def any_lens(lens: Float[np.ndarray, "prompts emojis layers"]) -> Float[np.ndarray, "prompts layers"]:

@@ -109,6 +109,9 @@ def test_neurons_trace_ablate_patch_stages(tiny_model_dir, run_dir, capsys):
     tr = json.loads((run_dir / "run" / "trace" / "trace.json").read_text())
     trs = json.loads((run_dir / "run" / "trace" / "summary.json").read_text())["openness"]
     assert trs["n_clusters"] == n_clusters and 0 < trs["p"] <= 1
+    both = json.loads((run_dir / "run" / "trace" / "summary.json").read_text())
+    p1, p2 = sorted(both[t]["p"] for t in ("openness", "neuroticism"))  # Holm over two traits, by hand
+    assert sorted(both[t]["p_holm"] for t in both) == pytest.approx([min(1, 2 * p1), max(min(1, 2 * p1), p2)])
     assert len(tr["traits"]["openness"]["logit_lens_post"]) == 2
     assert (run_dir / "run" / "trace" / "logit_lens.png").is_file()
     # the stage's post-PEFT emoji probability = the adapter loaded alone, scored independently

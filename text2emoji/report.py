@@ -146,11 +146,11 @@ def _neurons(out: Path, m: dict[str, Any]) -> list[str]:
               "clusters' signs flipped), the family-wise p (FWER) the studentised max-|t| over the layer, intervals a "
               "cluster bootstrap. The top neuron and its interval share data with its selection; the held-out column "
               "selects on half of the clusters and estimates on the other half.", "",
-              "| trait | top neuron | mean increase [95% CI] | p (FWER) | neurons that change, FWER p < 0.05 "
-              "| held out: top neuron, increase [95% CI] | top-20 also emoji-selective |",
-              "|---|---:|---|---:|---:|---|---:|"]
+              "| trait | top neuron | mean increase [95% CI] | p (FWER) | p (FWER, Holm over traits) | neurons that "
+              "change, FWER p < 0.05 | held out: top neuron, increase [95% CI] | top-20 also emoji-selective |",
+              "|---|---:|---|---:|---:|---:|---|---:|"]
         L += [f"| {t} | {v['top_neuron']} | {v['top_mean_increase']:+.2f} [{v['top_ci'][0]:+.2f}, {v['top_ci'][1]:+.2f}] | "
-              f"{v['top_p_fwer']:.3g} | {v['n_neurons_fwer_05']} | {_holdout(v)} | {v['top_k_also_emoji_selective']} |"
+              f"{v['top_p_fwer']:.3g} | {_p(v.get('top_p_fwer_holm'))} | {v['n_neurons_fwer_05']} | {_holdout(v)} | {v['top_k_also_emoji_selective']} |"
               for t, v in m["neurons"].items()]
         L.append("")
     if m.get("trace"):
@@ -158,9 +158,10 @@ def _neurons(out: Path, m: dict[str, Any]) -> list[str]:
         L += ["Emoji probability as the answer's first tokens on the probe prompts, pre → post (mean log P of any of "
               "the trait's emojis, change with a 95% cluster-bootstrap interval and a two-sided cluster sign-flip p, "
               f"over {'/'.join(map(str, clusters)) or 'the'} clusters):", "",
-              "| trait | emojis | pre | post | change [95% CI] | p |", "|---|---|---:|---:|---|---:|"]
+              "| trait | emojis | pre | post | change [95% CI] | p | p (Holm over traits) |", "|---|---|---:|---:|---|---:|---:|"]
         L += [f"| {t} | {' '.join(s['emojis'])} | {s['mean_logprob_any_pre']:.2f} | {s['mean_logprob_any_post']:.2f} | "
-              f"{s['mean_change']:+.2f} [{s['ci'][0]:+.2f}, {s['ci'][1]:+.2f}] | {_p(s.get('p'))} |" for t, s in m["trace"].items()]
+              f"{s['mean_change']:+.2f} [{s['ci'][0]:+.2f}, {s['ci'][1]:+.2f}] | {_p(s.get('p'))} | {_p(s.get('p_holm'))} |"
+              for t, s in m["trace"].items()]
         L.append("")
     L += _fig_refs(out, ["neurons/neuron_heatmap.png", "neurons/emoji_selectivity.png", "trace/emoji_prob.png"])
     return L

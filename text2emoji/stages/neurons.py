@@ -79,7 +79,7 @@ def _metrics(stage_dir: Path) -> dict[str, Any]:
     if not s:
         return {}
     # .get: a summary written before a key existed reads as None, never a crash
-    return {"neurons": {t: {k: v.get(k) for k in ("top_neuron", "top_mean_increase", "top_ci", "top_p_fwer",
+    return {"neurons": {t: {k: v.get(k) for k in ("top_neuron", "top_mean_increase", "top_ci", "top_p_fwer", "top_p_fwer_holm",
                                               "n_neurons_fwer_05", "top_k_also_emoji_selective", "n_clusters",
                                               "holdout_top_neuron", "holdout_top_mean_increase", "holdout_top_ci",
                                               "n_holdout_ci_above_0")}
