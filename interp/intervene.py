@@ -157,7 +157,14 @@ class LastLayerScorer:
         self.unembed = unembed(model)
         sites = [site, f"blocks.{last}.hook_mlp_out", f"blocks.{last}.hook_resid_post"]
         xs, rs, us, ls, ts, owner, ref = [], [], [], [], [], [], np.zeros(len(pairs))
+        history: dict[tuple[tuple[int, ...], tuple[int, ...]], int] = {}
+        same: list[int] = []  # per row: the first row with the same token history (hence the same values)
+        rows = 0
         for i, logits, a in continuation_passes(model, pairs, pad_id=pad_id, batch_size=batch_size, sites=sites):
+            prompt, cont = tuple(pairs[i][0]), tuple(pairs[i][1])
+            for j in range(len(cont)):
+                same.append(history.setdefault((prompt, cont[:j]), rows + j))
+            rows += len(cont)
             x, mlp_out, resid = (a[n] for n in (hp.name, f"blocks.{last}.hook_mlp_out", f"blocks.{last}.hook_resid_post"))
             tgt = torch.tensor(list(pairs[i][1]), device=logits.device)
             xs.append(x)
@@ -171,6 +178,11 @@ class LastLayerScorer:
         self.resid_mid = torch.cat(rs)
         self.targets = torch.cat(ts)
         self.owner = torch.tensor(owner, device=self.x.device)
+        # rows that share their token history (every emoji's first row after one prompt; emojis
+        # with a common first token) are computed once by the low-rank update
+        first, self.unique = np.unique(np.asarray(same), return_inverse=True)
+        self.first = torch.as_tensor(first, device=self.x.device)
+        self.unique = torch.as_tensor(self.unique, device=self.x.device)
         self.reference = ref
         self.lowrank: dict[str, Any] | None = None
         self.exact = bool(np.allclose(self.totals(), ref, atol=1e-4, rtol=1e-5)) and self._check(pairs[0], pad_id, site)
@@ -208,8 +220,9 @@ class LastLayerScorer:
 
         bias = self.unembed(torch.zeros(1, u.shape[-1], dtype=dtype, device=u.device)).float()
         w_out = neuron_output_weights(self.model)  # [neurons, d]
-        low = {"g": g, "eps": eps, "u": uf, "rms": rms, "bias": bias, "has_bias": bool(bias.abs().max() > 0),
-               "z": logits - bias, "w_out": w_out,
+        f = self.first
+        low = {"g": g, "eps": eps, "u": uf[f], "rms": rms[f], "bias": bias, "has_bias": bool(bias.abs().max() > 0),
+               "z": (logits - bias)[f], "w_out": w_out,
                # [neurons, vocab]: each neuron's unit write, normed by g and unembedded (one
                # product now instead of one skinny, memory-bound one per draw)
                "m": self.unembed((g * w_out).to(dtype)).float() - bias}
@@ -220,8 +233,10 @@ class LastLayerScorer:
 
     @torch.no_grad()
     def _lowrank_totals(self, low: dict[str, Any], idx: torch.Tensor, new: torch.Tensor) -> np.ndarray:
-        """Per pair log P(continuation) with neurons ``idx`` set to ``new`` ``[rows, k]``."""
-        delta = new.float() - self.x[:, idx].float()  # [rows, k]
+        """Per pair log P(continuation) with neurons ``idx`` set to ``new`` ``[rows, k]`` (rows
+        with one token history take one value, so each is computed once)."""
+        f = self.first
+        delta = new[f].float() - self.x[f][:, idx].float()  # [unique rows, k]
         d_k = low["w_out"][idx]  # [k, d]: what each neuron writes per unit
         rms2 = torch.sqrt((low["u"] + delta @ d_k).pow(2).mean(-1, keepdim=True) + low["eps"])
         logits = low["z"] * (low["rms"] / rms2)
@@ -229,7 +244,8 @@ class LastLayerScorer:
         if low["has_bias"]:
             logits += low["bias"]
         # log P(target) = its logit - logsumexp: no log-softmax of the whole vocabulary written
-        return self._per_pair(logits.gather(-1, self.targets[:, None])[:, 0] - torch.logsumexp(logits, -1))
+        u = self.unique
+        return self._per_pair(logits[u, self.targets] - torch.logsumexp(logits, -1)[u])
 
     def _check(self, pair: tuple[Sequence[int], Sequence[int]], pad_id: int, site: str) -> bool:
         """Does a changed ``x`` propagate as the full model propagates it? (Rebuilding the

@@ -296,6 +296,8 @@ def test_last_layer_cache_equals_full_forward(tiny_model_dir, lora_adapter):
     pairs = emoji_pairs(tok, PROMPTS, EMOJIS, chat=False)
     scorer = LastLayerScorer(model, pairs, batch_size=3)
     assert scorer.exact and scorer.lowrank is not None
+    # each prompt's first row is shared by its emojis: the low-rank update computes it once
+    assert len(scorer.first) <= len(scorer.x) - (len(EMOJIS) - 1) * len(PROMPTS)
     full = emoji_logprobs(model, tok, PROMPTS, EMOJIS, chat=False).ravel()
     np.testing.assert_allclose(scorer.reference, full, atol=1e-5)
     for ns in random_draws(128, 7, [], n=3, seed=4):
