@@ -5,11 +5,14 @@
   in the log-probability of the trait's emojis (and, with :func:`ablation_generation`, in the
   emoji rate and ESR of generated answers).
 * **Patching**: in the base model (adapter off), replace the candidate neurons' activations by
-  their post-PEFT values at the same positions of the same sequence, and measure whether the
-  emojis' log-probability rises toward the post-PEFT model's.
+  their post-PEFT values at the same positions of the same sequence (forward), or in the
+  post-PEFT model by their base values (reverse), and measure how far the emojis'
+  log-probability moves across the post - base gap.
 * **Controls**: the same intervention on ``k`` random neurons of the same layer (the candidates
-  excluded), many draws; the candidates' effect is placed in that distribution (an empirical
-  one-sided p-value) and every mean effect carries a bootstrap interval over prompts.
+  excluded), each matched to a candidate on the size of the intervention
+  (:func:`matched_draws`; neurons without size peers, :func:`unmatched`, are left out and
+  reported alone), many draws; the candidates' effect is placed in that distribution (an
+  empirical two-sided p-value) and every mean effect carries a bootstrap interval over prompts.
 
 The emoji metric per prompt is ``log P(any candidate emoji)``: the log of the summed exact
 probabilities of the trait's emojis (each teacher-forced over all its tokens).

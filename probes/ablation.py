@@ -1,4 +1,4 @@
-"""Zero- and mean-ablate each trait's top neurons in the post-PEFT model, against random sets.
+"""Zero- and mean-ablate each trait's top neurons in the post-PEFT model, against size-matched random sets.
 
     python probes/ablation.py [--out results/main] [--k 10] [--n-random 50] [--mode zero]
 

@@ -14,7 +14,7 @@ PROBES = sorted((Path(__file__).resolve().parent.parent / "probes").glob("*.py")
 
 def test_there_is_a_script_per_analysis():
     names = {p.stem for p in PROBES}
-    assert {"neuron_diff", "emoji_trace", "ablation", "patching", "emoji_table", "train_adapters"} <= names
+    assert {"neuron_diff", "emoji_trace", "ablation", "patching", "calibration", "emoji_table", "train_adapters"} <= names
 
 
 @pytest.mark.parametrize("script", PROBES, ids=lambda p: p.stem)

@@ -1,5 +1,6 @@
 """Stages ``ablate`` (zero/mean-ablate each trait's top neurons in the post-PEFT model vs random
-neuron sets) and ``patch`` (their post-PEFT values patched into the base vs random sets)."""
+neuron sets matched on activation size, beside a placebo set) and ``patch`` (their values patched
+between base and post-PEFT model both ways vs random sets matched on the size of the patch)."""
 
 from __future__ import annotations
 
@@ -63,7 +64,8 @@ class AblateConfig(InterveneConfig):
 
 @dataclass
 class PatchConfig(InterveneConfig):
-    """``text2emoji patch``: patch each trait's top neurons' post-PEFT values into the base."""
+    """``text2emoji patch``: patch each trait's top neurons' post-PEFT values into the base
+    (forward) and their base values into the post-PEFT model (reverse)."""
 
 
 def _candidates(cfg: InterveneConfig, trait: str) -> list[int]:
@@ -246,9 +248,9 @@ ABLATE = Stage(
     resolve=lambda cfg: fill_preset(cfg, "analysis"), draw=_draw("ablation.json", "ablation"),
     metrics=lambda d: {"ablate": read_json(d / "summary.json")},
     show=lambda cfg, d: print_json(read_json(d / "summary.json")),
-    help="zero/mean-ablate each trait's top neurons in the post-PEFT model vs random neuron sets: emoji "
-         "log-probability, emoji rate and ESR",
-    figures=(("ablation_vs_random.png", "Ablating the top neurons vs random neuron sets"),),
+    help="zero/mean-ablate each trait's top neurons in the post-PEFT model vs random neuron sets matched on "
+         "activation size, with a placebo set: emoji log-probability, emoji rate and ESR",
+    figures=(("ablation_vs_random.png", "Ablating the top neurons vs size-matched random neuron sets"),),
 )
 
 PATCH = Stage(
@@ -256,7 +258,7 @@ PATCH = Stage(
     resolve=lambda cfg: fill_preset(cfg, "analysis"), draw=_draw("patching.json", "patching"),
     metrics=lambda d: {"patch": read_json(d / "summary.json")},
     show=lambda cfg, d: print_json(read_json(d / "summary.json")),
-    help="patch each trait's top neurons' post-PEFT values into the base model vs random neuron sets: does "
-         "the emoji probability rise?",
-    figures=(("patching_vs_random.png", "Patching post-PEFT values into the base vs random neurons"),),
+    help="patch each trait's top neurons post-PEFT -> base (forward) and base -> post-PEFT (reverse) vs "
+         "random neuron sets matched on the size of the patch: what share of the emoji log-probability gap moves?",
+    figures=(("patching_vs_random.png", "Patching the top neurons both ways vs size-matched random neuron sets"),),
 )
