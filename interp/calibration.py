@@ -138,9 +138,10 @@ def calibrate_sets(family: str, effect: Callable[[Sequence[int]], float], magnit
     """A neuron-set test (ablation or patching: ``effect(neurons)`` is the mean effect of an
     intervention on them) on null candidate sets: ``k`` neurons drawn at random among the top
     :data:`TOP_FRACTION` of the layer by ``magnitude`` (less the few without size peers, which
-    the tests leave out: :func:`interp.intervene.unmatched`), each against ``n_random`` random sets
-    matched on ``magnitude`` (two-sided). The comparison places the same null sets among
-    uniformly drawn random sets (one distribution shared by every null experiment)."""
+    the tests leave out: :func:`interp.intervene.unmatched`), each against up to ``n_random``
+    random sets matched on ``magnitude``, drawn sequentially, two-sided: the stages' test. The
+    comparison places the same null sets among ``n_random`` uniformly drawn random sets (one
+    distribution shared by every null experiment)."""
     mag = np.asarray(magnitude, dtype=float)
     top = np.argsort(-mag, kind="stable")[: max(2 * k, int(round(TOP_FRACTION * len(mag))))]
     top = np.setdiff1d(top, unmatched(mag, top.tolist()))  # the tests leave neurons without size peers out
@@ -150,12 +151,12 @@ def calibrate_sets(family: str, effect: Callable[[Sequence[int]], float], magnit
     for i in range(n_null):
         cand = sorted(int(n) for n in rng.choice(top, size=k, replace=False))
         c = effect(cand)
-        matched = np.array([effect(ns) for ns in matched_draws(mag, cand, n_random, seed + 2 + i)])
-        p.append(RandomControl.of(c, matched).p)  # type: ignore[union-attr]
+        sets = matched_draws(mag, cand, n_random, seed + 2 + i)
+        p.append(RandomControl.sequential(c, (effect(ns) for ns in sets), n_random).p)  # type: ignore[union-attr]
         naive.append(RandomControl.of(c, uniform).p)  # type: ignore[union-attr]
     return _with_comparison(
         family, f"{k} neurons drawn at random among the top {TOP_FRACTION:.0%} of the layer by {matched_on}",
-        f"{n_random} random sets matched on {matched_on}, two-sided", alpha, p,
+        f"up to {n_random} random sets matched on {matched_on} (sequential), two-sided", alpha, p,
         f"{n_random} uniformly drawn random sets (unmatched), two-sided", naive)
 
 

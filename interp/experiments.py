@@ -111,9 +111,11 @@ def ablation_experiment(
     scorer: LastLayerScorer | None = None,
     placebo: bool = True,
 ) -> AblationResult:
-    """Change in ``log P(any candidate emoji)`` when ``neurons`` are ablated, against random
-    sets matched neuron for neuron on activation size (:func:`interp.intervene.matched_draws`),
-    two-sided; with ``placebo``, the ``k`` neurons of largest activation are tested the same way.
+    """Change in ``log P(any candidate emoji)`` when ``neurons`` are ablated, against up to
+    ``n_random`` random sets matched neuron for neuron on activation size
+    (:func:`interp.intervene.matched_draws`), two-sided, drawn sequentially
+    (:meth:`interp.results.RandomControl.sequential`); with ``placebo``, the ``k`` neurons of
+    largest activation are tested the same way.
 
     A neuron with no size peers in the layer (:func:`interp.intervene.unmatched`: a "massive"
     neuron) cannot be matched, so no random set says whether it matters more than its size
@@ -144,9 +146,10 @@ def ablation_experiment(
         skip = unmatched(magnitude, ns) if n_random > 0 else []  # no control, nothing to match
         tested = [int(n) for n in ns if n not in skip]
         effect = run(tested) if tested else np.zeros(len(prompts))
-        rand = [run(r).mean() for r in matched_draws(magnitude, tested, n_random if tested else 0, draw_seed)]
+        sets = matched_draws(magnitude, tested, n_random if tested else 0, draw_seed)
+        control = RandomControl.sequential(float(effect.mean()), (run(r).mean() for r in sets), n_random, matched_on)
         alone = [{"neuron": n, "size": float(magnitude[n]), "delta": float(run([n]).mean())} for n in skip]
-        return tested, effect, RandomControl.of(float(effect.mean()), np.array(rand), matched_on), alone
+        return tested, effect, control, alone
 
     tested, cand, control, excluded = test(neurons, seed)
     plac = None
@@ -350,8 +353,6 @@ def patching_experiment(
     tested = [int(n) for n in neurons if n not in skip]
     rand_sets = matched_draws(magnitude, tested, n_random if tested else 0, seed)
     cand, back = (fwd(tested), rev(tested)) if tested else (base, post)
-    rand = [(fwd(ns) - base).mean() for ns in rand_sets]
-    rand_rev = [(rev(ns) - post).mean() for ns in rand_sets]
     excluded = [{"neuron": n, "size": float(magnitude[n]), "delta": float((fwd([n]) - base).mean()),
                  "delta_reverse": float((rev([n]) - post).mean())} for n in skip]
     gap = post - base
@@ -367,9 +368,11 @@ def patching_experiment(
         fraction_recovered=float(effect.mean() / gap.mean()) if share else None,
         fraction_recovered_ci=ratio_ci(effect, gap, n_boot, seed) if share else None,
         per_prompt_delta=effect.tolist(),
-        random_control=RandomControl.of(float(effect.mean()), np.array(rand), matched_on),
+        random_control=RandomControl.sequential(float(effect.mean()), ((fwd(ns) - base).mean() for ns in rand_sets),
+                                                n_random, matched_on),
         reverse=SetTest(tested, Effect.of(effect_rev, n_boot, seed), effect_rev.tolist(),
-                        RandomControl.of(float(effect_rev.mean()), np.array(rand_rev), matched_on)),
+                        RandomControl.sequential(float(effect_rev.mean()), ((rev(ns) - post).mean() for ns in rand_sets),
+                                                 n_random, matched_on)),
         tested=tested, excluded=excluded,
         fraction_removed=float(-effect_rev.mean() / gap.mean()) if share else None,
         fraction_removed_ci=ratio_ci(-effect_rev, gap, n_boot, seed) if share else None,

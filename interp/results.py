@@ -8,7 +8,7 @@ read back); ``summary()`` gives the stage's ``summary.json`` entry.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,12 +45,19 @@ class Effect:
         return cls(d["mean"], d["ci_lo"], d["ci_hi"])
 
 
+SEQUENTIAL_HITS = 10  # a sequential control stops once this many draws are as extreme in each tail
+
+
 @dataclass(frozen=True)
 class RandomControl:
     """Where the candidates' mean effect falls among random neuron sets' mean effects.
 
-    ``p`` is two-sided: ``min(1, 2 · min(P(draw ≤ c), P(draw ≥ c)))`` with each tail counted as
-    ``(1 + draws at least as extreme) / (1 + draws)``, so no direction is chosen after looking.
+    ``p`` is two-sided: twice the smaller tail's empirical p, capped at 1, so no direction is
+    chosen after looking. A fixed number of draws (:meth:`of`) counts each tail as
+    ``(1 + draws at least as extreme) / (1 + draws)``; a sequential control (:meth:`sequential`,
+    Besag & Clifford 1991) draws until both tails hold :data:`SEQUENTIAL_HITS` draws at least
+    as extreme (p = hits / draws) or ``n_max`` draws are spent (p as with fixed draws): an
+    unremarkable candidate costs a few dozen draws, an extreme one up to ``n_max``.
     ``matched_on`` names what the random sets were matched on (``""``: drawn uniformly).
     """
 
@@ -63,6 +70,7 @@ class RandomControl:
     z: float | None
     draws: list[float]
     matched_on: str = ""
+    n_max: int | None = None  # a sequential control's budget of draws (None: fixed draws)
 
     @classmethod
     def of(cls, candidate: float, random_means: Float[np.ndarray, "draws"], matched_on: str = "") -> RandomControl | None:  # noqa: F821
@@ -79,24 +87,54 @@ class RandomControl:
             return None
         n = len(r)
         low, high = (1 + (r <= candidate).sum()) / (1 + n), (1 + (r >= candidate).sum()) / (1 + n)
-        sd = r.std(ddof=1) if n > 1 else float("nan")
+        return cls._make(candidate, r, float(min(1.0, 2 * min(low, high))), matched_on, None)
+
+    @classmethod
+    def sequential(cls, candidate: float, draws: Iterable[float], n_max: int, matched_on: str = "",
+                   hits: int = SEQUENTIAL_HITS) -> RandomControl | None:
+        """The control of ``candidate`` among at most ``n_max`` of ``draws`` (an iterable that
+        computes each draw when asked), stopping early (see the class docstring).
+
+        >>> middle = RandomControl.sequential(0.5, iter(np.random.default_rng(0).random(1000)), n_max=1000, hits=3)
+        >>> middle.n_draws < 20, middle.p == 2 * 3 / middle.n_draws
+        (True, True)
+        >>> RandomControl.sequential(9.0, iter(np.zeros(50)), n_max=50, hits=3).p == 2 / 51
+        True
+        """
+        got: list[float] = []
+        low = high = 0
+        for r in draws:
+            got.append(float(r))
+            low += got[-1] <= candidate
+            high += got[-1] >= candidate
+            if min(low, high) >= hits or len(got) >= n_max:
+                break
+        if not got:
+            return None
+        n, small = len(got), min(low, high)
+        p = hits / n if small >= hits else (small + 1) / (n + 1)
+        return cls._make(candidate, np.array(got), float(min(1.0, 2 * p)), matched_on, n_max)
+
+    @classmethod
+    def _make(cls, candidate: float, r: np.ndarray, p: float, matched_on: str, n_max: int | None) -> RandomControl:
+        sd = r.std(ddof=1) if len(r) > 1 else float("nan")
         return cls(
-            n_draws=int(n), mean=float(r.mean()), sd=float(sd),
-            p2_5=float(np.percentile(r, 2.5)), p97_5=float(np.percentile(r, 97.5)),
-            p=float(min(1.0, 2 * min(low, high))),
+            n_draws=int(len(r)), mean=float(r.mean()), sd=float(sd),
+            p2_5=float(np.percentile(r, 2.5)), p97_5=float(np.percentile(r, 97.5)), p=p,
             z=float((candidate - r.mean()) / sd) if sd and sd > 0 else None,
-            draws=[float(x) for x in r], matched_on=matched_on,
+            draws=[float(x) for x in r], matched_on=matched_on, n_max=n_max,
         )
 
     @property
     def p_floor(self) -> float:
-        """The smallest two-sided p these draws can give: ``2 / (1 + draws)``."""
-        return min(1.0, 2 / (1 + self.n_draws))
+        """The smallest two-sided p this control can give: ``2 / (1 + draws)`` (sequential:
+        of its budget ``n_max``)."""
+        return min(1.0, 2 / (1 + (self.n_max or self.n_draws)))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"n_draws": self.n_draws, "matched_on": self.matched_on, "mean": self.mean, "sd": self.sd,
-                "p2_5": self.p2_5, "p97_5": self.p97_5, "p": self.p, "p_floor": self.p_floor, "z": self.z,
-                "draws": list(self.draws)}
+        return {"n_draws": self.n_draws, "n_max": self.n_max, "matched_on": self.matched_on, "mean": self.mean,
+                "sd": self.sd, "p2_5": self.p2_5, "p97_5": self.p97_5, "p": self.p, "p_floor": self.p_floor,
+                "z": self.z, "draws": list(self.draws)}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> RandomControl | None:
@@ -192,6 +230,7 @@ class AblationResult:
 def _control_summary(rc: RandomControl | None) -> dict[str, Any]:
     return {"random_mean": rc.mean if rc else None, "p": rc.p if rc else None,
             "matched_on": rc.matched_on if rc else None, "n_random": rc.n_draws if rc else 0,
+            "n_random_max": (rc.n_max or rc.n_draws) if rc else 0,
             "p_floor": rc.p_floor if rc else None}
 
 

@@ -212,7 +212,7 @@ def test_ablation_and_patching_results_round_trip(peft_lm, suite):
     z = r.modes["zero"]
     assert s["zero"] == {"delta": z.candidate_delta.to_dict(), "random_mean": z.random_control.mean,
                          "p": z.random_control.p, "matched_on": "mean |activation| at the scored positions",
-                         "n_random": 3, "p_floor": 0.5, "p_holm": None, "placebo": z.placebo.summary(),
+                         "n_random": 3, "n_random_max": 3, "p_floor": 0.5, "p_holm": None, "placebo": z.placebo.summary(),
                          "tested": [5, 17, 40], "excluded": []}
     assert s["mean"]["matched_on"] == "mean |activation - its mean| at the scored positions"
     assert z.placebo.control.n_draws == 3 and len(z.placebo.neurons) + len(z.placebo.excluded) == 3

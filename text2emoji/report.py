@@ -185,7 +185,8 @@ def _causal(out: Path, m: dict[str, Any]) -> list[str]:
     L += ["## 5. Ablation and patching against random neurons", "", f"**{CLAIMS['causal']}**", "", "**This run:**", ""]
     if m.get("ablate"):
         first = next((v[mode] for v in m["ablate"].values() for mode in ("zero", "mean") if mode in v), {})
-        L += [f"Ablation: random sets matched neuron for neuron on activation size ({first.get('n_random')} sets; "
+        L += [f"Ablation: random sets matched neuron for neuron on activation size (up to "
+              f"{first.get('n_random_max', first.get('n_random'))} sets, drawn until 10 are as extreme in each tail; "
               f"smallest attainable p {_fmt(first.get('p_floor'), '.3g')}); p two-sided; Holm over traits × modes. "
               "The placebo (the k neurons of largest activation, chosen without looking at emojis) is tested the "
               "same way and should come out null.", "",

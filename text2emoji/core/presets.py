@@ -21,15 +21,17 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "quick": {
         "train": dict(r=16, alpha=32, dropout=0.0, lr=5e-4, epochs=1.0, batch_size=8, grad_accum=1,
                       max_length=512, max_steps=24, eval_rows=40, eval_every=12, save_every=12),
-        "analysis": dict(n_questions=16, max_new_tokens=48, n_random=100, n_random_generation=1,
+        # n_random: the most random sets a control draws; it stops once 10 are as extreme in
+        # each tail (unremarkable candidates cost a few dozen draws, extreme ones up to it)
+        "analysis": dict(n_questions=16, max_new_tokens=48, n_random=1000, n_random_generation=1,
                          n_generation_questions=8, lens_emojis=1, n_null=20, n_random_null=50),
     },
     # paper: the study's recipe (TRL SFTTrainer settings) and scale: every test question,
-    # 150-token answers, 1,000 random neuron sets.
+    # 150-token answers, up to 10,000 random neuron sets.
     "paper": {
         "train": dict(r=64, alpha=16, dropout=0.1, lr=2e-4, epochs=2.0, batch_size=2, grad_accum=2,
                       max_length=512, max_steps=0, eval_rows=0, eval_every=50, save_every=50),
-        "analysis": dict(n_questions=0, max_new_tokens=150, n_random=1000, n_random_generation=5,
+        "analysis": dict(n_questions=0, max_new_tokens=150, n_random=10000, n_random_generation=5,
                          n_generation_questions=0, lens_emojis=3, n_null=200, n_random_null=200),
     },
 }
@@ -48,7 +50,7 @@ def fill_preset(cfg: C, section: str) -> C:
     ...     preset: Preset = option("quick", help="preset")
     ...     n_random: int | None = option(None, help="random sets")
     >>> fill_preset(C(), "analysis").n_random, fill_preset(C(n_random=7), "analysis").n_random
-    (100, 7)
+    (1000, 7)
     """
     values = PRESETS[cfg.preset][section]  # type: ignore[attr-defined]
     fill = {k: v for k, v in values.items() if hasattr(cfg, k) and getattr(cfg, k) is None}

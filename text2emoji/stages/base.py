@@ -112,7 +112,7 @@ class RunConfig(Config):
     n_questions: int | None = option(None, help="test questions per trait for evaluation, ablation and "
                                      "patching (0 = all; default: the preset's)", low=0)
     max_new_tokens: int | None = option(None, help="tokens per generated answer (default: the preset's)", low=1)
-    n_random: int | None = option(None, help="random neuron sets in the ablation/patching controls "
+    n_random: int | None = option(None, help="the most random neuron sets an ablation/patching control draws "
                                   "(default: the preset's)", low=0)
 
     def validate(self) -> None:

@@ -27,7 +27,7 @@ class CalibrateConfig(ProbeConfig):
     n_null: int | None = option(None, help="null experiments per family (default: the preset's)", low=1)
     n_random_null: int | None = option(None, help="matched random sets per null ablation/patching experiment "
                                        "(default: the preset's)", low=1)
-    n_perm: int = option(1000, help="sign flips per null neuron/trace test", low=1)
+    n_perm: int = option(500, help="sign flips per null neuron/trace test", low=1)
     alpha: float = option(0.05, help="significance level a false positive is counted at", gt=0, lt=1)
     n_questions: int | None = option(None, help="held-out test questions the null ablations and patches are "
                                      "measured on (0 = all; default: the preset's)", low=0)

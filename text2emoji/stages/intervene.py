@@ -32,7 +32,8 @@ class InterveneConfig(ProbeConfig):
     k: int = option(10, help="candidate neurons: the top k of the neurons stage", low=1)
     rank_by: Literal["mean", "effect"] = option("mean", help="which neurons-stage ranking gives the candidates")
     preset: Preset = option("quick", help="quick or paper: the defaults of the fields left unset")
-    n_random: int | None = option(None, help="random neuron sets drawn for the control distribution "
+    n_random: int | None = option(None, help="the most random neuron sets a control draws (it stops once 10 "
+                                  "are as extreme as the candidates in each tail) "
                                   "(default: the preset's)", low=0)
     n_questions: int | None = option(None, help="held-out test questions per trait the effect is measured on "
                                      "(0 = all; default: the preset's)", low=0)
@@ -107,7 +108,8 @@ def _ablate(cfg: AblateConfig, out: Path) -> None:
     lines = ["# Ablation of the top neurons vs matched random neurons", "",
              f"Post-PEFT model; change in log P(any of the trait's emojis) as the answer's first tokens, mean over "
              f"{cfg.n_questions or 'all'} held-out test questions [95% bootstrap CI over questions]. Control: "
-             f"{cfg.n_random} random sets of k={cfg.k} last-layer neurons, each neuron matched to a candidate on "
+             f"up to {cfg.n_random} random sets of k={cfg.k} last-layer neurons (drawn until 10 are as extreme in each "
+             "tail), each neuron matched to a candidate on "
              f"activation size (zero: mean |activation|; mean: mean |activation - its mean|, at the scored positions). "
              f"p: two-sided, the candidates' mean among the random sets'{floor}; Holm over the "
              f"{len(traits) * len(cfg.modes)} tests of this table (traits x modes). Placebo: the k neurons of "
@@ -135,9 +137,10 @@ def _excluded_lines(results: dict[tuple[str, str], Any], verb: str) -> list[str]
     """Neurons left out of a set test for want of size peers, each with its effect alone."""
     lines = []
     for (t, mode), r in results.items():
-        for who, ex in (("candidate", r.excluded), ("placebo", getattr(getattr(r, "placebo", None), "excluded", []))):
-            lines += [f"- {t}, {mode}: {who} neuron {e['neuron']} (size {e['size']:.3g}) has no size peers in the layer; "
-                      f"{verb} alone: Δ {e['delta']:+.3f}" for e in ex]
+        for who, ex in (("candidates", r.excluded), ("placebo", getattr(getattr(r, "placebo", None), "excluded", []))):
+            if ex:
+                lines.append(f"- {t}, {mode}, {who}: " + ", ".join(
+                    f"neuron {e['neuron']} (size {e['size']:.3g}; {verb} alone Δ {e['delta']:+.3f})" for e in ex))
     if not lines:
         return []
     from interp.intervene import MIN_PEERS, SIZE_TOLERANCE
@@ -196,7 +199,8 @@ def _patch(cfg: PatchConfig, out: Path) -> None:
              "share of the post − base gap in log P(any of the trait's emojis) it recovers. **Reverse**: base values "
              "into the post-PEFT model; share of the gap it removes. Means over "
              f"{cfg.n_questions or 'all'} held-out test questions, 95% bootstrap CIs over questions. Control: "
-             f"{cfg.n_random} random sets matched neuron for neuron on the size of the patch (mean |post − base|); "
+             f"up to {cfg.n_random} random sets (drawn until 10 are as extreme in each tail) matched neuron for "
+             "neuron on the size of the patch (mean |post − base|); "
              f"p two-sided{floor}; Holm over the {2 * len(traits)} tests of this table (traits x directions). "
              "A share is only meaningful where the gap's interval excludes 0.", "",
              "| trait | post − base [95% CI] | forward: share [95% CI] | p | p (Holm) | reverse: share removed [95% CI] | p | p (Holm) |",

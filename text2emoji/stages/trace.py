@@ -40,10 +40,10 @@ def _trace(cfg: TraceConfig, out: Path) -> None:
              "log P(any of the trait's emojis) as the first tokens of the answer to each probe prompt "
              "(chat template; exact over all of each emoji's tokens, no leading space); mean over "
              f"{len(texts)} prompts in {suite.n_clusters} independent clusters; change with a 95% cluster-bootstrap "
-             "interval and a two-sided cluster sign-flip p.", "",
-             "| trait | emojis | pre | post | change [95% CI] | p | prompts up |", "|---|---|---:|---:|---|---:|---:|"]
+             "interval and a two-sided cluster sign-flip p, Holm over the traits.", "",
+             "| trait | emojis | pre | post | change [95% CI] | p | p (Holm) | prompts up |", "|---|---|---:|---:|---|---:|---:|---:|"]
     lines += [f"| {t} | {' '.join(s['emojis'])} | {s['mean_logprob_any_pre']:.2f} | {s['mean_logprob_any_post']:.2f} | "
-              f"{s['mean_change']:+.2f} [{s['ci'][0]:+.2f}, {s['ci'][1]:+.2f}] | {s['p']:.3g} | "
+              f"{s['mean_change']:+.2f} [{s['ci'][0]:+.2f}, {s['ci'][1]:+.2f}] | {s['p']:.3g} | {s['p_holm']:.3g} | "
               f"{s['n_prompts_up']}/{s['n_prompts']} |" for t, s in summary.items()]
     atomic_write_text(out / "trace.md", "\n".join(lines) + "\n")
 
