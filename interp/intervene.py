@@ -8,8 +8,8 @@
   their post-PEFT values at the same positions of the same sequence (forward), or in the
   post-PEFT model by their base values (reverse), and measure how far the emojis'
   log-probability moves across the post - base gap.
-* **Controls**: the same intervention on ``k`` random neurons of the same layer (the candidates
-  excluded), each matched to a candidate on the size of the intervention
+* **Controls**: the same intervention on ``k`` random neurons of the same layer, each drawn
+  from the neurons nearest a candidate in the size of the intervention
   (:func:`matched_draws`; neurons without size peers, :func:`unmatched`, are left out and
   reported alone), many draws; the candidates' effect is placed in that distribution (an
   empirical two-sided p-value) and every mean effect carries a bootstrap interval over prompts.
@@ -327,31 +327,32 @@ def unmatched(magnitude: Float[np.ndarray, "d"], neurons: Sequence[int], *, tol:
     [20]
     """
     mag = np.asarray(magnitude, dtype=float)
-    out = []
-    for n in neurons:
-        m = mag[int(n)]
-        peers = int(((mag >= m / tol) & (mag <= m * tol)).sum()) - 1
-        if peers < min_peers:
-            out.append(int(n))
-    return out
+    ranked = np.sort(mag)
+    m = mag[np.asarray(list(neurons), dtype=int)]
+    peers = np.searchsorted(ranked, m * tol, side="right") - np.searchsorted(ranked, m / tol, side="left") - 1
+    return [int(n) for n, p in zip(neurons, peers, strict=True) if p < min_peers]
 
 
 def matched_draws(magnitude: Float[np.ndarray, "d"], match: Sequence[int], n: int, seed: int, *,  # noqa: F821
                   exclude: Sequence[int] | None = None, width: int = 20) -> list[list[int]]:
     """``n`` random sets matched neuron for neuron on ``magnitude``: for each neuron of ``match``,
     one neuron drawn at random among the ``width`` (at least ``2 · len(match)``) neurons nearest
-    to it in log ``magnitude``, distinct within a set; ``exclude`` (default: ``match``) never
-    drawn. Neurons with no size peers (:func:`unmatched`) get their nearest neurons, which are
-    smaller: callers leave them out of set tests.
+    to it in log ``magnitude`` (itself included), distinct within a set. Under the null the
+    candidates are one draw of this very scheme, so each one's stratum holds it: excluding the
+    candidates would leave the largest of them only smaller neighbours and bias the control.
+    ``exclude`` (default: the layer's neurons without size peers, :func:`unmatched`, which no
+    stratum should hold) is never drawn; callers leave such neurons out of ``match``.
 
     >>> mag = np.arange(1.0, 101.0)
     >>> sets = matched_draws(mag, [99, 98], n=50, seed=0, width=6)
-    >>> sorted({x for s in sets for x in s}) == list(range(92, 98)), all(len(set(s)) == 2 for s in sets)
+    >>> sorted({x for s in sets for x in s}) == list(range(94, 100)), all(len(set(s)) == 2 for s in sets)
     (True, True)
     """
     mag = np.asarray(magnitude, dtype=float)
     match = [int(m) for m in match]
-    pool = np.setdiff1d(np.arange(len(mag)), np.asarray(match if exclude is None else list(exclude), dtype=int))
+    if exclude is None:
+        exclude = unmatched(mag, range(len(mag)))
+    pool = np.setdiff1d(np.arange(len(mag)), np.asarray(list(exclude), dtype=int))
     if n > 0 and len(pool) < len(match):
         raise ValueError(f"cannot draw {len(match)} matched neurons from {len(pool)}")
     width = min(len(pool), max(width, 2 * len(match)))

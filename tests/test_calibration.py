@@ -87,12 +87,16 @@ def test_matched_p_uniform_for_random_sets():
 
 
 def test_matched_draws_stay_near_each_candidate_in_size():
-    mag = np.linspace(0, 1, 1000)
+    mag = np.geomspace(0.01, 1, 1000)
     sets = matched_draws(mag, [999, 500, 3], n=30, seed=0, width=20)
     for s in sets:
         lo, mid, hi = sorted(s)
-        assert lo <= 25 and 480 <= mid <= 520 and hi >= 975
-        assert not {999, 500, 3} & set(s)
+        assert lo <= 20 and 490 <= mid <= 510 and hi >= 980
+    # each candidate's stratum holds it (under the null it is one draw of the scheme)
+    assert any(999 in s for s in matched_draws(mag, [999], n=200, seed=1))
+    # a neuron without size peers is never drawn
+    spiky = np.r_[np.ones(50), 100.0]
+    assert 50 not in {x for s in matched_draws(spiky, [0, 1], n=100, seed=0) for x in s}
 
 
 def test_calibrate_interventions_on_a_tiny_model(tiny_model_dir, tmp_path):
