@@ -333,31 +333,50 @@ def unmatched(magnitude: Float[np.ndarray, "d"], neurons: Sequence[int], *, tol:
     return [int(n) for n, p in zip(neurons, peers, strict=True) if p < min_peers]
 
 
+def size_strata(magnitude: Float[np.ndarray, "d"], width: int = 20,  # noqa: F821
+                exclude: Sequence[int] | None = None) -> list[np.ndarray]:
+    """The layer's neurons in strata of ``width`` by ``magnitude``, largest first (the smallest
+    stratum takes the remainder), fixed before any candidate is seen; ``exclude`` (default: the
+    neurons without size peers, :func:`unmatched`) belongs to none.
+
+    >>> [s.tolist() for s in size_strata(np.arange(7.0), width=3, exclude=[])]
+    [[6, 5, 4], [3, 2, 1, 0]]
+    """
+    mag = np.asarray(magnitude, dtype=float)
+    if exclude is None:
+        exclude = unmatched(mag, range(len(mag)))
+    order = np.argsort(-mag, kind="stable")
+    order = order[~np.isin(order, np.asarray(list(exclude), dtype=int))]
+    n = max(1, len(order) // width)
+    return [order[i * width:(i + 1) * width] if i < n - 1 else order[i * width:] for i in range(n)]
+
+
 def matched_draws(magnitude: Float[np.ndarray, "d"], match: Sequence[int], n: int, seed: int, *,  # noqa: F821
                   exclude: Sequence[int] | None = None, width: int = 20) -> list[list[int]]:
-    """``n`` random sets matched neuron for neuron on ``magnitude``: for each neuron of ``match``,
-    one neuron drawn at random among the ``width`` (at least ``2 · len(match)``) neurons nearest
-    to it in log ``magnitude`` (itself included), distinct within a set. Under the null the
-    candidates are one draw of this very scheme, so each one's stratum holds it: excluding the
-    candidates would leave the largest of them only smaller neighbours and bias the control.
-    ``exclude`` (default: the layer's neurons without size peers, :func:`unmatched`, which no
-    stratum should hold) is never drawn; callers leave such neurons out of ``match``.
+    """``n`` random sets stratified on ``magnitude``: for each neuron of ``match``, one neuron
+    drawn at random from its stratum (:func:`size_strata`, ``width`` neurons of similar size,
+    itself included), distinct within a set. The strata are fixed before the candidates are
+    seen, so under the null that each candidate is a draw from its stratum the candidate set is
+    exchangeable with the random sets and the test is exact. ``exclude`` (default: the layer's
+    neurons without size peers) is in no stratum; callers leave such neurons out of ``match``.
 
     >>> mag = np.arange(1.0, 101.0)
-    >>> sets = matched_draws(mag, [99, 98], n=50, seed=0, width=6)
+    >>> sets = matched_draws(mag, [99, 98], n=50, seed=0, width=6, exclude=[])
     >>> sorted({x for s in sets for x in s}) == list(range(94, 100)), all(len(set(s)) == 2 for s in sets)
     (True, True)
     """
     mag = np.asarray(magnitude, dtype=float)
     match = [int(m) for m in match]
-    if exclude is None:
-        exclude = unmatched(mag, range(len(mag)))
-    pool = np.setdiff1d(np.arange(len(mag)), np.asarray(list(exclude), dtype=int))
-    if n > 0 and len(pool) < len(match):
-        raise ValueError(f"cannot draw {len(match)} matched neurons from {len(pool)}")
-    width = min(len(pool), max(width, 2 * len(match)))
-    logs = np.log(np.maximum(mag, 1e-12))
-    windows = [pool[np.argsort(np.abs(logs[pool] - logs[m]), kind="stable")[:width]] for m in match]
+    if not match or n <= 0:
+        return []
+    strata = size_strata(mag, width, exclude)
+    where = {int(x): i for i, s in enumerate(strata) for x in s}
+    if missing := [m for m in match if m not in where]:
+        raise ValueError(f"neurons {missing} are in no size stratum (without size peers, or excluded)")
+    windows = [strata[where[m]] for m in match]
+    for w in windows:
+        if sum(where[m] == where[int(w[0])] for m in match) > len(w):
+            raise ValueError(f"more candidates than neurons in a size stratum of {len(w)}")
     rng = np.random.default_rng(seed)
     sets = []
     for _ in range(n):

@@ -72,31 +72,40 @@ def test_matched_controls_hold_alpha_on_large_null_sets_where_uniform_controls_d
 
 
 def test_matched_p_uniform_for_random_sets():
-    """A set drawn uniformly from the layer, against sets matched on its members' sizes: p is
-    (close to) uniform."""
+    """A set drawn uniformly from the layer (less its neurons without size peers), against sets
+    stratified on its members' sizes: p is uniform (the test is exact under this null)."""
+    from interp.intervene import unmatched
+
     rng = np.random.default_rng(1)
     mag = rng.lognormal(size=400)
     per_neuron = mag * rng.normal(size=400)
+    layer = np.setdiff1d(np.arange(400), unmatched(mag, range(400)))
     p = []
     for i in range(200):
-        cand = sorted(rng.choice(400, 5, replace=False).tolist())
+        cand = sorted(rng.choice(layer, 5, replace=False).tolist())
         draws = [per_neuron[s].sum() for s in matched_draws(mag, cand, 99, seed=i)]
         p.append(RandomControl.of(per_neuron[cand].sum(), np.array(draws)).p)
     assert stats.kstest(p, "uniform").pvalue > 0.01
-    assert np.mean(np.array(p) < 0.05) <= 0.1
+    assert np.mean(np.array(p) < 0.05) <= 0.08
 
 
-def test_matched_draws_stay_near_each_candidate_in_size():
+def test_matched_draws_come_from_each_candidates_size_stratum():
+    from interp.intervene import size_strata
+
     mag = np.geomspace(0.01, 1, 1000)
+    strata = size_strata(mag, 20)
+    assert [len(x) for x in strata] == [20] * 50 and strata[0][0] == 999  # largest first
     sets = matched_draws(mag, [999, 500, 3], n=30, seed=0, width=20)
     for s in sets:
         lo, mid, hi = sorted(s)
-        assert lo <= 20 and 490 <= mid <= 510 and hi >= 980
+        assert lo <= 19 and 500 <= mid <= 519 and hi >= 980
     # each candidate's stratum holds it (under the null it is one draw of the scheme)
     assert any(999 in s for s in matched_draws(mag, [999], n=200, seed=1))
-    # a neuron without size peers is never drawn
+    # a neuron without size peers is in no stratum: never drawn, and refused as a candidate
     spiky = np.r_[np.ones(50), 100.0]
     assert 50 not in {x for s in matched_draws(spiky, [0, 1], n=100, seed=0) for x in s}
+    with pytest.raises(ValueError, match="no size stratum"):
+        matched_draws(spiky, [50], n=3, seed=0)
 
 
 def test_calibrate_interventions_on_a_tiny_model(tiny_model_dir, tmp_path):
