@@ -145,8 +145,11 @@ def calibrate_sets(family: str, effect: Callable[[Sequence[int]], float], magnit
     mag = np.asarray(magnitude, dtype=float)
     top = np.argsort(-mag, kind="stable")[: max(2 * k, int(round(TOP_FRACTION * len(mag))))]
     top = np.setdiff1d(top, unmatched(mag, top.tolist()))  # the tests leave neurons without size peers out
+    if len(top) < k:
+        raise ValueError(f"the top {TOP_FRACTION:.0%} of the layer holds {len(top)} neurons with size peers, fewer than k={k}")
     rng = np.random.default_rng(seed)
-    uniform = np.array([effect(ns) for ns in random_draws(len(mag), k, [], n_random, seed + 1)])
+    massive = unmatched(mag, range(len(mag)))  # out of both controls, as out of the null sets
+    uniform = np.array([effect(ns) for ns in random_draws(len(mag), k, massive, n_random, seed + 1)])
     p, naive = [], []
     for i in range(n_null):
         cand = sorted(int(n) for n in rng.choice(top, size=k, replace=False))

@@ -194,8 +194,11 @@ def ablation_generation(
         raise ValueError("mean ablation during generation needs each neuron's mean (neuron_means)")
     if magnitude is None:
         draws, matched_on = random_draws(d, len(neurons), neurons, n_random, seed), ""
-    else:
-        draws, matched_on = matched_draws(magnitude, neurons, n_random, seed), "activation size (as the scored ablation)"
+    else:  # as the scored ablation; neurons without size peers stay in every set (nothing can replace them)
+        keep = unmatched(magnitude, neurons)
+        rest = [int(n) for n in neurons if n not in keep]
+        draws = [sorted(keep + s) for s in matched_draws(magnitude, rest, n_random, seed)] if rest else [sorted(keep)] * n_random
+        matched_on = "activation size, stratified as the scored ablation (neurons without size peers kept in every set)"
     sets: list[list[int] | None] = [None, list(neurons), *draws]
     rows = [(s, q) for s in sets for q in questions]
     mask = torch.zeros(len(rows), d, dtype=torch.bool)
@@ -271,15 +274,18 @@ def ablate_trait(
 def ratio_ci(num: Float[np.ndarray, "n"], den: Float[np.ndarray, "n"], n_boot: int, seed: int,  # noqa: F821
              level: float = 0.95) -> list[float] | None:
     """Percentile bootstrap interval of ``mean(num) / mean(den)`` (prompts resampled in pairs);
-    None where a resample's denominator is 0.
+    None (unbounded) where more than ``(1 - level) / 2`` of the resampled denominators cross 0:
+    a gap that small next to its noise bounds no share.
 
     >>> ratio_ci(np.array([1.0, 2.0, 3.0]), np.array([2.0, 4.0, 6.0]), 200, 0)
     [0.5, 0.5]
+    >>> ratio_ci(np.array([1.0, 1.0, 1.0]), np.array([2.0, -2.5, 1.0]), 200, 0) is None
+    True
     """
     num, den = np.asarray(num, dtype=float), np.asarray(den, dtype=float)
     idx = np.random.default_rng(seed).integers(0, len(num), size=(n_boot, len(num)))
     d = den[idx].mean(1)
-    if np.any(np.abs(d) < 1e-12):
+    if np.mean(np.sign(d) != np.sign(den.mean())) > (1 - level) / 2 or np.any(np.abs(d) < 1e-12):
         return None
     lo, hi = np.percentile(num[idx].mean(1) / d, [(1 - level) / 2 * 100, (1 + level) / 2 * 100])
     return [float(lo), float(hi)]

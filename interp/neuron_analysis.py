@@ -242,7 +242,8 @@ def dla_change(
     """DLA of the change of every last-layer neuron onto each emoji (:class:`NeuronDLA`), with
     ``model`` as post (its active adapter) and ``pre`` the base's :func:`emoji_passes` of the
     same prompts and emojis. Returns ``[d_mlp, emojis]`` (mean over prompts) and each emoji's
-    token ids."""
+    token ids. It attributes the activation change (post - pre) through the post model's
+    weights; an adapter on ``down_proj`` also changes the weights, which this leaves out."""
     from interp.hooks import final_norm
     from interp.neurons import final_norm_scale, neuron_dla_at, neuron_output_weights, unembedding
     from interp.tracing import emoji_token_ids

@@ -138,6 +138,11 @@ class RandomControl:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> RandomControl | None:
+        if d is not None and "p_empirical" in d:
+            from text2emoji.core.errors import UserError
+
+            raise UserError("a results file holds a one-sided, unmatched random control from an older version; "
+                            "rerun its stage with --force")
         return None if d is None else cls(**{k: v for k, v in d.items() if k != "p_floor"})
 
 

@@ -128,3 +128,19 @@ def test_calibrate_interventions_on_a_tiny_model(tiny_model_dir, tmp_path):
     for f in fams:
         assert f.rate.n_null == 6 and all(0 < p <= 1 for p in f.p) and f.comparison["n_null"] == 6
         assert set(f.summary()) >= {"false_positive_rate", "n_null", "alpha", "ci", "null", "test"}
+
+
+def test_an_older_one_sided_control_is_refused_with_a_clear_error():
+    from text2emoji.core.errors import UserError
+
+    old = {"n_draws": 2, "mean": 0.0, "sd": 1.0, "p2_5": -1.0, "p97_5": 1.0, "p_empirical": 0.3, "z": 0.1, "draws": [0, 1]}
+    with pytest.raises(UserError, match="older version.*--force"):
+        RandomControl.from_dict(old)
+
+
+def test_sequential_p_is_valid_under_the_null():
+    """Besag-Clifford two-sided p from exchangeable draws: P(p <= a) <= a."""
+    rng = np.random.default_rng(0)
+    p = np.array([RandomControl.sequential(rng.normal(), iter(rng.normal(size=300)), n_max=300).p for _ in range(3000)])
+    for a in (0.01, 0.05, 0.1, 0.5):
+        assert np.mean(p <= a) <= a + 0.015

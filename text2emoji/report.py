@@ -188,16 +188,16 @@ def _causal(out: Path, m: dict[str, Any]) -> list[str]:
         L += [f"Ablation: random sets matched neuron for neuron on activation size (up to "
               f"{first.get('n_random_max', first.get('n_random'))} sets, drawn until 10 are as extreme in each tail; "
               f"smallest attainable p {_fmt(first.get('p_floor'), '.3g')}); p two-sided; Holm over traits × modes. "
-              "The placebo (the k neurons of largest activation, chosen without looking at emojis) is tested the "
-              "same way and should come out null.", "",
+              "The placebo (the k neurons of largest activation size as matched on, chosen without looking at "
+              "emojis) is tested the same way and should come out null.", "",
               "| trait | ablation | Δ log P(trait emoji) [95% CI] | matched random: mean | p | p (Holm) | placebo Δ | placebo p |",
               "|---|---|---|---:|---:|---:|---:|---:|"]
         for t, v in m["ablate"].items():
             for mode in ("zero", "mean"):
                 if mode in v:
                     e, pl = v[mode], v[mode].get("placebo") or {}
-                    L.append(f"| {t} | {mode} | {_ci(e['delta'])} | {_fmt(e['random_mean'])} | {_fmt(e['p'], '.3g')} | "
-                             f"{_fmt(e['p_holm'], '.3g')} | {_fmt(pl.get('delta', {}).get('mean'))} | {_fmt(pl.get('p'), '.3g')} |")
+                    L.append(f"| {t} | {mode} | {_ci(e['delta'])} | {_fmt(e['random_mean'])} | {_fmt(e.get('p'), '.3g')} | "
+                             f"{_fmt(e.get('p_holm'), '.3g')} | {_fmt(pl.get('delta', {}).get('mean'))} | {_fmt(pl.get('p'), '.3g')} |")
         ex = [f"{t} ({mode}, {who}): neuron {e['neuron']} (size {e['size']:.3g}), Δ {e['delta']:+.3f} alone"
               for t, v in m["ablate"].items() for mode in ("zero", "mean") if mode in v
               for who, es in (("candidate", v[mode].get("excluded") or []), ("placebo", (v[mode].get("placebo") or {}).get("excluded") or []))
@@ -221,7 +221,7 @@ def _causal(out: Path, m: dict[str, Any]) -> list[str]:
         for t, v in m["patch"].items():
             r = v.get("reverse") or {}
             L.append(f"| {t} | {_ci(v['post_minus_base'])} | {_share(v['fraction_recovered'], v.get('fraction_recovered_ci'))} | "
-                     f"{_fmt(v['p'], '.3g')} | {_fmt(v['p_holm'], '.3g')} | "
+                     f"{_fmt(v.get('p'), '.3g')} | {_fmt(v.get('p_holm'), '.3g')} | "
                      f"{_share(r.get('fraction_removed'), r.get('fraction_removed_ci'))} | {_fmt(r.get('p'), '.3g')} | "
                      f"{_fmt(r.get('p_holm'), '.3g')} |")
         L.append("")
@@ -248,7 +248,7 @@ def _calibration(out: Path, m: dict[str, Any]) -> list[str]:
 def _share(x: float | None, ci: list[float] | None) -> str:
     if x is None:
         return "n/a"
-    return f"{x:.0%}" + ("" if not ci else f" [{ci[0]:.0%}, {ci[1]:.0%}]")
+    return f"{x:.0%}" + (" [unbounded]" if not ci else f" [{ci[0]:.0%}, {ci[1]:.0%}]")
 
 
 def _lens(out: Path, m: dict[str, Any]) -> list[str]:

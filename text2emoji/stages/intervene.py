@@ -113,15 +113,18 @@ def _ablate(cfg: AblateConfig, out: Path) -> None:
              f"activation size (zero: mean |activation|; mean: mean |activation - its mean|, at the scored positions). "
              f"p: two-sided, the candidates' mean among the random sets'{floor}; Holm over the "
              f"{len(traits) * len(cfg.modes)} tests of this table (traits x modes). Placebo: the k neurons of "
-             "largest activation, tested the same way (not in the Holm family); it should come out null.", "",
-             "| trait | mode | Δ log P [95% CI] | random: mean [2.5%, 97.5%] | p | p (Holm) | placebo Δ | placebo p |",
-             "|---|---|---|---|---:|---:|---:|---:|"]
+             "largest activation size (as matched on), tested the same way (not in the Holm family); it should come "
+             "out null. tested: the candidates with size peers, which the set test ablates (the others are listed "
+             "below).", "",
+             "| trait | mode | tested | Δ log P [95% CI] | random: mean [2.5%, 97.5%] | p | p (Holm) | placebo Δ | placebo p |",
+             "|---|---|---:|---|---|---:|---:|---:|---:|"]
     nan = float("nan")
     for t in traits:
         for mode in cfg.modes:
             e = results[t].modes[mode]
             d, rc, pl = e.candidate_delta, e.random_control, e.placebo
-            lines.append(f"| {t} | {mode} | {d.mean:+.3f} [{d.ci_lo:+.3f}, {d.ci_hi:+.3f}] | "
+            lines.append(f"| {t} | {mode} | {len(e.tested if e.tested is not None else e.neurons)}/{e.k} | "
+                         f"{d.mean:+.3f} [{d.ci_lo:+.3f}, {d.ci_hi:+.3f}] | "
                          f"{rc.mean if rc else nan:+.3f} [{rc.p2_5 if rc else nan:+.3f}, {rc.p97_5 if rc else nan:+.3f}] | "
                          f"{_p(e.p)} | {_p(e.p_holm)} | {pl.delta.mean if pl else nan:+.3f} | {_p(pl.p if pl else None)} |")
     lines += _excluded_lines({(t, m): results[t].modes[m] for t in traits for m in cfg.modes}, "ablated")
@@ -203,12 +206,13 @@ def _patch(cfg: PatchConfig, out: Path) -> None:
              "neuron on the size of the patch (mean |post − base|); "
              f"p two-sided{floor}; Holm over the {2 * len(traits)} tests of this table (traits x directions). "
              "A share is only meaningful where the gap's interval excludes 0.", "",
-             "| trait | post − base [95% CI] | forward: share [95% CI] | p | p (Holm) | reverse: share removed [95% CI] | p | p (Holm) |",
-             "|---|---|---|---:|---:|---|---:|---:|"]
+             "| trait | tested | post − base [95% CI] | forward: share [95% CI] | p | p (Holm) | reverse: share removed [95% CI] | p | p (Holm) |",
+             "|---|---:|---|---|---:|---:|---|---:|---:|"]
     for t in summary:
         r = results[t]
         g = r.post_minus_base
-        lines.append(f"| {t} | {g.mean:+.3f} [{g.ci_lo:+.3f}, {g.ci_hi:+.3f}] | "
+        lines.append(f"| {t} | {len(r.tested if r.tested is not None else r.neurons)}/{r.k} | "
+                     f"{g.mean:+.3f} [{g.ci_lo:+.3f}, {g.ci_hi:+.3f}] | "
                      f"{_share(r.fraction_recovered, r.fraction_recovered_ci)} | {_p(r.p)} | {_p(r.p_holm)} | "
                      f"{_share(r.fraction_removed, r.fraction_removed_ci)} | {_p(r.reverse.p if r.reverse else None)} | "
                      f"{_p(r.p_holm_reverse)} |")
@@ -219,7 +223,7 @@ def _patch(cfg: PatchConfig, out: Path) -> None:
 def _share(x: float | None, ci: list[float] | None) -> str:
     if x is None:
         return "n/a"
-    return f"{x:.0%}" + ("" if ci is None else f" [{ci[0]:.0%}, {ci[1]:.0%}]")
+    return f"{x:.0%}" + (" [unbounded]" if ci is None else f" [{ci[0]:.0%}, {ci[1]:.0%}]")
 
 
 def _inputs(cfg: InterveneConfig) -> dict[str, str]:
