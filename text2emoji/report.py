@@ -185,7 +185,7 @@ def _causal(out: Path, m: dict[str, Any]) -> list[str]:
     L += ["## 5. Ablation and patching against random neurons", "", f"**{CLAIMS['causal']}**", "", "**This run:**", ""]
     if m.get("ablate"):
         first = next((v[mode] for v in m["ablate"].values() for mode in ("zero", "mean") if mode in v), {})
-        L += [f"Ablation: random sets matched neuron for neuron on activation size (up to "
+        L += [f"Ablation: random sets stratified on activation size, each member from its candidate's stratum (up to "
               f"{first.get('n_random_max', first.get('n_random'))} sets, drawn until 10 are as extreme in each tail; "
               f"smallest attainable p {_fmt(first.get('p_floor'), '.3g')}); p two-sided; Holm over traits × modes. "
               "The placebo (the k neurons of largest activation size as matched on, chosen without looking at "
@@ -198,13 +198,16 @@ def _causal(out: Path, m: dict[str, Any]) -> list[str]:
                     e, pl = v[mode], v[mode].get("placebo") or {}
                     L.append(f"| {t} | {mode} | {_ci(e['delta'])} | {_fmt(e['random_mean'])} | {_fmt(e.get('p'), '.3g')} | "
                              f"{_fmt(e.get('p_holm'), '.3g')} | {_fmt(pl.get('delta', {}).get('mean'))} | {_fmt(pl.get('p'), '.3g')} |")
-        ex = [f"{t} ({mode}, {who}): neuron {e['neuron']} (size {e['size']:.3g}), Δ {e['delta']:+.3f} alone"
-              for t, v in m["ablate"].items() for mode in ("zero", "mean") if mode in v
-              for who, es in (("candidate", v[mode].get("excluded") or []), ("placebo", (v[mode].get("placebo") or {}).get("excluded") or []))
-              for e in es]
-        if ex:
+        alone: dict[int, list[tuple[float, float]]] = {}
+        for v in m["ablate"].values():
+            for mode in ("zero", "mean"):
+                for e in ((v.get(mode) or {}).get("excluded") or []) + (((v.get(mode) or {}).get("placebo") or {}).get("excluded") or []):
+                    alone.setdefault(e["neuron"], []).append((e["size"], e["delta"]))
+        if alone:
             L += ["", "Neurons without size peers (no random set can match them) are left out of the set tests and "
-                  "ablated alone: " + "; ".join(ex) + "."]
+                  "ablated alone (across traits and modes, as candidates or placebo members): " + "; ".join(
+                      f"neuron {n}: size {min(x for x, _ in r):.3g}–{max(x for x, _ in r):.3g}, Δ {min(d for _, d in r):+.2f} "
+                      f"to {max(d for _, d in r):+.2f}" for n, r in sorted(alone.items())) + "."]
         gen = {t: v["generation"] for t, v in m["ablate"].items() if "generation" in v}
         if gen:
             L += ["", "| trait | emoji rate intact → ablated | ESR intact → ablated |", "|---|---|---|"]
@@ -239,10 +242,22 @@ def _calibration(out: Path, m: dict[str, Any]) -> list[str]:
     L = ["## Calibration: how often these tests find an effect that is not there", "",
          "Not in the study (ours). Each family's p-values are only as good as their false-positive rate; "
          "it is measured here on null experiments built from this run's model and data (see "
-         "`interp/calibration.py` for each null).", ""]
+         "`interp/calibration.py` for each null). What each null can show: for neurons and trace it is made "
+         "of the very sign flips the test permutes, so it checks the code and the clustering (the naive "
+         "per-prompt test fails it), not the test's own assumption; for ablation and patching the null sets are "
+         "large neurons with no special role, which unmatched controls call significant. "
+         f"{_zero_of(m['calibration'])}", ""]
     L += table(m["calibration"], trait) + [""]
     L += _fig_refs(out, ["calibrate/calibration.png"])
     return L
+
+
+def _zero_of(cal: dict[str, Any]) -> str:
+    """How little n null experiments can show: the Wilson upper bound of 0 false positives."""
+    from interp.behaviour.emoji_metrics import wilson
+
+    n = next(iter(cal.values()), {}).get("n_null")
+    return f"With {n} null experiments the intervals are wide: 0 of {n} still allows up to {wilson(0, n)['hi']:.0%}." if n else ""
 
 
 def _share(x: float | None, ci: list[float] | None) -> str:
@@ -313,7 +328,8 @@ def markdown_to_html(md: str, out: Path) -> str:
         elif line.startswith("|"):
             rows = []
             while i < len(lines) and lines[i].startswith("|"):
-                rows.append([c.strip() for c in lines[i].strip("|").split("|")])
+                # a cell's own "|" is written "\|" (as GitHub's markdown does)
+                rows.append([c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", lines[i].strip().strip("|"))])
                 i += 1
             head, data = rows[0], rows[2:]
             body.append("<table><tr>" + "".join(f"<th>{_inline(c)}</th>" for c in head) + "</tr>"

@@ -88,11 +88,14 @@ def table(summary: dict[str, Any], trait: str) -> list[str]:
              "treated as independent) or uniformly drawn random neurons (unmatched).", "",
              "| family | null experiment | test | false-positive rate [95% CI] | naive test | its rate [95% CI] |",
              "|---|---|---|---|---|---|"]
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|")
+
     for fam, s in summary.items():
         c = s.get("comparison") or {}
         naive = "n/a" if not c else f"{c['false_positive_rate']:.2f} [{c['ci'][0]:.2f}, {c['ci'][1]:.2f}]"
-        lines.append(f"| {fam} | {s['null']} | {s['test']} | {s['false_positive_rate']:.2f} "
-                     f"[{s['ci'][0]:.2f}, {s['ci'][1]:.2f}] | {c.get('test', 'n/a')} | {naive} |")
+        lines.append(f"| {fam} | {cell(s['null'])} | {cell(s['test'])} | {s['false_positive_rate']:.2f} "
+                     f"[{s['ci'][0]:.2f}, {s['ci'][1]:.2f}] | {cell(c.get('test', 'n/a'))} | {naive} |")
     return lines
 
 
