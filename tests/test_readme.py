@@ -99,7 +99,8 @@ def test_readme_notebook_example_gives_the_stages_numbers(run):
             assert mine[key] == pytest.approx(theirs[key], rel=1e-6, abs=1e-9), key
         assert mine["dla_change"] == pytest.approx(theirs["dla_change"], rel=1e-5, abs=1e-8)
     s, theirs = ext.summary(), stages["summary"]["traits"][TRAIT]
-    assert s.keys() == theirs.keys()
+    assert s.keys() | {"top_p_fwer_holm"} == theirs.keys()  # Holm over traits is the whole result's
+    assert ns["res"].summary()["traits"][TRAIT]["top_p_fwer_holm"] == theirs["top_p_fwer_holm"]  # one trait each
     for key in ("top_neuron", "n_neurons_fwer_05", "n_neurons", "top_k_also_emoji_selective", "top_emoji_selective_post"):
         assert s[key] == theirs[key], key
     assert s["top_mean_increase"] == pytest.approx(theirs["top_mean_increase"], rel=1e-6)
