@@ -277,7 +277,10 @@ def test_patching_all_neurons_recovers_post_exactly(tiny_model_dir, tmp_path):
     assert abs(full.post_minus_base.mean) > 1e-3
     np.testing.assert_allclose(full.patched_logprob.mean, full.post_logprob.mean, atol=1e-4)
     assert full.fraction_recovered == pytest.approx(1.0, abs=1e-3)
-    assert full.random_control is None
+    # reverse: the post model with every neuron's base value is the base model
+    np.testing.assert_allclose(np.mean(full.reverse.per_prompt), -full.post_minus_base.mean, atol=1e-4)
+    assert full.fraction_removed == pytest.approx(1.0, abs=1e-3)
+    assert full.random_control is None and full.reverse.control is None
     some = patching_experiment(peft_lm.model, peft_lm.tokenizer, PROMPTS, EMOJIS, [0, 1, 2],
                                n_random=4, chat=False, n_boot=100)
     assert some.random_control.n_draws == 4
