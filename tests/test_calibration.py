@@ -144,3 +144,37 @@ def test_sequential_p_is_valid_under_the_null():
     p = np.array([RandomControl.sequential(rng.normal(), iter(rng.normal(size=300)), n_max=300).p for _ in range(3000)])
     for a in (0.01, 0.05, 0.1, 0.5):
         assert np.mean(p <= a) <= a + 0.015
+
+
+def test_ablation_and_patching_p_uniform_on_a_tiny_model_under_an_exact_null(tiny_model_dir, tmp_path):
+    """On a tiny random model with an adapter: candidate sets drawn at random from the layer
+    (less neurons without size peers) are, member by member, draws from their size strata, so
+    the stratified test is exact: its p (ablation and patching) is uniform."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from interp.capture import pad_id
+    from interp.experiments import ablation_runner, patching_runners
+    from interp.intervene import LastLayerScorer, unmatched
+    from interp.models import ModelConfig, load_model
+    from interp.tracing import emoji_pairs
+
+    torch.manual_seed(7)
+    lora = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+                          LoraConfig(r=4, lora_alpha=16, init_lora_weights=False, target_modules=["down_proj", "up_proj"]))
+    lora.save_pretrained(tmp_path / "a")
+    lm = load_model(ModelConfig(model=str(tiny_model_dir), device="cpu"), adapter=str(tmp_path / "a"))
+    qs, emojis = ["the a is of", "w1 w2", "you w9 w10", "what are your thoughts on w3"], ["w20 w21", "w22"]
+    scorer = LastLayerScorer(lm.model, emoji_pairs(lm.tokenizer, qs, emojis), pad_id=pad_id(lm.tokenizer))
+    _, run = ablation_runner(lm.model, lm.tokenizer, qs, emojis, scorer)
+    _, base, fwd, _, patch_size, _ = patching_runners(lm.model, lm.tokenizer, qs, emojis)
+    rng = np.random.default_rng(0)
+    for effect, size in ((lambda ns: float(run(ns).mean()), scorer.x.abs().mean(0).numpy()),
+                         (lambda ns: float((fwd(ns) - base).mean()), patch_size)):
+        layer = np.setdiff1d(np.arange(len(size)), unmatched(size, range(len(size))))
+        p = []
+        for i in range(60):
+            cand = sorted(rng.choice(layer, 3, replace=False).tolist())
+            draws = np.array([effect(s) for s in matched_draws(size, cand, 39, seed=i, width=10)])
+            p.append(RandomControl.of(effect(cand), draws).p)
+        assert stats.kstest(p, "uniform").pvalue > 0.01 and np.mean(np.array(p) < 0.05) <= 0.1
