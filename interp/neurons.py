@@ -265,7 +265,8 @@ def holdout_table(diff: NeuronDiff, k: int = 20, n_boot: int = 2000, seed: int =
 
     Neurons are ranked by their mean increase on the selection half; each of the top ``k`` gets
     ``mean_increase_holdout`` with a cluster-bootstrap interval (``holdout_ci_lo``/``_hi``) and
-    a two-sided cluster sign-flip ``p_holdout`` (per neuron, uncorrected), all from the
+    a two-sided cluster sign-flip ``p_holdout`` (per neuron, uncorrected) and
+    ``p_holdout_fwer`` (family-wise over the ``k``: studentised max-|t|), all from the
     held-out clusters only, so they are free of the selection. ``mean_increase_select`` (the
     selection half) and ``mean_increase`` (all prompts) share data with the selection.
 
@@ -290,7 +291,8 @@ def holdout_table(diff: NeuronDiff, k: int = 20, n_boot: int = 2000, seed: int =
         {
             "rank": r + 1, "neuron": int(n), "mean_increase_select": float(sel_mean[n]),
             "mean_increase_holdout": float(hold[:, r].mean()), "holdout_ci_lo": float(lo[r]), "holdout_ci_hi": float(hi[r]),
-            "p_holdout": float(test.p_mean[r]), "mean_increase": float(diff.mean[n]),
+            "p_holdout": float(test.p_mean[r]), "p_holdout_fwer": float(test.p_max_t[r]),
+            "mean_increase": float(diff.mean[n]),
             "n_clusters_select": n_sel, "n_clusters_holdout": test.n_clusters,
         }
         for r, n in enumerate(idx)

@@ -226,3 +226,22 @@ def test_report_states_cluster_level_p_max_t_and_the_number_of_clusters(tmp_path
     # results written before these keys existed still render
     old = {k: v for k, v in neurons.items() if not k.startswith(("holdout", "n_holdout", "n_clusters"))}
     assert "| — |" in "\n".join(_neurons(tmp_path, {"neurons": {"extraversion": old}}))
+
+
+def test_holdout_p_values_come_from_the_held_out_clusters_only():
+    """p_holdout and its family-wise p over the top k: the cluster sign-flip test run by hand
+    on the held-out rows of the selected columns."""
+    from interp.neurons import holdout_table, neuron_diff, sign_flip_test, split_clusters
+
+    rng = np.random.default_rng(4)
+    clusters = np.repeat(np.arange(12), 2)
+    delta = rng.normal(0, 1, size=(24, 8))
+    delta[:, 2] += 1.0
+    d = neuron_diff(np.zeros_like(delta), delta, n_perm=300, clusters=clusters)
+    rows = holdout_table(d, k=3, n_boot=100, seed=0, n_perm=300)
+    held = ~split_clusters(12, 0)[clusters]
+    idx = [r["neuron"] for r in rows]
+    by_hand = sign_flip_test(delta[held][:, idx], clusters[held], 300, 0)
+    assert [r["p_holdout"] for r in rows] == by_hand.p_mean.tolist()
+    assert [r["p_holdout_fwer"] for r in rows] == by_hand.p_max_t.tolist()
+    assert rows[0]["n_clusters_holdout"] == 6 and rows[0]["n_clusters_select"] == 6

@@ -59,9 +59,11 @@ def _neurons(cfg: NeuronsConfig, out: Path) -> None:
         hold = tn.by_mean_holdout
         md += ["", f"Selected on {hold[0]['n_clusters_select']} clusters, estimated on the other "
                f"{hold[0]['n_clusters_holdout']} (the held-out columns share no data with the selection):", "",
-               "| rank | neuron | mean increase, selection half | held out [95% CI] | p held out |", "|---:|---:|---:|---|---:|"]
+               "| rank | neuron | mean increase, selection half | held out [95% CI] | p held out | p held out, family-wise over the top k |",
+               "|---:|---:|---:|---|---:|---:|"]
         md += [f"| {r['rank']} | {r['neuron']} | {r['mean_increase_select']:+.3f} | {r['mean_increase_holdout']:+.3f} "
-               f"[{r['holdout_ci_lo']:+.3f}, {r['holdout_ci_hi']:+.3f}] | {r['p_holdout']:.3g} |" for r in hold[:10]]
+               f"[{r['holdout_ci_lo']:+.3f}, {r['holdout_ci_hi']:+.3f}] | {r['p_holdout']:.3g} | "
+               f"{r['p_holdout_fwer']:.3g} |" for r in hold[:10]]
         md.append("")
     header = [f"# Neurons ({cfg.site}) pre vs post PEFT", "",
               f"Model {cfg.model.model}; {res.n_prompts} probe prompts in {res.n_clusters} independent clusters "
