@@ -186,6 +186,9 @@ def test_run_chains_every_stage_writes_the_report_and_reuses(tmp_path, capsys, t
     dataset_hash = json.loads((out_dir / "dataset" / "config.json").read_text())["config_hash"]
     train_inputs = json.loads((out_dir / "train" / "openness" / "config.json").read_text())["inputs"]
     assert train_inputs == {"dataset": dataset_hash, "merge": "false"}
+    # a finished trait keeps its adapter, not the checkpoints that only served resuming it
+    assert not (out_dir / "train" / "openness" / "checkpoints").exists()
+    assert (out_dir / "train" / "openness" / "adapter" / "adapter_model.safetensors").is_file()
     weights = {t: file_hash(out_dir / "train" / t / "adapter" / "adapter_model.safetensors") for t in ("openness", "neuroticism")}
     for stage in ("evaluate", "neurons", "trace", "ablate", "patch"):
         inputs = json.loads((out_dir / stage / "config.json").read_text())["inputs"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,8 @@ def train_traits(cfg: TrainCommandConfig) -> Path:
                     summary["merged"] = str(merge_adapter(tcfg.model.model, st.path("adapter"), st.path("merged")))
                     summary["merge_drift"] = _merge_drift(tcfg, st.dir, rows, trait, logit_drift)
                 st.write_json("train_summary.json", summary)
+        if not st.reused:  # finished and recorded: the checkpoints only served resuming it
+            shutil.rmtree(st.path("checkpoints"), ignore_errors=True)
     draw_losses(artifact(cfg.run_dir.out, "train"))
     return artifact(cfg.run_dir.out, "train")
 
