@@ -178,15 +178,12 @@ def calibrate_interventions(model: Any, tokenizer: Any, questions: Sequence[str]
     site, batch_size = site or DEFAULT_SITE, batch_size or BATCH_SIZE
     pairs = emoji_pairs(tokenizer, questions, emojis)
     scorer = LastLayerScorer(model, pairs, pad_id=pad_id(tokenizer), batch_size=batch_size, site=site)
-    x = scorer.x if scorer.applicable else None
-    if x is None:
-        from interp.intervene import scored_activations
-
-        x = scored_activations(model, pairs, pad_id=pad_id(tokenizer), batch_size=batch_size, site=site)
+    x = scorer.activations()
     _, run = ablation_runner(model, tokenizer, questions, emojis, scorer, site=site, batch_size=batch_size)
     ablation = calibrate_sets("ablation", lambda ns: float(run(ns).mean()), x.float().abs().mean(0).cpu().numpy(), k,
                               matched_on="mean |activation|", n_null=n_null, n_random=n_random, alpha=alpha, seed=seed)
-    _, base, fwd, _, magnitude, _ = patching_runners(model, tokenizer, questions, emojis, site=site, batch_size=batch_size)
+    _, base, fwd, _, magnitude, _ = patching_runners(model, tokenizer, questions, emojis, site=site, batch_size=batch_size,
+                                                     post_cache=scorer)  # the same pairs, the same model state
     patching = calibrate_sets("patching", lambda ns: float((fwd(ns) - base).mean()), magnitude, k,
                               matched_on="mean |post - base|", n_null=n_null, n_random=n_random, alpha=alpha, seed=seed)
     return [ablation, patching]

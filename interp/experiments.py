@@ -29,7 +29,6 @@ from interp.intervene import (
     matched_draws,
     random_draws,
     row_ablation,
-    scored_activations,
     unmatched,
 )
 from interp.models import adapter_disabled
@@ -135,7 +134,7 @@ def ablation_experiment(
         scorer = LastLayerScorer(model, pairs, pad_id=pad, batch_size=batch_size, site=site)
     elif scorer.n_pairs != len(pairs):
         raise ValueError(f"scorer holds {scorer.n_pairs} pairs; these prompts and emojis make {len(pairs)}")
-    x = scorer.x if scorer.applicable else scored_activations(model, pairs, pad_id=pad, batch_size=batch_size, site=site)
+    x = scorer.activations()
     if mode == "mean" and means is None:
         means = x.float().mean(0).cpu().numpy()
     magnitude, matched_on = _magnitude(x, means if mode == "mean" else None)
@@ -255,8 +254,7 @@ def ablate_trait(
     qs = list(questions)
     scorer = LastLayerScorer(model, emoji_pairs(tokenizer, qs, emojis), pad_id=pad_id(tokenizer),
                              batch_size=batch_size, site=site)
-    x = scorer.x if scorer.applicable else scored_activations(model, emoji_pairs(tokenizer, qs, emojis),
-                                                             pad_id=pad_id(tokenizer), batch_size=batch_size, site=site)
+    x = scorer.activations()
     means = x.float().mean(0).cpu().numpy() if "mean" in modes else None
     results = {mode: ablation_experiment(model, tokenizer, qs, emojis, candidates, mode=mode, means=means,
                                          n_random=n_random, seed=seed, site=site, n_boot=n_boot,
@@ -292,24 +290,25 @@ def ratio_ci(num: Float[np.ndarray, "n"], den: Float[np.ndarray, "n"], n_boot: i
 
 
 def patching_runners(model: Any, tokenizer: Any, prompts: Sequence[str], emojis: Sequence[str], *, chat: bool = True,
-                     site: str = DEFAULT_SITE, batch_size: int = BATCH_SIZE) -> tuple[Any, ...]:
+                     site: str = DEFAULT_SITE, batch_size: int = BATCH_SIZE,
+                     post_cache: LastLayerScorer | None = None) -> tuple[Any, ...]:
     """What patching needs, computed once: per prompt log P(any emoji) post and base,
     ``forward(neurons)`` and ``reverse(neurons)`` (per prompt log P(any emoji) with the neurons
     patched into the base / the post model), each neuron's patch size (mean |post - base| at
-    the scored positions) and whether the cached last layer served (else full forward passes)."""
+    the scored positions) and whether the cached last layer served (else full forward passes).
+    ``post_cache``: a :class:`LastLayerScorer` of the model as it stands on these pairs, if one
+    was built already (default: built here)."""
     pairs = emoji_pairs(tokenizer, prompts, emojis, chat=chat)
     pad = pad_id(tokenizer)
     shape = (len(prompts), len(emojis))
-    post_cache = LastLayerScorer(model, pairs, pad_id=pad, batch_size=batch_size, site=site)
+    if post_cache is None:
+        post_cache = LastLayerScorer(model, pairs, pad_id=pad, batch_size=batch_size, site=site)
     with adapter_disabled(model):
         base_cache = LastLayerScorer(model, pairs, pad_id=pad, batch_size=batch_size, site=site)
     fast = post_cache.exact and base_cache.exact
-    if fast:
-        x_post, x_base = post_cache.x, base_cache.x
-    else:
-        x_post = scored_activations(model, pairs, pad_id=pad, batch_size=batch_size, site=site)
-        with adapter_disabled(model):
-            x_base = scored_activations(model, pairs, pad_id=pad, batch_size=batch_size, site=site)
+    x_post = post_cache.activations()
+    with adapter_disabled(model):
+        x_base = base_cache.activations()
     magnitude = (x_post.float() - x_base.float()).abs().mean(0).cpu().numpy()
     if fast:
         def fwd(ns: Sequence[int]) -> np.ndarray:

@@ -153,6 +153,7 @@ class LastLayerScorer:
         self.model, self.n_pairs = model, len(pairs)
         self.applicable = hp.read == "input" and hp.name == f"blocks.{last}.mlp.hook_post"
         self.exact = False
+        self._read = {"pairs": pairs, "pad_id": pad_id, "batch_size": batch_size, "site": site}
         if not self.applicable:
             return
         self.down = hp.module
@@ -191,6 +192,16 @@ class LastLayerScorer:
         self.exact = bool(np.allclose(self.totals(), ref, atol=1e-4, rtol=1e-5)) and self._check(pairs[0], pad_id, site)
         if self.exact:
             self.lowrank = self._lowrank_setup(torch.cat(us), torch.cat(ls))
+
+    def activations(self) -> Float[Tensor, "rows d"]:
+        """The neurons' values at the scored positions (what matching and mean ablation read):
+        the cache's own where it applies, else read once by :func:`scored_activations`, from the
+        model in the state it is in at that first call (the scorer's, as its callers keep it)."""
+        if not hasattr(self, "x"):
+            read = self._read
+            self.x = scored_activations(self.model, read["pairs"], pad_id=read["pad_id"], batch_size=read["batch_size"],
+                                        site=read["site"])
+        return self.x
 
     def _probe_neurons(self) -> torch.Tensor:
         """The 8 neurons most active on the first pair: what the self-checks change."""

@@ -380,3 +380,30 @@ def lora_adapter(tiny_model_dir, tmp_path_factory):
     d = tmp_path_factory.mktemp("lora-n")
     lora.save_pretrained(d)
     return d
+
+
+def test_interventions_at_an_earlier_layer_run_full_forward_passes(tiny_model_dir, lora_adapter):
+    """Where the cache does not apply (a site before the last layer), ablation and patching run
+    full forward passes with the hook; the scorer still reads the scored positions' values
+    (for matching and mean ablation), the same as :func:`scored_activations`."""
+    from interp.intervene import LastLayerScorer, scored_activations
+    from interp.tracing import emoji_pairs
+
+    site = "blocks.0.mlp.hook_post"
+    peft_lm = load_model(ModelConfig(model=str(tiny_model_dir), device="cpu"), adapter=str(lora_adapter))
+    model, tok = peft_lm.model, peft_lm.tokenizer
+    pairs = emoji_pairs(tok, PROMPTS, EMOJIS, chat=False)
+    scorer = LastLayerScorer(model, pairs, site=site)
+    assert not scorer.applicable
+    torch.testing.assert_close(scorer.activations(), scored_activations(model, pairs, site=site))
+    res = ablation_experiment(model, tok, PROMPTS, EMOJIS, [3, 7], mode="mean", n_random=2, chat=False, site=site,
+                              n_boot=20)
+    assert res.method == "full forward passes" and res.random_control.n_draws == 2
+    means = scorer.activations().mean(0).numpy()
+    with intervention(model, ablation_patch([3, 7], "mean", means), site):
+        slow = emoji_logprobs(model, tok, PROMPTS, EMOJIS, chat=False)
+    base = emoji_logprobs(model, tok, PROMPTS, EMOJIS, chat=False)
+    any_lp = lambda lp: np.log(np.exp(lp).sum(1))  # noqa: E731
+    np.testing.assert_allclose(res.per_prompt_delta, any_lp(slow) - any_lp(base), atol=1e-4)
+    pat = patching_experiment(model, tok, PROMPTS, EMOJIS, [3, 7], n_random=2, chat=False, site=site, n_boot=20)
+    assert pat.method == "full forward passes" and pat.reverse.control.n_draws == 2

@@ -26,6 +26,15 @@ def run_dir(tiny_model_dir, tmp_path_factory):
     return d
 
 
+def _holm_by_hand(ps: list[float]) -> list[float]:
+    """Holm's step-down: sorted p times (m - rank), running maximum, capped at 1."""
+    order, running, out = np.argsort(ps, kind="stable"), 0.0, [0.0] * len(ps)
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(ps) - rank) * ps[i]))
+        out[i] = running
+    return out
+
+
 def _common(tiny_model_dir, run_dir):
     args = ["--model", str(tiny_model_dir), "--device", "cpu", "--out", str(run_dir / "run"), "--n-boot", "100"]
     for t in TRAITS:
@@ -141,6 +150,10 @@ def test_neurons_trace_ablate_patch_stages(tiny_model_dir, run_dir, capsys):
     assert ab["openness"]["zero"]["random_control"]["n_draws"] == 4
     assert ab["openness"]["candidates"] == [r["neuron"] for r in tops["openness"]["by_mean"][:3]]
     assert "emoji_rate" in ab["openness"]["generation"]["intact"]
+    # Holm over traits x modes, by hand
+    keys = [(t, m) for t in ("openness", "neuroticism") for m in ("zero", "mean")]
+    holm = _holm_by_hand([ab[t][m]["random_control"]["p"] for t, m in keys])
+    assert [ab[t][m]["p_holm"] for t, m in keys] == pytest.approx(holm)
     assert main(["patch", *common, *data, *n]) == 0
     pa = json.loads((run_dir / "run" / "patch" / "patching.json").read_text())
     assert pa["neuroticism"]["random_control"]["n_draws"] == 4
@@ -149,13 +162,9 @@ def test_neurons_trace_ablate_patch_stages(tiny_model_dir, run_dir, capsys):
     ps = [pa[t][key] for key in ("random_control", "reverse") for t in ("openness", "neuroticism")]
     ps = [(x["p"] if key == "random_control" else x["random_control"]["p"])
           for key, x in zip(["random_control"] * 2 + ["reverse"] * 2, ps, strict=True)]
-    order, running, holm = np.argsort(ps, kind="stable"), 0.0, [0.0] * 4
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (4 - rank) * ps[i]))
-        holm[i] = running
     got = [pa["openness"]["p_holm"], pa["neuroticism"]["p_holm"], pa["openness"]["p_holm_reverse"],
            pa["neuroticism"]["p_holm_reverse"]]
-    assert got == pytest.approx(holm)
+    assert got == pytest.approx(_holm_by_hand(ps))
     assert main(["calibrate", *common, *data, "--k", "3", "--n-null", "4", "--n-random-null", "3", "--n-perm", "50",
                  "--n-questions", "3"]) == 0
     cal = json.loads((run_dir / "run" / "calibrate" / "summary.json").read_text())

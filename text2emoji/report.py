@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from text2emoji.core.files import atomic_write_json, atomic_write_text
-from text2emoji.stages.base import pct, read_json
+from text2emoji.stages.base import pct, pval, read_json, share
 
 # The study's claims (Jain et al., 2025), in its own terms, each with the section that tests it.
 CLAIMS = {
@@ -150,7 +150,7 @@ def _neurons(out: Path, m: dict[str, Any]) -> list[str]:
               "change, FWER p < 0.05 | held out: top neuron, increase [95% CI] | top-20 also emoji-selective |",
               "|---|---:|---|---:|---:|---:|---|---:|"]
         L += [f"| {t} | {v['top_neuron']} | {v['top_mean_increase']:+.2f} [{v['top_ci'][0]:+.2f}, {v['top_ci'][1]:+.2f}] | "
-              f"{v['top_p_fwer']:.3g} | {_p(v.get('top_p_fwer_holm'))} | {v['n_neurons_fwer_05']} | {_holdout(v)} | {v['top_k_also_emoji_selective']} |"
+              f"{v['top_p_fwer']:.3g} | {pval(v.get('top_p_fwer_holm'))} | {v['n_neurons_fwer_05']} | {_holdout(v)} | {v['top_k_also_emoji_selective']} |"
               for t, v in m["neurons"].items()]
         L.append("")
     if m.get("trace"):
@@ -160,7 +160,7 @@ def _neurons(out: Path, m: dict[str, Any]) -> list[str]:
               f"over {'/'.join(map(str, clusters)) or 'the'} clusters):", "",
               "| trait | emojis | pre | post | change [95% CI] | p | p (Holm over traits) |", "|---|---|---:|---:|---|---:|---:|"]
         L += [f"| {t} | {' '.join(s['emojis'])} | {s['mean_logprob_any_pre']:.2f} | {s['mean_logprob_any_post']:.2f} | "
-              f"{s['mean_change']:+.2f} [{s['ci'][0]:+.2f}, {s['ci'][1]:+.2f}] | {_p(s.get('p'))} | {_p(s.get('p_holm'))} |"
+              f"{s['mean_change']:+.2f} [{s['ci'][0]:+.2f}, {s['ci'][1]:+.2f}] | {pval(s.get('p'))} | {pval(s.get('p_holm'))} |"
               for t, s in m["trace"].items()]
         L.append("")
     L += _fig_refs(out, ["neurons/neuron_heatmap.png", "neurons/emoji_selectivity.png", "trace/emoji_prob.png"])
@@ -173,10 +173,6 @@ def _holdout(v: dict[str, Any]) -> str:
         return "—"
     lo, hi = v["holdout_top_ci"]
     return f"{v['holdout_top_neuron']}: {v['holdout_top_mean_increase']:+.2f} [{lo:+.2f}, {hi:+.2f}]"
-
-
-def _p(p: float | None) -> str:
-    return "—" if p is None else f"{p:.3g}"
 
 
 def _causal(out: Path, m: dict[str, Any]) -> list[str]:
@@ -223,9 +219,9 @@ def _causal(out: Path, m: dict[str, Any]) -> list[str]:
               "|---|---|---|---:|---:|---|---:|---:|"]
         for t, v in m["patch"].items():
             r = v.get("reverse") or {}
-            L.append(f"| {t} | {_ci(v['post_minus_base'])} | {_share(v['fraction_recovered'], v.get('fraction_recovered_ci'))} | "
+            L.append(f"| {t} | {_ci(v['post_minus_base'])} | {share(v['fraction_recovered'], v.get('fraction_recovered_ci'))} | "
                      f"{_fmt(v.get('p'), '.3g')} | {_fmt(v.get('p_holm'), '.3g')} | "
-                     f"{_share(r.get('fraction_removed'), r.get('fraction_removed_ci'))} | {_fmt(r.get('p'), '.3g')} | "
+                     f"{share(r.get('fraction_removed'), r.get('fraction_removed_ci'))} | {_fmt(r.get('p'), '.3g')} | "
                      f"{_fmt(r.get('p_holm'), '.3g')} |")
         L.append("")
     L += _fig_refs(out, ["ablate/ablation_vs_random.png", "patch/patching_vs_random.png"])
@@ -258,12 +254,6 @@ def _zero_of(cal: dict[str, Any]) -> str:
 
     n = next(iter(cal.values()), {}).get("n_null")
     return f"With {n} null experiments the intervals are wide: 0 of {n} still allows up to {wilson(0, n)['hi']:.0%}." if n else ""
-
-
-def _share(x: float | None, ci: list[float] | None) -> str:
-    if x is None:
-        return "n/a"
-    return f"{x:.0%}" + (" [unbounded]" if not ci else f" [{ci[0]:.0%}, {ci[1]:.0%}]")
 
 
 def _lens(out: Path, m: dict[str, Any]) -> list[str]:

@@ -80,6 +80,18 @@ def pct(v: float | int | None) -> str:
     return "n/a" if v is None else f"{100 * v:.1f}%"
 
 
+def pval(p: float | None) -> str:
+    """A p-value to three significant digits ("n/a" for None: no test)."""
+    return "n/a" if p is None else f"{p:.3g}"
+
+
+def share(x: float | None, ci: list[float] | None) -> str:
+    """A share of a gap with its interval ("n/a": no gap; "[unbounded]": no interval bounds it)."""
+    if x is None:
+        return "n/a"
+    return f"{x:.0%}" + (" [unbounded]" if not ci else f" [{ci[0]:.0%}, {ci[1]:.0%}]")
+
+
 def print_json(obj: Any) -> None:
     """What a command prints on stdout: JSON (logs go to stderr)."""
     print(json.dumps(obj, indent=2, ensure_ascii=False))

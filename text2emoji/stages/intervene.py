@@ -21,7 +21,9 @@ from text2emoji.stages.base import (
     check_data_files,
     pct,
     print_json,
+    pval,
     read_json,
+    share,
 )
 from text2emoji.stages.data import dataset, held_out_questions
 from text2emoji.stages.probing import ProbeConfig, load_peft, load_suite, probe_inputs
@@ -126,7 +128,7 @@ def _ablate(cfg: AblateConfig, out: Path) -> None:
             lines.append(f"| {t} | {mode} | {len(e.tested if e.tested is not None else e.neurons)}/{e.k} | "
                          f"{d.mean:+.3f} [{d.ci_lo:+.3f}, {d.ci_hi:+.3f}] | "
                          f"{rc.mean if rc else nan:+.3f} [{rc.p2_5 if rc else nan:+.3f}, {rc.p97_5 if rc else nan:+.3f}] | "
-                         f"{_p(e.p)} | {_p(e.p_holm)} | {pl.delta.mean if pl else nan:+.3f} | {_p(pl.p if pl else None)} |")
+                         f"{pval(e.p)} | {pval(e.p_holm)} | {pl.delta.mean if pl else nan:+.3f} | {pval(pl.p if pl else None)} |")
     lines += _excluded_lines({(t, m): results[t].modes[m] for t in traits for m in cfg.modes}, "ablated")
     if cfg.generation:
         lines += ["", "Generated answers (greedy): emoji rate and ESR intact vs ablated.", "",
@@ -151,10 +153,6 @@ def _excluded_lines(results: dict[tuple[str, str], Any], verb: str) -> list[str]
     return ["", f"Left out of the set tests (fewer than {MIN_PEERS} neurons of the layer within a factor "
             f"{SIZE_TOLERANCE} of their size, so no random set can match them); the tables test the other "
             "neurons of each set:", "", *lines]
-
-
-def _p(p: float | None) -> str:
-    return "n/a" if p is None else f"{p:.3g}"
 
 
 def _per_trait(cfg: InterveneConfig, path: Path, what: str, one: Any) -> dict[str, Any]:
@@ -213,17 +211,11 @@ def _patch(cfg: PatchConfig, out: Path) -> None:
         g = r.post_minus_base
         lines.append(f"| {t} | {len(r.tested if r.tested is not None else r.neurons)}/{r.k} | "
                      f"{g.mean:+.3f} [{g.ci_lo:+.3f}, {g.ci_hi:+.3f}] | "
-                     f"{_share(r.fraction_recovered, r.fraction_recovered_ci)} | {_p(r.p)} | {_p(r.p_holm)} | "
-                     f"{_share(r.fraction_removed, r.fraction_removed_ci)} | {_p(r.reverse.p if r.reverse else None)} | "
-                     f"{_p(r.p_holm_reverse)} |")
+                     f"{share(r.fraction_recovered, r.fraction_recovered_ci)} | {pval(r.p)} | {pval(r.p_holm)} | "
+                     f"{share(r.fraction_removed, r.fraction_removed_ci)} | {pval(r.reverse.p if r.reverse else None)} | "
+                     f"{pval(r.p_holm_reverse)} |")
     lines += _excluded_lines({(t, "forward"): results[t] for t in summary}, "patched")
     atomic_write_text(out / "patching.md", "\n".join(lines) + "\n")
-
-
-def _share(x: float | None, ci: list[float] | None) -> str:
-    if x is None:
-        return "n/a"
-    return f"{x:.0%}" + (" [unbounded]" if ci is None else f" [{ci[0]:.0%}, {ci[1]:.0%}]")
 
 
 def _inputs(cfg: InterveneConfig) -> dict[str, str]:
