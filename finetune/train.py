@@ -65,10 +65,24 @@ class TrainConfig(Config):
     eval_rows: int | None = option(None, help="held-out (test) rows scored for the held-out loss (0 = all)", low=0)
     eval_every: int | None = option(None, help="optimizer steps between held-out evaluations (quick 12, paper 50)", low=1)
     save_every: int | None = option(None, help="optimizer steps between checkpoints (quick 12, paper 50)", low=1)
+    compute_dtype: Literal["auto", "float32", "bfloat16", "float16"] | None = option(
+        None, help="dtype training loads the model in where --dtype is auto: its nf4 layers compute in it (peft "
+                   "keeps norms, embeddings and the adapters in float32) (quick: bfloat16; paper: auto = float32 on "
+                   "CPU, bfloat16 on CUDA)")
     seed: int = seed_option()
     optim: Literal["auto", "adamw", "paged_adamw_8bit"] = option(
         "auto", help="auto: paged 8-bit AdamW on CUDA (the reference), AdamW on CPU"
     )
+    targets: list[str] = option(list(LORA_TARGETS), help="projections that get LoRA adapters (the study: all seven)",
+                                flag="--target")
+    layers: list[int] = option([], help="decoder layers that get LoRA adapters, negative from the end (default: all; "
+                               "checked against the model when it loads)", flag="--layer")
+
+    def validate(self) -> None:
+        if bad := [t for t in self.targets if t not in LORA_TARGETS]:
+            raise ConfigError(f"targets: unknown {', '.join(bad)}; valid: {', '.join(LORA_TARGETS)}")
+        if not self.targets:
+            raise ConfigError("targets: give at least one projection")
 
     def resolved(self) -> TrainConfig:
         """A copy with every None filled from the preset."""
@@ -90,16 +104,28 @@ def load_for_training(cfg: TrainConfig) -> tuple[Any, Any]:
 
     from interp.models import load_model
 
-    lm = load_model(cfg.model)
+    lm = load_model(training_model(cfg))
     model = lm.model
     if cfg.model.load_in_4bit:
         # upcasts norms to fp32 and lets gradients reach the adapters through frozen 4-bit layers
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
         _keep_nf4_differentiable(model)
     _set_seed(cfg.seed)
-    lora = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
-                      target_modules=LORA_TARGETS, task_type="CAUSAL_LM")
+    n_layers = model.config.num_hidden_layers
+    if bad := [i for i in cfg.layers if not -n_layers <= i < n_layers]:
+        raise ConfigError(f"layers: {bad} out of range for a model of {n_layers} layers")
+    layers = sorted({i % n_layers for i in cfg.layers}) or None
+    lora = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=list(cfg.targets),
+                      layers_to_transform=layers, task_type="CAUSAL_LM")
     return get_peft_model(model, lora), lm.tokenizer
+
+
+def training_model(cfg: TrainConfig) -> ModelConfig:
+    """The model config training loads: ``cfg.model`` with ``compute_dtype`` where its dtype is
+    auto."""
+    if cfg.model.dtype == "auto" and cfg.compute_dtype not in (None, "auto"):
+        return cfg.model.replace(dtype=cfg.compute_dtype)
+    return cfg.model
 
 
 def _keep_nf4_differentiable(model: Any) -> None:

@@ -82,10 +82,11 @@ def draw_losses(train_dir: Path) -> list[Path]:
 
 def _merge_drift(cfg: TrainConfig, stage_dir: Path, rows: list, trait: str, logit_drift: Any) -> dict[str, Any]:
     """Logits of the merged float model vs the nf4 base + adapter it was trained as."""
+    from finetune.train import training_model
     from finetune.validate import training_text
     from interp.models import ModelConfig, load_model
 
-    trained = load_model(cfg.model, adapter=stage_dir / "adapter")
+    trained = load_model(training_model(cfg), adapter=stage_dir / "adapter")
     merged = load_model(ModelConfig(model=str(stage_dir / "merged"), device=cfg.model.device))
     texts = [training_text(trained.tokenizer, r.question, r.answer)
              for r in rows if r.trait == trait and r.split == "test"][:16]
