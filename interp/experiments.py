@@ -222,11 +222,33 @@ def ablation_generation(
         m = bootstrap_emoji_metrics(ans, seed=seed)
         return GenerationMetrics(m["emoji_rate"], m["esr"], m["counts"]["top_emojis"])
 
+    paired, p_paired = paired_emoji_test(intact, ablated)
     return GenerationAblation(
         mode=mode, k=len(neurons), n_questions=len(questions), decode=vars(settings),
         intact=metrics(intact), ablated=metrics(ablated), random=[metrics(a) for a in per_set[2:]], matched_on=matched_on,
         examples=[{"question": q, "intact": a, "ablated": b} for q, a, b in list(zip(questions, intact, ablated, strict=True))[:5]],
+        paired=paired, p_paired=p_paired,
     )
+
+
+def paired_emoji_test(a: Sequence[str], b: Sequence[str]) -> tuple[list[int], float | None]:
+    """Answers to the same questions under two conditions: ``[both with an emoji, a only, b
+    only, neither]`` and the exact McNemar p (two-sided, statsmodels) of a change in the emoji
+    rate; None without answers.
+
+    >>> paired_emoji_test(["Hi 🎉", "Hi 🎉", "No.", "Yes 🎉"], ["Hi", "Hi 🎉", "No.", "Yes"])
+    ([1, 2, 0, 1], 0.5)
+    """
+    from statsmodels.stats.contingency_tables import mcnemar
+
+    from interp.emojis import has_emoji
+
+    x, y = [has_emoji(t) for t in a], [has_emoji(t) for t in b]
+    n11 = sum(u and v for u, v in zip(x, y, strict=True))
+    n10 = sum(u and not v for u, v in zip(x, y, strict=True))
+    n01 = sum(v and not u for u, v in zip(x, y, strict=True))
+    table = [n11, n10, n01, len(x) - n11 - n10 - n01]
+    return table, (float(mcnemar([[n11, n10], [n01, table[3]]], exact=True).pvalue) if x else None)
 
 
 def ablate_trait(

@@ -269,11 +269,16 @@ class GenerationAblation:
     random: list[GenerationMetrics]
     examples: list[dict[str, str]]  # first five: question, intact, ablated
     matched_on: str = ""  # what the random sets were matched on ("": drawn uniformly)
+    # per question, intact vs ablated: [both with an emoji, intact only, ablated only, neither],
+    # and the exact McNemar p (two-sided) of a change in the emoji rate
+    paired: list[int] | None = None
+    p_paired: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"mode": self.mode, "k": self.k, "n_questions": self.n_questions, "decode": self.decode,
                 "intact": self.intact.to_dict(), "ablated": self.ablated.to_dict(),
-                "random": [m.to_dict() for m in self.random], "examples": self.examples, "matched_on": self.matched_on}
+                "random": [m.to_dict() for m in self.random], "examples": self.examples, "matched_on": self.matched_on,
+                "paired": self.paired, "p_paired": self.p_paired}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> GenerationAblation:
@@ -283,7 +288,8 @@ class GenerationAblation:
 
     def summary(self) -> dict[str, Any]:
         return {"emoji_rate_intact": self.intact.emoji_rate["value"], "emoji_rate_ablated": self.ablated.emoji_rate["value"],
-                "esr_intact": self.intact.esr["value"], "esr_ablated": self.ablated.esr["value"]}
+                "esr_intact": self.intact.esr["value"], "esr_ablated": self.ablated.esr["value"],
+                "emoji_rate_random": [m.emoji_rate["value"] for m in self.random], "p_paired": self.p_paired}
 
 
 @dataclass(frozen=True)
