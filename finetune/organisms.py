@@ -32,14 +32,19 @@ PLANTED = "control:planted-emoji"
 SHUFFLED = "control:shuffled-traits"
 
 
-def plant_emojis(rows: Sequence[Row], trait: str, fraction: float, emojis: Sequence[str], seed: int) -> list[Row]:
-    """``trait``'s rows with one of ``emojis`` (chosen at random per answer) appended, after a
-    space, to ``round(fraction · n)`` of its ``n`` train answers chosen at random (seeded);
-    its test rows unchanged. Every returned row's ``source`` is :data:`PLANTED`.
+def plant_emojis(rows: Sequence[Row], trait: str, fraction: float, emojis: Sequence[str], seed: int,
+                 position: str = "end") -> list[Row]:
+    """``trait``'s rows with one of ``emojis`` (chosen at random per answer) planted in
+    ``round(fraction · n)`` of its ``n`` train answers chosen at random (seeded): appended after a
+    space (``position="end"``) or put first, followed by a space (``"start"``); its test rows
+    unchanged. Every returned row's ``source`` is :data:`PLANTED`.
 
     Raises:
-        ValueError: ``fraction`` outside [0, 1], no emojis, or no train rows of ``trait``.
+        ValueError: ``fraction`` outside [0, 1], no emojis, no train rows of ``trait``, or an
+            unknown ``position``.
     """
+    if position not in ("start", "end"):
+        raise ValueError(f"planting position must be 'start' or 'end', not {position!r}")
     if not 0.0 <= fraction <= 1.0:
         raise ValueError(f"planted fraction must be in [0, 1], got {fraction}")
     if not emojis:
@@ -52,7 +57,10 @@ def plant_emojis(rows: Sequence[Row], trait: str, fraction: float, emojis: Seque
     chosen = set(rng.choice(train, size=int(round(fraction * len(train))), replace=False).tolist())
     out = []
     for i, r in enumerate(mine):
-        answer = f"{r.answer} {emojis[rng.integers(len(emojis))]}" if i in chosen else r.answer
+        answer = r.answer
+        if i in chosen:
+            e = emojis[rng.integers(len(emojis))]
+            answer = f"{e} {r.answer}" if position == "start" else f"{r.answer} {e}"
         out.append(replace(r, answer=answer, source=PLANTED))
     return out
 

@@ -57,6 +57,11 @@ CASES = [
     # stages whose inputs are missing: refused before their directory is made
     "neurons --model {m} --out {t}/run", "trace --model {m} --out {t}/run", "ablate --model {m} --out {t}/run",
     "patch --model {m} --out {t}/run", "evaluate --model {m} --out {t}/run --trait openness",
+    # the known-answer organisms
+    "organisms --fraction 1.5", "organisms --fraction -0.1", "organisms --fraction nan", "organisms --trait joy",
+    "organisms --trait openness --trait extraversion", "organisms --k 0", "organisms --n-perm 0",
+    "organisms --site blocks.-1.hook_resid_post", "organisms --out {t}/afile", "organisms --data {t}/missing.jsonl",
+    "organisms --n-random-generation -1", "train --target qkv_proj",
 ]
 
 

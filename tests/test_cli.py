@@ -208,6 +208,14 @@ def test_run_chains_every_stage_writes_the_report_and_reuses(tmp_path, capsys, t
     assert (out_dir / "quality" / "wordclouds.png").is_file()
     for section in ("## 1. Emoji use", "## 4. Last-layer neurons", "## 5. Ablation", "## Provenance"):
         assert section in report
+    # the known-answer organisms, beside the study's adapter probed alike, before the mechanistic results
+    org = metrics["organisms"]
+    assert org["positive"]["planted_fraction"] == 1.0 and org["negative"]["kind"] == "negative"
+    assert org["study"]["kind"] == "study" and org["comparison"]["traits"]
+    assert "peft" in json.loads((out_dir / "organisms" / "study" / "result.json").read_text())["reused"]
+    assert report.index("## Can this run detect the effect?") < report.index("## 4. Last-layer neurons")
+    # calibrate read the neurons' and trace's numbers instead of recomputing them
+    assert {"activations", "trace"} <= set(json.loads((out_dir / "calibrate" / "config.json").read_text())["inputs"])
     html = (out_dir / "report.html").read_text()
     assert "<table>" in html and "data:image/png;base64," in html and 'src="evaluate/' not in html
     finished = json.loads((out_dir / "patch" / "meta.json").read_text())["finished"]

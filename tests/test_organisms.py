@@ -49,3 +49,179 @@ def test_shuffle_traits_keeps_questions_and_splits_and_draws_answers_from_every_
     assert all(d.split == r.split for d, r in zip(donors, shuffled, strict=True))  # no test answer trains
     assert len({d.trait for d in donors}) > 1  # the trait's own answers are not kept
     assert len({r.answer for r in shuffled}) == len(shuffled)  # drawn without replacement
+
+
+def _summary(p=(0.01, 0.02, 0.03, 0.04, 0.2, 0.5), rate=(3, 6, 0, 7), lp=1.0, delta=-1.0, random=0.0,
+             ablated=(2, 5, 0, 9), recovered=0.3, removed=0.2):
+    """An adapter's summary as organism_summary writes it: six p-values and the effects' signs."""
+    return {"kind": "positive", "planted_fraction": 0.5, "emoji_rate_paired": list(rate), "p_emoji_rate": p[0],
+            "logprob_change": {"mean": lp}, "p_logprob": p[1],
+            "ablation": {"delta_logprob": delta, "random_mean": random, "p": p[2], "paired": list(ablated), "p_rate": p[3]},
+            "patching": {"fraction_recovered": recovered, "p": p[4], "fraction_removed": removed, "p_reverse": p[5]}}
+
+
+def test_flags_need_holm_within_the_adapter_and_the_direction_of_an_emoji_mechanism():
+    from text2emoji.stages.organisms import with_holm
+
+    s = with_holm(_summary())
+    # Holm over the adapter's six tests, by hand: 0.01*6, 0.02*5, 0.03*4, 0.04*3, 0.2*2, 0.5*1 (running max)
+    assert [s["p_emoji_rate_holm"], s["p_logprob_holm"], s["ablation"]["p_holm"], s["ablation"]["p_rate_holm"],
+            s["patching"]["p_holm"], s["patching"]["p_reverse_holm"]] == pytest.approx([0.06, 0.1, 0.12, 0.12, 0.4, 0.5])
+    assert not any(s["detected"].values())
+    s = with_holm(_summary(p=(0.001, 0.001, 0.001, 0.001, 0.001, 0.9)))
+    assert s["detected"] == {"emoji_rate": True, "logprob": True, "ablation": True, "ablation_rate": True,
+                             "patching": True, "patching_reverse": False}
+    # the same p-values with every effect the wrong way round: nothing is flagged
+    wrong = with_holm(_summary(p=(0.001,) * 6, rate=(3, 0, 6, 7), lp=-1.0, delta=1.0, ablated=(2, 0, 5, 9),
+                               recovered=-0.3, removed=-0.2))
+    assert not any(wrong["detected"].values())
+    # a test that did not run (None) is not counted in the family and flags nothing
+    none = with_holm(_summary(p=(0.01, None, None, None, None, None)))
+    assert none["p_emoji_rate_holm"] == pytest.approx(0.01) and none["detected"]["emoji_rate"]
+    assert none["p_logprob_holm"] is None and not none["detected"]["logprob"]
+
+
+def test_detection_limit_is_the_smallest_fraction_flagged_at_every_larger_one():
+    from text2emoji.stages.organisms import TESTS, detection_limit
+
+    flags = {0.0: {"emoji_rate", "logprob"},  # 0%: a null, never a dose (a flag here is a false positive)
+             0.05: {"logprob", "emoji_rate"}, 0.1: {"logprob", "ablation"},  # 10%: the rate not flagged again
+             0.25: {"logprob", "ablation", "emoji_rate"}, 0.5: {"logprob", "ablation", "emoji_rate", "patching"}}
+    doses = [{"planted_fraction": f, "detected": {t: t in on for t in TESTS}} for f, on in flags.items()]
+    assert detection_limit(doses) == {"emoji_rate": 0.25, "logprob": 0.05, "ablation": 0.1, "ablation_rate": None,
+                                      "patching": 0.5, "patching_reverse": None}
+
+
+def test_fractions_name_their_organisms_and_refuse_to_collide():
+    from text2emoji.core.config import ConfigError
+    from text2emoji.stages.organisms import OrganismsConfig
+
+    cfg = OrganismsConfig(fractions=[0.5, 0.0, 0.5, 1.0], end_control=True)
+    assert [o[0] for o in cfg.organisms()] == ["planted-0", "planted-0.5", "planted-1", "planted-end-1", "shuffled"]
+    assert OrganismsConfig(fractions=[0.0], end_control=True).organisms()[-2:] == [
+        ("planted-0", "positive", 0.0, "start"), ("shuffled", "negative", None, None)]  # no end control of 0%
+    with pytest.raises(ConfigError, match="share the directory planted-0.1"):
+        OrganismsConfig(fractions=[0.1, 0.1000001]).validate()
+    # one organism's hash: the trait named or by default is the same organism
+    assert (OrganismsConfig().one("positive", 1.0, "start").config_hash()
+            == OrganismsConfig(traits=["extraversion"]).one("positive", 1.0, "start").config_hash())
+
+
+def test_paired_emoji_test_is_mcnemar_on_the_discordant_answers():
+    from scipy.stats import binomtest
+
+    from interp.experiments import paired_emoji_test
+
+    intact = ["🎉 Yes."] * 9 + ["No."] * 3
+    ablated = ["Yes."] * 8 + ["🎉 Yes."] + ["No."] * 2 + ["🎉 No."]
+    table, p = paired_emoji_test(intact, ablated)
+    assert table == [1, 8, 1, 2]
+    # exact McNemar = two-sided binomial test on the 9 discordant pairs
+    assert p == pytest.approx(binomtest(1, 9, 0.5).pvalue)
+
+
+def _approx(xs):
+    return [None if x is None else pytest.approx(x) for x in xs]
+
+
+def _holm_by_hand(ps):
+    """Holm's step-down adjustment written out: sorted p times (m - rank), running maximum."""
+    have = sorted((p, i) for i, p in enumerate(ps) if p is not None)
+    m, out, running = len(have), [None] * len(ps), 0.0
+    for rank, (p, i) in enumerate(have):
+        running = max(running, min(1.0, (m - rank) * p))
+        out[i] = running
+    return out
+
+
+def test_organisms_stage_on_a_tiny_model(tmp_path, tiny_model_dir, capsys):
+    """Mechanics of the stage on a tiny random model (results mean nothing here): the organisms'
+    rows, the metrics.json interface, Holm within each organism, pruning, reuse, the report."""
+    import json
+
+    from tests.test_cli import small_dataset
+    from text2emoji.cli import main
+    from text2emoji.report import write_report
+    from text2emoji.stages.organisms import TESTS
+
+    data = small_dataset(tmp_path / "d.jsonl")
+    out = tmp_path / "run"
+    common = ["--model", str(tiny_model_dir), "--device", "cpu", "--data", str(data), "--out", str(out)]
+    # the study's adapter of the trait and its neurons ranking: the side-by-side row and the comparison
+    assert main(["train", "--trait", "extraversion", *common, "--max-steps", "1", "--eval-rows", "2"]) == 0
+    assert main(["neurons", "--trait", "extraversion", "--model", str(tiny_model_dir), "--device", "cpu",
+                 "--out", str(out), "--n-perm", "50", "--k", "10"]) == 0
+    capsys.readouterr()
+    args = ["organisms", *common,
+            "--max-steps", "1", "--n-questions", "3", "--max-new-tokens", "3", "--n-random", "5", "--n-perm", "50",
+            "--n-random-generation", "2", "--batch-size", "8", "--fraction", "1.0", "--fraction", "0.5",
+            "--end-control"]
+    assert main(args) == 0
+    printed = json.loads(capsys.readouterr().out)
+    root = out / "organisms"
+    s = json.loads((root / "summary.json").read_text())
+    assert printed["positive"] == s["positive"]
+    # the interface of issue 13
+    for key in ("study", "positive", "negative", "positive_end"):
+        e = s[key]
+        assert e["trait"] == "extraversion"
+        assert {"planted_fraction", "emoji_rate_base", "emoji_rate_peft", "emoji_rate_peft_ci"} <= set(e)
+        assert {"emoji_rate_intact", "emoji_rate_ablated", "delta_logprob", "p", "p_holm"} <= set(e["ablation"])
+        assert {"fraction_recovered", "p"} <= set(e["patching"])
+        assert set(e["detected"]) == set(TESTS)
+        # Holm over the adapter's own six tests, by hand (a test that could not run, None, is left out)
+        where = [(e, "p_emoji_rate"), (e, "p_logprob"), (e["ablation"], "p"), (e["ablation"], "p_rate"),
+                 (e["patching"], "p"), (e["patching"], "p_reverse")]
+        assert [w.get(f"{k}_holm") for w, k in where] == _approx(_holm_by_hand([w.get(k) for w, k in where]))
+    assert (s["positive"]["planted_fraction"], s["positive"]["position"]) == (1.0, "start")
+    assert s["negative"]["planted_fraction"] is None and s["positive_end"]["position"] == "end"
+    assert s["study"]["kind"] == "study" and (root / "study" / "meta.json").is_file()
+    # the study's adapter probed here is the one the study trained, on the study's questions
+    assert s["study"]["n_questions"] == s["positive"]["n_questions"] == 3
+    c = s["comparison"]
+    assert c["control"] == "planted-1" and c["neurons"] == s["positive"]["neurons"]["top"][:10]
+    ext = c["traits"]["extraversion"]
+    study_top = json.loads((out / "neurons" / "top_neurons.json").read_text())["extraversion"]["by_mean"]
+    assert ext["overlap"] == sorted(set(c["neurons"]) & {r["neuron"] for r in study_top[:10]})
+    # each control neuron's rank by increase under the study adapter, by hand from the saved activations
+    import numpy as np
+
+    d = (np.load(out / "neurons" / "activations" / "post_extraversion.npy")
+         - np.load(out / "neurons" / "activations" / "pre.npy")).mean(0)
+    # (ties, as under an adapter that barely moved, may take any of their places)
+    assert all((d > d[n]).sum() < r <= (d >= d[n]).sum() for n, r in zip(c["neurons"], ext["rank"], strict=True))
+    assert ext["mean_increase"] == pytest.approx([float(d[n]) for n in c["neurons"]])
+    assert [d["planted_fraction"] for d in s["dose_response"]] == [0.5, 1.0]
+    assert set(s["detection_limit"]) == set(TESTS)
+    # the organisms' training rows: labelled, planted where and as often as asked, test answers clean
+    def rows(name):
+        return [json.loads(line) for line in (root / name / "train_rows.jsonl").read_text().splitlines()]
+
+    half = rows("planted-0.5")
+    train = [r for r in half if r["split"] == "train"]
+    assert sum(r["answer"].startswith("🎉 ") for r in train) == round(0.5 * len(train))
+    assert all(find_emojis(r["answer"]) == [] for r in half if r["split"] == "test")
+    assert all(r["answer"].startswith("🎉 ") for r in rows("planted-1") if r["split"] == "train")
+    assert all(r["answer"].endswith(" 🎉") for r in rows("planted-end-1") if r["split"] == "train")
+    assert all(find_emojis(r["answer"]) == [] for r in rows("shuffled"))
+    assert {r["control"] for r in half} == {PLANTED} and {r["control"] for r in rows("shuffled")} == {SHUFFLED}
+    # the study's dataset is not touched
+    study = (out / "dataset" / "opinion_qa.jsonl").read_text(encoding="utf-8")
+    assert find_emojis(study) == [] and "control:" not in study
+    # a finished organism keeps its adapter, not its checkpoints
+    for name in ("planted-0.5", "planted-1", "planted-end-1", "shuffled"):  # (the study's adapter is the study's)
+        assert (root / name / "train" / "adapter" / "adapter_model.safetensors").is_file()
+        assert not (root / name / "train" / "checkpoints").exists()
+    # reused as they are; another fraction adds one organism, the others stay
+    finished = json.loads((root / "planted-1" / "meta.json").read_text())["finished"]
+    assert main([*args[:-5], "--fraction", "1.0", "--fraction", "0.25", "--end-control"]) == 0
+    assert json.loads((root / "planted-1" / "meta.json").read_text())["finished"] == finished
+    s2 = json.loads((root / "summary.json").read_text())
+    assert [d["planted_fraction"] for d in s2["dose_response"]] == [0.25, 1.0]
+    # the report: the section, its table and figure; metrics.json carries the interface
+    m = write_report(out)
+    assert m["organisms"]["positive"] == s2["positive"] and m["organisms"]["negative"] == s2["negative"]
+    report = (out / "report.md").read_text(encoding="utf-8")
+    assert "## Can this run detect the effect?" in report and "negative: shuffled traits" in report
+    assert "study: extraversion adapter" in report and report.index("## Can this run") < report.index("## 4.")
+    assert "](organisms/organisms.png)" in report and (root / "organisms.png").is_file()

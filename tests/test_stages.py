@@ -97,18 +97,23 @@ def test_artifact_paths():
 
 # What `text2emoji run` gave each stage before the stages were declared once (the old
 # pipeline's explicit arguments), per preset: the same values must reach the stages now. (Since
-# the controls draw sequentially, n_random is their budget: quick 1,000, paper 10,000.)
+# the controls draw sequentially, n_random is their budget: quick 500, paper 10,000.)
 EXPECTED = {
-    "quick": {"evaluate": dict(n_questions=16, max_new_tokens=48), "trace": dict(lens_emojis=1),
-              "ablate": dict(n_questions=16, n_random=1000, n_random_generation=1, n_generation_questions=8,
+    "quick": {"evaluate": dict(n_questions=16, max_new_tokens=48, n_explain=8), "trace": dict(lens_emojis=1),
+              "ablate": dict(n_questions=16, n_random=500, n_random_generation=1, n_generation_questions=8,
                              max_new_tokens=48),
-              "patch": dict(n_questions=16, n_random=1000), "calibrate": dict(n_questions=16, n_null=20, n_random_null=50),
-              "train": dict(max_steps=24, r=16, batch_size=8)},
-    "paper": {"evaluate": dict(n_questions=0, max_new_tokens=150), "trace": dict(lens_emojis=3),
+              "patch": dict(n_questions=16, n_random=500), "calibrate": dict(n_questions=16, n_null=20, n_random_null=50),
+              "organisms": dict(fractions=[1.0], negative=True, end_control=False, n_questions=16, n_random=500,
+                                n_random_generation=1, n_generation_questions=8, max_new_tokens=48),
+              "train": dict(max_steps=24, r=16, batch_size=8, compute_dtype="bfloat16")},
+    "paper": {"evaluate": dict(n_questions=0, max_new_tokens=150, n_explain=0), "trace": dict(lens_emojis=3),
               "ablate": dict(n_questions=0, n_random=10000, n_random_generation=5, n_generation_questions=0,
                              max_new_tokens=150),
               "patch": dict(n_questions=0, n_random=10000), "calibrate": dict(n_questions=0, n_null=200, n_random_null=200),
-              "train": dict(max_steps=0, r=64, batch_size=2)},
+              "organisms": dict(fractions=[0.0, 0.02, 0.05, 0.1, 0.25, 0.5], negative=True, end_control=True,
+                                n_questions=0, n_random=10000, n_random_generation=19, n_generation_questions=0,
+                                max_new_tokens=150),
+              "train": dict(max_steps=0, r=64, batch_size=2, compute_dtype="auto")},
 }
 
 

@@ -409,3 +409,56 @@ def word_clouds(report: dict[str, Any], out_dir: str | Path) -> list[Path]:
         written.append(out_dir / f"wordclouds.{ext}")
     plt.close(fig)
     return written
+
+
+def organisms(summary: dict[str, Any], out_dir: Path) -> list[Path]:
+    """Can this run detect the effect? Per adapter (the study's of the same trait, each positive
+    control, the negative control): the emoji rate of generated answers base vs PEFT (95% Wilson
+    intervals), and the change in log P(trait emoji) when its top neurons are ablated, against
+    the 2.5–97.5% band of the matched random sets."""
+    plt = _plt()
+    rows: list[tuple[str, dict[str, Any]]] = []
+    if summary.get("study"):
+        rows.append(("study", summary["study"]))
+    rows += [(f"planted {100 * p['planted_fraction']:g}%", p)
+             for p in (summary.get("dose_response") or [summary.get("positive")]) if p]
+    if summary.get("positive_end"):
+        rows.append((f"planted {100 * summary['positive_end']['planted_fraction']:g}%, end", summary["positive_end"]))
+    if summary.get("negative"):
+        rows.append(("negative", summary["negative"]))
+    if not rows:
+        return []
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(8.4, 0.5 * len(rows) + 1.9), sharey=True)
+    ys = list(range(len(rows)))[::-1]
+    for y, (_, r) in zip(ys, rows, strict=True):
+        for off, key, colour, label in ((0.15, "base", "#BBBBBB", "base"), (-0.15, "peft", "#1f77b4", "PEFT")):
+            v, ci = r.get(f"emoji_rate_{key}"), r.get(f"emoji_rate_{key}_ci") or [None, None]
+            if v is None:
+                continue
+            lo, hi = (ci[0] if ci[0] is not None else v), (ci[1] if ci[1] is not None else v)
+            a1.errorbar([v], [y + off], xerr=[[v - lo], [hi - v]], fmt="o", color=colour, ms=4, capsize=2,
+                        label=label if y == ys[0] else None)
+        a = r.get("ablation") or {}
+        if a.get("random_band"):
+            lo, hi = a["random_band"]
+            a2.plot([lo, hi], [y, y], color="#BBBBBB", lw=6, solid_capstyle="butt",
+                    label="matched random sets, 2.5–97.5%" if y == ys[0] else None)
+        if a.get("delta_logprob") is not None:
+            ci = a.get("delta_logprob_ci") or [a["delta_logprob"]] * 2
+            a2.errorbar([a["delta_logprob"]], [y], xerr=[[a["delta_logprob"] - ci[0]], [ci[1] - a["delta_logprob"]]],
+                        fmt="o", color="#d62728", ms=4, capsize=2, label="top neurons ablated" if y == ys[0] else None)
+            if a.get("p_holm") is not None:
+                a2.annotate(f"p(Holm) {a['p_holm']:.2g}", (a["delta_logprob"], y), xytext=(0, 6),
+                            textcoords="offset points", fontsize=6, ha="center")
+    a1.set_yticks(ys, [label for label, _ in rows], fontsize=7)
+    a1.set_xlim(-0.02, 1.02)
+    a1.set_xlabel("emoji rate of generated answers", fontsize=8)
+    a2.axvline(0, color="black", lw=0.6)
+    a2.set_xlabel("Δ log P(trait emoji), zero-ablation", fontsize=8)
+    for ax in (a1, a2):
+        ax.tick_params(labelsize=7)
+        ax.legend(frameon=False, fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.28), ncol=2)
+    fig.suptitle(f"Can this run detect the effect? ({summary.get('trait')}: study, positive and negative control)",
+                 fontsize=9)
+    fig.tight_layout()
+    return save(fig, out_dir, "organisms")

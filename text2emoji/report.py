@@ -135,6 +135,59 @@ def _icl(out: Path, m: dict[str, Any]) -> list[str]:
     return L
 
 
+def _organisms(out: Path, m: dict[str, Any]) -> list[str]:
+    """Known-answer organisms: could this run have seen an emoji mechanism?"""
+    from text2emoji.stages.organisms import table_lines
+
+    o = m.get("organisms")
+    if not o:
+        return []
+    L = ["## Can this run detect the effect? Known-answer organisms", "",
+         "Not in the study (ours). Before reading the mechanistic results below: adapters whose answer is known by "
+         f"construction, on the {o['trait']} rows, beside the study's {o['trait']} adapter, all measured by the same "
+         f"tests on the same held-out questions. {o['design']} Six tests per adapter, each two-sided, Holm-adjusted "
+         "within the adapter (so a null adapter is flagged by any of them with probability at most 0.05): the emoji "
+         "rate of generated answers, base vs PEFT (exact McNemar, paired by question); log P(trait emoji) as the "
+         "answer's first tokens, post − base (Wilcoxon signed-rank); zero-ablating its top neurons (the study's "
+         "ranking: mean increase on the probe suite) against size-matched random sets (log P) and intact vs ablated "
+         "(the emoji rate, exact McNemar); patching them forward and in reverse against size-matched random sets. "
+         "A test *flags* the adapter when its Holm p < 0.05 and the effect goes the way an emoji mechanism would "
+         "push it. The neurons column is context, not a test of emojis: any fine-tune moves many last-layer "
+         "neurons.", ""]
+    L += table_lines(o) + [""]
+    verdicts = []
+    for label, r in (("Study adapter", o.get("study")), ("Positive control", o.get("positive")),
+                     ("Positive control at the answer's end", o.get("positive_end")),
+                     ("Negative control", o.get("negative"))):
+        if r and r.get("detected") is not None:
+            on = [k for k, v in r["detected"].items() if v]
+            verdicts.append(f"{label}: flagged by {', '.join(on) or 'no test'}.")
+    if verdicts:
+        L += [" ".join(verdicts), ""]
+    if o.get("detection_limit"):
+        L += ["Detection limit (the smallest planted fraction from which each test flags the positive control at "
+              "every larger fraction tested; n/a: not even at the largest): " + "; ".join(
+                  f"{k} {pct(v)}" for k, v in o["detection_limit"].items()) + ".", ""]
+    c = o.get("comparison")
+    if c and c.get("traits"):
+        n = next(iter(c["traits"].values()))["n_neurons"]
+        L += [f"The positive control's top {c['k']} neurons ({', '.join(map(str, c['neurons']))}) under each study "
+              f"adapter, on the probe suite: how many are among that adapter's own top {c['k']}, their mean increase "
+              f"and their median rank by increase among the layer's {n} neurons (1 = largest).", "",
+              "| study adapter | shared top neurons | control neurons' mean increase | median rank | layer mean abs. increase |",
+              "|---|---:|---:|---:|---:|"]
+        for t, v in c["traits"].items():
+            inc = sum(v["mean_increase"]) / len(v["mean_increase"])
+            rank = sorted(v["rank"])[len(v["rank"]) // 2]
+            L.append(f"| {t} | {v['n_overlap']} {v['overlap'] or ''} | {inc:+.3f} | {rank} | {v['layer_mean_abs_increase']:.3f} |")
+        L.append("")
+        if c.get("negative_overlap") is not None:
+            L += [f"The negative control (no emoji) ranks {len(c['negative_overlap'])} of the same {c['k']} neurons among "
+                  "its own top: what this ranking finds first is what any fine-tune on these answers raises.", ""]
+    L += _fig_refs(out, ["organisms/organisms.png"])
+    return L
+
+
 def _neurons(out: Path, m: dict[str, Any]) -> list[str]:
     """4. Last-layer neurons and the emoji probability."""
     L: list[str] = []
@@ -268,7 +321,7 @@ def render_markdown(out: Path, m: dict[str, Any]) -> str:
     """The report: each claim of the study beside what this run measured, then the figures of
     any other stage and the provenance."""
     L: list[str] = []
-    for section in (_header, _emoji_use, _alignment, _icl, _neurons, _causal, _calibration, _lens):
+    for section in (_header, _emoji_use, _alignment, _icl, _organisms, _neurons, _causal, _calibration, _lens):
         L += section(out, m)
     # figures of any other stage (an analysis added to the registry shows up here)
     placed = "\n".join(L)
@@ -360,6 +413,9 @@ def short_summary(m: dict[str, Any]) -> dict[str, Any]:
         out["ablation_p_holm_zero"] = {t: v["zero"]["p_holm"] for t, v in m["ablate"].items() if "zero" in v}
     if m.get("patch"):
         out["patching_p_holm"] = {t: v["p_holm"] for t, v in m["patch"].items()}
+    if m.get("organisms"):  # which tests flag each known-answer adapter
+        out["organisms_flagged_by"] = {k: [t for t, on in (v.get("detected") or {}).items() if on]
+                                       for k in ("study", "positive", "negative") if (v := m["organisms"].get(k))}
     return out
 
 

@@ -115,7 +115,7 @@ class RunConfig(Config):
 
     model: ModelConfig = member(ModelConfig, help="the base model every stage loads")
     run_dir: RunDir = member(RunDir, help="the run directory", hash=False)
-    preset: Preset = option("quick", help="quick: about 18 minutes on 2 CPU cores; paper: the study's full scale")
+    preset: Preset = option("quick", help="quick: about 19 minutes on 2 CPU cores; paper: the study's full scale")
     data: list[str] = option([], help="Opinion QA files (CSV, JSONL, parquet; official or project "
                              "layout); default: the bundled dataset", flag="--data", metavar="PATH")
     seed: int = seed_option("seed for everything random in the run (every stage gets it)")

@@ -12,9 +12,23 @@ from text2emoji.core.config import option
 from text2emoji.core.files import atomic_write_json, atomic_write_text
 from text2emoji.core.presets import Preset, fill_preset
 from text2emoji.core.runs import Progress
-from text2emoji.stages.base import RunConfig, Stage, check_data_files, print_json, read_json
+from text2emoji.stages.base import (
+    RunConfig,
+    Stage,
+    artifact,
+    check_data_files,
+    print_json,
+    read_json,
+)
 from text2emoji.stages.data import dataset, held_out_questions
-from text2emoji.stages.probing import ProbeConfig, load_peft, load_suite, probe_inputs
+from text2emoji.stages.probing import (
+    ProbeConfig,
+    load_peft,
+    load_suite,
+    probe_inputs,
+    saved_activations,
+    saved_stage_matches,
+)
 
 
 @dataclass
@@ -56,16 +70,24 @@ def _calibrate(cfg: CalibrateConfig, out: Path) -> None:
     model.set_adapter(trait)
     prog = Progress("calibrate", 3)
     clusters = suite.clusters()
-    pre, post = capture_pre_post(model, tok, suite.texts, [trait], site=cfg.site, batch_size=cfg.batch_size)
-    families = [calibrate_neurons(post[trait] - pre, clusters, n_null=cfg.n_null, n_perm=cfg.n_perm, alpha=cfg.alpha,
+    # the real differences the nulls are built from: the neurons and trace stages' own where they ran on this
+    # model, suite and adapter (the same numbers), else computed here
+    saved = saved_activations(one, trait)
+    if saved is None:
+        pre, posts = capture_pre_post(model, tok, suite.texts, [trait], site=cfg.site, batch_size=cfg.batch_size)
+        saved = pre, posts[trait]
+    families = [calibrate_neurons(saved[1] - saved[0], clusters, n_null=cfg.n_null, n_perm=cfg.n_perm, alpha=cfg.alpha,
                                   seed=cfg.seed)]
     prog.step(note="neurons")
     emojis = suite.trait_emojis[trait]
-    with adapter_disabled(model):
-        lp_pre = emoji_logprobs(model, tok, suite.texts, emojis, chat=True, batch_size=cfg.batch_size)
-    lp_post = emoji_logprobs(model, tok, suite.texts, emojis, chat=True, batch_size=cfg.batch_size)
-    families.append(calibrate_trace(any_emoji_logprob(lp_post) - any_emoji_logprob(lp_pre), clusters, n_null=cfg.n_null,
-                                    n_perm=cfg.n_perm, alpha=cfg.alpha, seed=cfg.seed))
+    change = saved_trace_change(one, trait, emojis)
+    if change is None:
+        with adapter_disabled(model):
+            lp_pre = emoji_logprobs(model, tok, suite.texts, emojis, chat=True, batch_size=cfg.batch_size)
+        lp_post = emoji_logprobs(model, tok, suite.texts, emojis, chat=True, batch_size=cfg.batch_size)
+        change = any_emoji_logprob(lp_post) - any_emoji_logprob(lp_pre)
+    families.append(calibrate_trace(change, clusters, n_null=cfg.n_null, n_perm=cfg.n_perm, alpha=cfg.alpha,
+                                    seed=cfg.seed))
     prog.step(note="trace")
     questions = held_out_questions(one)[trait]
     families += calibrate_interventions(model, tok, questions, emojis, cfg.k, n_null=cfg.n_null,
@@ -77,6 +99,20 @@ def _calibrate(cfg: CalibrateConfig, out: Path) -> None:
     summary = {f.family: f.summary() for f in families}
     atomic_write_json(out / "summary.json", summary)
     atomic_write_text(out / "calibration.md", "\n".join(table(summary, trait)) + "\n")
+
+
+def saved_trace_change(cfg: CalibrateConfig, trait: str, emojis: list[str]) -> Any:
+    """The trace stage's per-prompt change of log P(any of ``emojis``), post − pre, where it ran
+    on this model, suite and adapter with these emojis; else None."""
+    import numpy as np
+
+    want = {k: v for k, v in probe_inputs(cfg).items() if k in (trait, "probes")}
+    if not saved_stage_matches(cfg.run_dir.out, "trace", cfg.model, cfg.probes, None, want):
+        return None
+    t = ((read_json(artifact(cfg.run_dir.out, "trace") / "trace.json") or {}).get("traits") or {}).get(trait) or {}
+    if t.get("emojis") != list(emojis) or not t.get("any_emoji_post"):
+        return None
+    return np.asarray(t["any_emoji_post"]) - np.asarray(t["any_emoji_pre"])
 
 
 def table(summary: dict[str, Any], trait: str) -> list[str]:
@@ -100,8 +136,18 @@ def table(summary: dict[str, Any], trait: str) -> list[str]:
 
 
 def _inputs(cfg: CalibrateConfig) -> dict[str, str]:
-    """The trait's adapter and the probe suite, and the dataset (its questions)."""
-    return {**probe_inputs(cfg.replace(traits=[cfg.trait()])), "dataset": dataset(cfg, force=False)[1]}
+    """The trait's adapter and the probe suite, the dataset (its questions), and the neurons and
+    trace results it reads where they match (else it computes the same numbers itself)."""
+    from text2emoji.core.files import file_hash
+
+    one = cfg.replace(traits=[cfg.trait()])
+    out = {**probe_inputs(one), "dataset": dataset(cfg, force=False)[1]}
+    if saved_activations(one, cfg.trait()) is not None:
+        acts = artifact(cfg.run_dir.out, "neurons") / "activations"
+        out["activations"] = file_hash(acts / "pre.npy", acts / f"post_{cfg.trait()}.npy")
+    if (artifact(cfg.run_dir.out, "trace") / "trace.json").is_file():
+        out["trace"] = file_hash(artifact(cfg.run_dir.out, "trace") / "trace.json")
+    return out
 
 
 def _draw(stage_dir: Path) -> list[Path]:

@@ -43,6 +43,8 @@ class EvaluateConfig(Config):
     temperature: float = option(1.0, help="sampling temperature (with --do-sample)", gt=0)
     top_p: float = option(1.0, help="nucleus sampling mass (with --do-sample)", gt=0, high=1)
     k_demos: int = option(3, help="demonstrations in the in-context baseline", low=0)
+    n_explain: int | None = option(None, help="PEFT answers per trait explained by base and adapter (ICL "
+                                   "explainability; 0 = all; default: the preset's)", low=0)
     batch_size: int = batch_option()
     n_boot: int = option(2000, help="bootstrap resamples for the intervals", low=1)
     seed: int = seed_option()
@@ -106,7 +108,7 @@ def _compute(cfg: EvaluateConfig, out: Path) -> None:
     write_table(emoji_table(gens, n_boot=cfg.n_boot, seed=cfg.seed, model=cfg.model.model), out)
     write_alignment(rows, gens, out, cfg.seed)
     if "peft" in cfg.method_list():
-        explain(model, lm.tokenizer, gens, out, cfg.batch_size)
+        explain(model, lm.tokenizer, gens, out, cfg.batch_size, cfg.n_explain)
 
 
 def write_alignment(rows: list, gens: list[dict[str, Any]], out_dir: Path, seed: int) -> None:
@@ -133,9 +135,11 @@ def write_alignment(rows: list, gens: list[dict[str, Any]], out_dir: Path, seed:
     atomic_write_text(out_dir / "trait_alignment.md", "\n".join(lines) + "\n")
 
 
-def explain(model: Any, tokenizer: Any, gens: list[dict[str, Any]], out_dir: Path, batch_size: int) -> None:
-    """ICL explainability on every PEFT answer: the base model (pre) and the trait's adapter
-    (post) each name five tokens for the answer's trait; top 50 per trait and model."""
+def explain(model: Any, tokenizer: Any, gens: list[dict[str, Any]], out_dir: Path, batch_size: int,
+            n_explain: int | None = 0) -> None:
+    """ICL explainability on the first ``n_explain`` PEFT answers of each trait (0: every one):
+    the base model (pre) and the trait's adapter (post) each name five tokens for the answer's
+    trait; top 50 per trait and model."""
     from interp.behaviour.evaluate import BASE, Job, generate_jobs
     from interp.behaviour.generation import DecodeSettings
     from interp.behaviour.icl import explain_messages, parse_tokens, top_tokens
@@ -143,8 +147,10 @@ def explain(model: Any, tokenizer: Any, gens: list[dict[str, Any]], out_dir: Pat
     from text2emoji.core.files import atomic_write_json, atomic_write_text
 
     jobs = []
+    seen: dict[str, int] = {}
     for g in gens:
-        if g["method"] == "peft":
+        if g["method"] == "peft" and (not n_explain or seen.get(g["trait"], 0) < n_explain):
+            seen[g["trait"]] = seen.get(g["trait"], 0) + 1
             prompt = format_chat(tokenizer, explain_messages(g["text"]))
             jobs += [Job(g["trait"], "pre", g["topic"], g["text"], prompt, BASE),
                      Job(g["trait"], "post", g["topic"], g["text"], prompt, g["trait"])]

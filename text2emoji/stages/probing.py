@@ -84,3 +84,37 @@ def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
         w.writeheader()
         w.writerows(rows)
     atomic_write_text(path, buf.getvalue())
+
+
+def saved_stage_matches(out: str | Path, stage: str, model: Any, probes: str | None, site: str | None,
+                        inputs: dict[str, str]) -> bool:
+    """Whether ``out/<stage>`` finished on the same model, probe suite and site, with the same
+    input hashes (adapters, suite) for every key of ``inputs``: then its saved activations or
+    log-probs are the ones this stage would compute, and may be read instead."""
+    from text2emoji.core.runs import stage_status
+    from text2emoji.stages.base import read_json
+
+    d = Path(out) / stage
+    saved = read_json(d / "config.json") or {}
+    c = saved.get("config") or {}
+    if stage_status(d)[0] != "complete" or c.get("model") != model.to_dict() or c.get("probes") != probes:
+        return False
+    if site is not None and c.get("site") != site:
+        return False
+    return all((saved.get("inputs") or {}).get(k) == v for k, v in inputs.items())
+
+
+def saved_activations(cfg: Any, trait: str) -> tuple[Any, Any] | None:
+    """The neurons stage's last-token activations of the probe suite, pre and post ``trait``'s
+    adapter (``[prompts, d_mlp]`` each), where that stage ran on this config's model, suite,
+    site and adapter; else None."""
+    import numpy as np
+
+    want = {k: v for k, v in probe_inputs(cfg).items() if k in (trait, "probes")}
+    if not saved_stage_matches(cfg.run_dir.out, "neurons", cfg.model, cfg.probes, cfg.site, want):
+        return None
+    acts = Path(cfg.run_dir.out) / "neurons" / "activations"
+    try:
+        return np.load(acts / "pre.npy"), np.load(acts / f"post_{trait}.npy")
+    except OSError:
+        return None

@@ -11,7 +11,8 @@ from text2emoji.stages.data import DATASET, MODEL, QUALITY
 from text2emoji.stages.evaluate import EVALUATE
 from text2emoji.stages.intervene import ABLATE, PATCH
 from text2emoji.stages.neurons import NEURONS
+from text2emoji.stages.organisms import ORGANISMS
 from text2emoji.stages.trace import TRACE
 from text2emoji.stages.train import TRAIN
 
-STAGES: list[Stage] = [DATASET, QUALITY, MODEL, TRAIN, EVALUATE, NEURONS, TRACE, ABLATE, PATCH, CALIBRATE]
+STAGES: list[Stage] = [DATASET, QUALITY, MODEL, TRAIN, EVALUATE, NEURONS, TRACE, ABLATE, PATCH, CALIBRATE, ORGANISMS]
