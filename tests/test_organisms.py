@@ -153,7 +153,7 @@ def test_organisms_stage_on_a_tiny_model(tmp_path, tiny_model_dir, capsys):
                  "--out", str(out), "--n-perm", "50", "--k", "10"]) == 0
     capsys.readouterr()
     args = ["organisms", *common,
-            "--max-steps", "1", "--n-questions", "3", "--max-new-tokens", "3", "--n-random", "5", "--n-perm", "50",
+            "--max-steps", "2", "--n-questions", "3", "--max-new-tokens", "3", "--n-random", "5", "--n-perm", "50",
             "--n-random-generation", "2", "--batch-size", "8", "--fraction", "1.0", "--fraction", "0.5",
             "--end-control"]
     assert main(args) == 0
@@ -174,6 +174,14 @@ def test_organisms_stage_on_a_tiny_model(tmp_path, tiny_model_dir, capsys):
                  (e["patching"], "p"), (e["patching"], "p_reverse")]
         assert [w.get(f"{k}_holm") for w, k in where] == _approx(_holm_by_hand([w.get(k) for w, k in where]))
     assert (s["positive"]["planted_fraction"], s["positive"]["position"]) == (1.0, "start")
+    # log P(emoji) post - base per question (plain scoring) against the patching experiment's cached
+    # scorer, and its Wilcoxon p against scipy's
+    from scipy.stats import wilcoxon
+
+    r = json.loads((root / "planted-1" / "result.json").read_text())
+    diff = r["logprob"]["post_minus_base"]
+    assert sum(diff) / len(diff) == pytest.approx(s["positive"]["logprob_change"]["mean"], abs=1e-4)
+    assert s["positive"]["p_logprob"] == pytest.approx(wilcoxon(diff).pvalue)
     assert s["negative"]["planted_fraction"] is None and s["positive_end"]["position"] == "end"
     assert s["study"]["kind"] == "study" and (root / "study" / "meta.json").is_file()
     # the study's adapter probed here is the one the study trained, on the study's questions

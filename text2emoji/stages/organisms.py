@@ -218,7 +218,8 @@ def probe_organism(cfg: OrganismsConfig, adapter: Path, questions: list[str], su
     with adapter_disabled(model):
         base_lp = any_emoji_logprob(emoji_logprobs(model, tok, questions, emojis, batch_size=cfg.batch_size))
     diff = post_lp - base_lp
-    lp_p = float(wilcoxon(diff).pvalue) if len(diff) > 1 and np.any(diff != 0) else None
+    # no question changed at all: nothing to test, no evidence of a change (p 1)
+    lp_p = (float(wilcoxon(diff).pvalue) if np.any(diff != 0) else 1.0) if len(diff) > 1 else None
     neurons = organism_neurons(model, tok, suite, t, cfg, saved.get("pre"), saved.get("post"))
     candidates = [r["neuron"] for r in neurons["by_mean"][: cfg.k]]
     ablation = ablate_trait(model, tok, questions, emojis, candidates, modes=("zero",), n_random=cfg.n_random,
