@@ -394,7 +394,7 @@ def patching_experiment(
         candidate_delta=Effect.of(effect, n_boot, seed), post_minus_base=Effect.of(gap, n_boot, seed),
         fraction_recovered=float(effect.mean() / gap.mean()) if share else None,
         fraction_recovered_ci=ratio_ci(effect, gap, n_boot, seed) if share else None,
-        per_prompt_delta=effect.tolist(),
+        per_prompt_delta=effect.tolist(), per_prompt_gap=gap.tolist(),
         random_control=RandomControl.sequential(float(effect.mean()), ((fwd(ns) - base).mean() for ns in rand_sets),
                                                 n_random, matched_on),
         reverse=SetTest(tested, Effect.of(effect_rev, n_boot, seed), effect_rev.tolist(),

@@ -354,6 +354,7 @@ class PatchingResult:
     tested: list[int] | None = None  # the neurons with size peers: what both directions patch
     excluded: list[dict[str, Any]] = field(default_factory=list)  # neurons without, each patched alone
     questions: list[str] | None = field(default=None)  # the stage records the questions' texts
+    per_prompt_gap: list[float] | None = None  # post - base per prompt (what post_minus_base summarises)
 
     _EFFECTS = ("base_logprob", "post_logprob", "patched_logprob", "candidate_delta", "post_minus_base")
 
@@ -370,7 +371,7 @@ class PatchingResult:
                     "reverse": None if self.reverse is None else self.reverse.to_dict(),
                     "fraction_removed": self.fraction_removed, "fraction_removed_ci": self.fraction_removed_ci,
                     "p_holm": self.p_holm, "p_holm_reverse": self.p_holm_reverse, "tested": self.tested,
-                    "excluded": list(self.excluded)})
+                    "excluded": list(self.excluded), "per_prompt_gap": self.per_prompt_gap})
         if self.questions is not None:
             out["questions"] = list(self.questions)
         return out

@@ -174,12 +174,25 @@ def test_organisms_stage_on_a_tiny_model(tmp_path, tiny_model_dir, capsys):
                  (e["patching"], "p"), (e["patching"], "p_reverse")]
         assert [w.get(f"{k}_holm") for w, k in where] == _approx(_holm_by_hand([w.get(k) for w, k in where]))
     assert (s["positive"]["planted_fraction"], s["positive"]["position"]) == (1.0, "start")
-    # log P(emoji) post - base per question (plain scoring) against the patching experiment's cached
-    # scorer, and its Wilcoxon p against scipy's
+    # log P(emoji) post - base per question (the patching experiment's cached scorer) against plain
+    # scoring of the adapter on and off, and its Wilcoxon p against scipy's
     from scipy.stats import wilcoxon
 
+    from interp.behaviour.evaluate import load_adapters
+    from interp.intervene import any_emoji_logprob
+    from interp.models import ModelConfig, adapter_disabled, load_model
+    from interp.probes import load_probe_suite
+    from interp.tracing import emoji_logprobs
+
     r = json.loads((root / "planted-1" / "result.json").read_text())
+    lm = load_model(ModelConfig(model=str(tiny_model_dir), device="cpu"))
+    model = load_adapters(lm.model, {"extraversion": root / "planted-1" / "train" / "adapter"})
+    emojis = load_probe_suite().trait_emojis["extraversion"]
+    post = any_emoji_logprob(emoji_logprobs(model, lm.tokenizer, r["questions"], emojis))
+    with adapter_disabled(model):
+        base = any_emoji_logprob(emoji_logprobs(model, lm.tokenizer, r["questions"], emojis))
     diff = r["logprob"]["post_minus_base"]
+    assert diff == pytest.approx((post - base).tolist(), abs=1e-4) and any(d != 0 for d in diff)
     assert sum(diff) / len(diff) == pytest.approx(s["positive"]["logprob_change"]["mean"], abs=1e-4)
     assert s["positive"]["p_logprob"] == pytest.approx(wilcoxon(diff).pvalue)
     assert s["negative"]["planted_fraction"] is None and s["positive_end"]["position"] == "end"
@@ -188,6 +201,8 @@ def test_organisms_stage_on_a_tiny_model(tmp_path, tiny_model_dir, capsys):
     assert s["study"]["n_questions"] == s["positive"]["n_questions"] == 3
     c = s["comparison"]
     assert c["control"] == "planted-1" and c["neurons"] == s["positive"]["neurons"]["top"][:10]
+    neg_top = json.loads((root / "shuffled" / "result.json").read_text())["neurons"]["top"]
+    assert c["negative_overlap"] == sorted(set(c["neurons"]) & set(neg_top[:10]))
     ext = c["traits"]["extraversion"]
     study_top = json.loads((out / "neurons" / "top_neurons.json").read_text())["extraversion"]["by_mean"]
     assert ext["overlap"] == sorted(set(c["neurons"]) & {r["neuron"] for r in study_top[:10]})

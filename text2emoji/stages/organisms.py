@@ -49,6 +49,7 @@ from text2emoji.stages.base import (
     read_json,
     share,
 )
+from text2emoji.stages.probing import suite_hash
 
 POSITIVE, NEGATIVE, STUDY = "positive", "negative", "study"
 DEFAULT_TRAIT = "extraversion"
@@ -193,9 +194,7 @@ def probe_organism(cfg: OrganismsConfig, adapter: Path, questions: list[str], su
     from interp.behaviour.evaluate import BASE, load_adapters
     from interp.behaviour.generation import DecodeSettings, generate
     from interp.experiments import ablate_trait, paired_emoji_test, patching_experiment
-    from interp.intervene import any_emoji_logprob
-    from interp.models import adapter_disabled, load_model
-    from interp.tracing import emoji_logprobs
+    from interp.models import load_model
 
     t = cfg.trait
     emojis = suite.trait_emojis[t]
@@ -211,15 +210,8 @@ def probe_organism(cfg: OrganismsConfig, adapter: Path, questions: list[str], su
     made = {m: fresh[i * len(questions):(i + 1) * len(questions)] for i, (m, _) in enumerate(todo)}
     base_ans, peft_ans = (saved.get(m) if saved.get(m) is not None else made[m] for m in ("base", "peft"))
     gen = {m: bootstrap_emoji_metrics(a, n_boot=cfg.n_boot, seed=cfg.seed) for m, a in (("base", base_ans), ("peft", peft_ans))}
-    # paired on the questions: the emoji rate base vs PEFT (exact McNemar), log P(emoji) post - base
-    # (Wilcoxon signed-rank; one question per topic, so the questions are independent)
+    # paired on the questions: the emoji rate base vs PEFT (exact McNemar)
     rate_table, rate_p = paired_emoji_test(peft_ans, base_ans)
-    post_lp = any_emoji_logprob(emoji_logprobs(model, tok, questions, emojis, batch_size=cfg.batch_size))
-    with adapter_disabled(model):
-        base_lp = any_emoji_logprob(emoji_logprobs(model, tok, questions, emojis, batch_size=cfg.batch_size))
-    diff = post_lp - base_lp
-    # no question changed at all: nothing to test, no evidence of a change (p 1)
-    lp_p = (float(wilcoxon(diff).pvalue) if np.any(diff != 0) else 1.0) if len(diff) > 1 else None
     neurons = organism_neurons(model, tok, suite, t, cfg, saved.get("pre"), saved.get("post"))
     candidates = [r["neuron"] for r in neurons["by_mean"][: cfg.k]]
     ablation = ablate_trait(model, tok, questions, emojis, candidates, modes=("zero",), n_random=cfg.n_random,
@@ -228,6 +220,10 @@ def probe_organism(cfg: OrganismsConfig, adapter: Path, questions: list[str], su
                             n_generation_questions=cfg.n_generation_questions)
     patching = patching_experiment(model, tok, questions, emojis, candidates, n_random=cfg.n_random, seed=cfg.seed,
                                    site=cfg.site, n_boot=cfg.n_boot, batch_size=cfg.batch_size)
+    # log P(emoji) post - base per question, from the patching experiment's own pass (Wilcoxon
+    # signed-rank; one question per topic, so the questions are independent)
+    diff = np.asarray(patching.per_prompt_gap)
+    lp_p = (float(wilcoxon(diff).pvalue) if np.any(diff != 0) else 1.0) if len(diff) > 1 else None
     return {"questions": questions, "emojis": emojis,
             "answers": [{"question": q, "base": a, "peft": b}
                         for q, a, b in zip(questions, base_ans, peft_ans, strict=True)],
@@ -251,6 +247,7 @@ def organism_neurons(model: Any, tok: Any, suite: Any, trait: str, cfg: Organism
 
     from interp.capture import capture
     from interp.models import adapter_disabled
+    from interp.neurons import neuron_diff, top_table
 
     def grab() -> Any:
         return np.asarray(capture(model, tok, suite.texts, site=cfg.site, chat=True, batch_size=cfg.batch_size).activations)
@@ -261,8 +258,6 @@ def organism_neurons(model: Any, tok: Any, suite: Any, trait: str, cfg: Organism
     model.set_adapter(trait)
     if post is None:
         post = grab()
-    from interp.neurons import neuron_diff, top_table
-
     d = neuron_diff(pre, post, n_perm=cfg.n_perm, seed=cfg.seed, clusters=suite.clusters())
     rows = top_table(d, cfg.k, "mean", cfg.n_boot, cfg.seed)
     return {"by_mean": rows, "n_neurons_fwer_05": int((d.p_fwer < ALPHA).sum()), "n_neurons": int(d.mean.shape[0]),
@@ -275,9 +270,8 @@ def saved_inputs(cfg: OrganismsConfig, questions: list[str], study_hash: str | N
     decoding of the same length), its probe-suite activations (``neurons``, same model, suite and
     site), and with ``study_hash`` (the study adapter's weights) that adapter's answers and
     activations. Missing or mismatched: left out, and computed by the probe."""
-    import numpy as np
 
-    from text2emoji.stages.probing import saved_stage_matches
+    from text2emoji.stages.probing import saved_neuron_activations, saved_stage_matches
 
     out, t = Path(cfg.run_dir.out), cfg.trait
     saved: dict[str, Any] = {}
@@ -292,15 +286,9 @@ def saved_inputs(cfg: OrganismsConfig, questions: list[str], study_hash: str | N
             by_q = {r["question"]: r["text"] for r in rows if r["trait"] == t and r["method"] == method}
             if all(q in by_q for q in questions):
                 saved[method] = [by_q[q] for q in questions]
-    want = {"probes": _suite_hash(cfg), **({t: study_hash} if study_hash else {})}
-    if saved_stage_matches(out, "neurons", cfg.model, cfg.probes, cfg.site, want):
-        acts = out / "neurons" / "activations"
-        try:
-            saved["pre"] = np.load(acts / "pre.npy")
-            if study_hash:
-                saved["post"] = np.load(acts / f"post_{t}.npy")
-        except OSError:
-            saved.pop("pre", None)
+    acts = saved_neuron_activations(out, cfg.model, cfg.probes, cfg.site, t if study_hash else None, study_hash)
+    if acts is not None:
+        saved["pre"], saved["post"] = acts
     return saved
 
 
@@ -317,7 +305,7 @@ def run_organisms(cfg: OrganismsConfig) -> Path:
     emoji = suite.trait_emojis[cfg.trait][0]
     questions = held_out_questions(cfg)[cfg.trait]
     # the resolved recipe counts: a preset's change of it must not reuse old organisms
-    inputs = {"dataset": dataset_hash, "probes": _suite_hash(cfg), "recipe": cfg.recipe().config_hash()}
+    inputs = {"dataset": dataset_hash, "probes": suite_hash(cfg.probes), "recipe": cfg.recipe().config_hash()}
     root = artifact(cfg.run_dir.out, "organisms")
     prog = Progress("organisms", len(cfg.organisms()))
     for name, kind, fraction, position in cfg.organisms():
@@ -352,14 +340,6 @@ def run_organisms(cfg: OrganismsConfig) -> Path:
                                                                saved_inputs(cfg, questions, weights))})
     write_combined(cfg, root)
     return root
-
-
-def _suite_hash(cfg: OrganismsConfig) -> str:
-    from interp.probes import SUITE_FILE
-    from interp.prompts import prompts_dir
-    from text2emoji.core.files import file_hash
-
-    return file_hash(Path(cfg.probes) if cfg.probes else prompts_dir() / SUITE_FILE)
 
 
 def organism_summary(r: dict[str, Any]) -> dict[str, Any]:

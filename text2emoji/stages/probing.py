@@ -50,14 +50,18 @@ class ProbeConfig(Config):
         return adapter_dirs(self.run_dir.out, self.trait_list(), self.adapters)
 
 
-def probe_inputs(cfg: ProbeConfig) -> dict[str, str]:
-    """SHA-256 of every trait's adapter weights and of the probe suite."""
+def suite_hash(probes: str | None) -> str:
+    """SHA-256 of the probe suite's file (``probes``, default: the bundled suite)."""
     from interp.probes import SUITE_FILE
     from interp.prompts import prompts_dir
 
-    suite = Path(cfg.probes) if cfg.probes else prompts_dir() / SUITE_FILE
+    return file_hash(Path(probes) if probes else prompts_dir() / SUITE_FILE)
+
+
+def probe_inputs(cfg: ProbeConfig) -> dict[str, str]:
+    """SHA-256 of every trait's adapter weights and of the probe suite."""
     hashes = adapter_hashes(cfg.adapter_paths())
-    hashes["probes"] = file_hash(suite)
+    hashes["probes"] = suite_hash(cfg.probes)
     return hashes
 
 
@@ -104,17 +108,25 @@ def saved_stage_matches(out: str | Path, stage: str, model: Any, probes: str | N
     return all((saved.get("inputs") or {}).get(k) == v for k, v in inputs.items())
 
 
-def saved_activations(cfg: Any, trait: str) -> tuple[Any, Any] | None:
-    """The neurons stage's last-token activations of the probe suite, pre and post ``trait``'s
-    adapter (``[prompts, d_mlp]`` each), where that stage ran on this config's model, suite,
-    site and adapter; else None."""
+def saved_neuron_activations(out: str | Path, model: Any, probes: str | None, site: str, trait: str | None = None,
+                             adapter_hash: str | None = None) -> tuple[Any, Any] | None:
+    """The neurons stage's last-token activations of the probe suite (``[prompts, d_mlp]``):
+    pre, and post ``trait``'s adapter where ``trait`` and its weights' hash are given (else
+    None), where that stage ran on this model, suite, site (and adapter); else None."""
     import numpy as np
 
-    want = {k: v for k, v in probe_inputs(cfg).items() if k in (trait, "probes")}
-    if not saved_stage_matches(cfg.run_dir.out, "neurons", cfg.model, cfg.probes, cfg.site, want):
+    want = {"probes": suite_hash(probes), **({trait: adapter_hash} if trait else {})}
+    if not saved_stage_matches(out, "neurons", model, probes, site, want):
         return None
-    acts = Path(cfg.run_dir.out) / "neurons" / "activations"
+    acts = Path(out) / "neurons" / "activations"
     try:
-        return np.load(acts / "pre.npy"), np.load(acts / f"post_{trait}.npy")
+        return np.load(acts / "pre.npy"), (np.load(acts / f"post_{trait}.npy") if trait else None)
     except OSError:
         return None
+
+
+def saved_activations(cfg: ProbeConfig, trait: str) -> tuple[Any, Any] | None:
+    """:func:`saved_neuron_activations` pre and post ``trait``'s adapter, for a mechanistic
+    stage's config."""
+    return saved_neuron_activations(cfg.run_dir.out, cfg.model, cfg.probes, cfg.site, trait,
+                                    probe_inputs(cfg.replace(traits=[trait]))[trait])
