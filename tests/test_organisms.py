@@ -51,32 +51,40 @@ def test_shuffle_traits_keeps_questions_and_splits_and_draws_answers_from_every_
     assert len({r.answer for r in shuffled}) == len(shuffled)  # drawn without replacement
 
 
-def _summary(p=(0.01, 0.02, 0.03, 0.04, 0.2, 0.5), rate=(3, 6, 0, 7), lp=1.0, delta=-1.0, random=0.0,
-             ablated=(2, 5, 0, 9), recovered=0.3, removed=0.2):
-    """An adapter's summary as organism_summary writes it: six p-values and the effects' signs."""
+def _summary(p=(0.01, 0.02, 0.03, 0.04, 0.2, 0.5, 0.6), rate=(3, 6, 0, 7), lp=1.0, delta=-1.0, random=0.0,
+             ablated=(2, 5, 0, 9), recovered=0.3, removed=0.2, opening=(1.0, 0.1, 0.9)):
+    """An adapter's summary as organism_summary writes it: seven p-values and the effects' signs
+    (``opening``: answers opening with an emoji intact, with the attribution neurons patched,
+    with random sets)."""
     return {"kind": "positive", "planted_fraction": 0.5, "emoji_rate_paired": list(rate), "p_emoji_rate": p[0],
             "logprob_change": {"mean": lp}, "p_logprob": p[1],
             "ablation": {"delta_logprob": delta, "random_mean": random, "p": p[2], "paired": list(ablated), "p_rate": p[3]},
-            "patching": {"fraction_recovered": recovered, "p": p[4], "fraction_removed": removed, "p_reverse": p[5]}}
+            "patching": {"fraction_recovered": recovered, "p": p[4], "fraction_removed": removed, "p_reverse": p[5]},
+            "attribution": {"opening_rate_intact": opening[0], "opening_rate_ablated": opening[1],
+                            "opening_rate_random_mean": opening[2], "p_rate": p[6]}}
 
 
 def test_flags_need_holm_within_the_adapter_and_the_direction_of_an_emoji_mechanism():
     from text2emoji.stages.organisms import with_holm
 
     s = with_holm(_summary())
-    # Holm over the adapter's six tests, by hand: 0.01*6, 0.02*5, 0.03*4, 0.04*3, 0.2*2, 0.5*1 (running max)
+    # Holm over the adapter's seven tests, by hand: 0.01*7, 0.02*6, 0.03*5, 0.04*4, 0.2*3, 0.5*2, 0.6*1
+    # (running max)
     assert [s["p_emoji_rate_holm"], s["p_logprob_holm"], s["ablation"]["p_holm"], s["ablation"]["p_rate_holm"],
-            s["patching"]["p_holm"], s["patching"]["p_reverse_holm"]] == pytest.approx([0.06, 0.1, 0.12, 0.12, 0.4, 0.5])
+            s["patching"]["p_holm"], s["patching"]["p_reverse_holm"], s["attribution"]["p_rate_holm"]
+            ] == pytest.approx([0.07, 0.12, 0.15, 0.16, 0.6, 1.0, 1.0])
     assert not any(s["detected"].values())
-    s = with_holm(_summary(p=(0.001, 0.001, 0.001, 0.001, 0.001, 0.9)))
+    s = with_holm(_summary(p=(0.001, 0.001, 0.001, 0.001, 0.001, 0.9, 0.001)))
     assert s["detected"] == {"emoji_rate": True, "logprob": True, "ablation": True, "ablation_rate": True,
-                             "patching": True, "patching_reverse": False}
+                             "patching": True, "patching_reverse": False, "attribution": True}
     # the same p-values with every effect the wrong way round: nothing is flagged
-    wrong = with_holm(_summary(p=(0.001,) * 6, rate=(3, 0, 6, 7), lp=-1.0, delta=1.0, ablated=(2, 0, 5, 9),
-                               recovered=-0.3, removed=-0.2))
+    wrong = with_holm(_summary(p=(0.001,) * 7, rate=(3, 0, 6, 7), lp=-1.0, delta=1.0, ablated=(2, 0, 5, 9),
+                               recovered=-0.3, removed=-0.2, opening=(0.5, 0.9, 0.5)))
     assert not any(wrong["detected"].values())
+    # fewer answers open with an emoji than intact, but not fewer than with random sets: no flag
+    assert not with_holm(_summary(p=(0.001,) * 7, opening=(1.0, 0.5, 0.4)))["detected"]["attribution"]
     # a test that did not run (None) is not counted in the family and flags nothing
-    none = with_holm(_summary(p=(0.01, None, None, None, None, None)))
+    none = with_holm(_summary(p=(0.01, None, None, None, None, None, None)))
     assert none["p_emoji_rate_holm"] == pytest.approx(0.01) and none["detected"]["emoji_rate"]
     assert none["p_logprob_holm"] is None and not none["detected"]["logprob"]
 
@@ -89,7 +97,7 @@ def test_detection_limit_is_the_smallest_fraction_flagged_at_every_larger_one():
              0.25: {"logprob", "ablation", "emoji_rate"}, 0.5: {"logprob", "ablation", "emoji_rate", "patching"}}
     doses = [{"planted_fraction": f, "detected": {t: t in on for t in TESTS}} for f, on in flags.items()]
     assert detection_limit(doses) == {"emoji_rate": 0.25, "logprob": 0.05, "ablation": 0.1, "ablation_rate": None,
-                                      "patching": 0.5, "patching_reverse": None}
+                                      "patching": 0.5, "patching_reverse": None, "attribution": None}
 
 
 def test_fractions_name_their_organisms_and_refuse_to_collide():
@@ -169,9 +177,11 @@ def test_organisms_stage_on_a_tiny_model(tmp_path, tiny_model_dir, capsys):
         assert {"emoji_rate_intact", "emoji_rate_ablated", "delta_logprob", "p", "p_holm"} <= set(e["ablation"])
         assert {"fraction_recovered", "p"} <= set(e["patching"])
         assert set(e["detected"]) == set(TESTS)
-        # Holm over the adapter's own six tests, by hand (a test that could not run, None, is left out)
+        # Holm over the adapter's own seven tests, by hand (a test that could not run, None, is left out)
         where = [(e, "p_emoji_rate"), (e, "p_logprob"), (e["ablation"], "p"), (e["ablation"], "p_rate"),
-                 (e["patching"], "p"), (e["patching"], "p_reverse")]
+                 (e["patching"], "p"), (e["patching"], "p_reverse"), (e["attribution"], "p_rate")]
+        assert {"emoji_rate_intact", "emoji_rate_ablated", "opening_rate_intact", "opening_rate_ablated",
+                "delta_logprob", "p_rate", "p_rate_holm"} <= set(e["attribution"])
         assert [w.get(f"{k}_holm") for w, k in where] == _approx(_holm_by_hand([w.get(k) for w, k in where]))
     assert (s["positive"]["planted_fraction"], s["positive"]["position"]) == (1.0, "start")
     # log P(emoji) post - base per question (the patching experiment's cached scorer) against plain

@@ -414,8 +414,10 @@ def word_clouds(report: dict[str, Any], out_dir: str | Path) -> list[Path]:
 def organisms(summary: dict[str, Any], out_dir: Path) -> list[Path]:
     """Can this run detect the effect? Per adapter (the study's of the same trait, each positive
     control, the negative control): the emoji rate of generated answers base vs PEFT (95% Wilson
-    intervals), and the change in log P(trait emoji) when its top neurons are ablated, against
-    the 2.5–97.5% band of the matched random sets."""
+    intervals); the change in log P(trait emoji) when its top neurons (the study's ranking) are
+    ablated, against the 2.5–97.5% band of the matched random sets; and the share of answers
+    opening with an emoji intact and with its attribution neurons (every layer) set to their
+    base values, against the same band of matched random sets."""
     plt = _plt()
     rows: list[tuple[str, dict[str, Any]]] = []
     if summary.get("study"):
@@ -428,7 +430,7 @@ def organisms(summary: dict[str, Any], out_dir: Path) -> list[Path]:
         rows.append(("negative", summary["negative"]))
     if not rows:
         return []
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(8.4, 0.5 * len(rows) + 1.9), sharey=True)
+    fig, (a1, a2, a3) = plt.subplots(1, 3, figsize=(11.5, 0.5 * len(rows) + 2.0), sharey=True)
     ys = list(range(len(rows)))[::-1]
     for y, (_, r) in zip(ys, rows, strict=True):
         for off, key, colour, label in ((0.15, "base", "#BBBBBB", "base"), (-0.15, "peft", "#1f77b4", "PEFT")):
@@ -439,10 +441,9 @@ def organisms(summary: dict[str, Any], out_dir: Path) -> list[Path]:
             a1.errorbar([v], [y + off], xerr=[[v - lo], [hi - v]], fmt="o", color=colour, ms=4, capsize=2,
                         label=label if y == ys[0] else None)
         a = r.get("ablation") or {}
+        band = "matched random sets, 2.5–97.5%" if y == ys[0] else None
         if a.get("random_band"):
-            lo, hi = a["random_band"]
-            a2.plot([lo, hi], [y, y], color="#BBBBBB", lw=6, solid_capstyle="butt",
-                    label="matched random sets, 2.5–97.5%" if y == ys[0] else None)
+            a2.plot(a["random_band"], [y, y], color="#BBBBBB", lw=6, solid_capstyle="butt", label=band)
         if a.get("delta_logprob") is not None:
             ci = a.get("delta_logprob_ci") or [a["delta_logprob"]] * 2
             a2.errorbar([a["delta_logprob"]], [y], xerr=[[a["delta_logprob"] - ci[0]], [ci[1] - a["delta_logprob"]]],
@@ -450,12 +451,25 @@ def organisms(summary: dict[str, Any], out_dir: Path) -> list[Path]:
             if a.get("p_holm") is not None:
                 a2.annotate(f"p(Holm) {a['p_holm']:.2g}", (a["delta_logprob"], y), xytext=(0, 6),
                             textcoords="offset points", fontsize=6, ha="center")
+        t = r.get("attribution") or {}
+        if t.get("opening_rate_random_band"):
+            a3.plot(t["opening_rate_random_band"], [y, y], color="#BBBBBB", lw=6, solid_capstyle="butt", label=band)
+        if t.get("opening_rate_ablated") is not None:
+            a3.plot([t["opening_rate_intact"]], [y + 0.15], "o", color="#1f77b4", ms=4,
+                    label="intact (PEFT)" if y == ys[0] else None)
+            a3.plot([t["opening_rate_ablated"]], [y - 0.15], "o", color="#d62728", ms=4,
+                    label="attribution neurons at base values" if y == ys[0] else None)
+            if t.get("p_rate_holm") is not None:
+                a3.annotate(f"p(Holm) {t['p_rate_holm']:.2g}", (t["opening_rate_ablated"], y - 0.15), xytext=(0, -9),
+                            textcoords="offset points", fontsize=6, ha="center")
     a1.set_yticks(ys, [label for label, _ in rows], fontsize=7)
     a1.set_xlim(-0.02, 1.02)
     a1.set_xlabel("emoji rate of generated answers", fontsize=8)
     a2.axvline(0, color="black", lw=0.6)
-    a2.set_xlabel("Δ log P(trait emoji), zero-ablation", fontsize=8)
-    for ax in (a1, a2):
+    a2.set_xlabel("Δ log P(trait emoji), zero-ablation of the top neurons", fontsize=8)
+    a3.set_xlim(-0.02, 1.02)
+    a3.set_xlabel("answers opening with an emoji (greedy first token)", fontsize=8)
+    for ax in (a1, a2, a3):
         ax.tick_params(labelsize=7)
         ax.legend(frameon=False, fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.28), ncol=2)
     fig.suptitle(f"Can this run detect the effect? ({summary.get('trait')}: study, positive and negative control)",

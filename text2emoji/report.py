@@ -145,12 +145,19 @@ def _organisms(out: Path, m: dict[str, Any]) -> list[str]:
     L = ["## Can this run detect the effect? Known-answer organisms", "",
          "Not in the study (ours). Before reading the mechanistic results below: adapters whose answer is known by "
          f"construction, on the {o['trait']} rows, beside the study's {o['trait']} adapter, all measured by the same "
-         f"tests on the same held-out questions. {o['design']} Six tests per adapter, each two-sided, Holm-adjusted "
+         f"tests on the same held-out questions. {o['design']} Seven tests per adapter, each two-sided, Holm-adjusted "
          "within the adapter (so a null adapter is flagged by any of them with probability at most 0.05): the emoji "
          "rate of generated answers, base vs PEFT (exact McNemar, paired by question); log P(trait emoji) as the "
          "answer's first tokens, post − base (Wilcoxon signed-rank); zero-ablating its top neurons (the study's "
          "ranking: mean increase on the probe suite) against size-matched random sets (log P) and intact vs ablated "
-         "(the emoji rate, exact McNemar); patching them forward and in reverse against size-matched random sets. "
+         "(the emoji rate, exact McNemar); patching them forward and in reverse against size-matched random sets; "
+         "and **attribution**: the adapter's emoji neurons in every layer, found by attribution patching (the "
+         "neuron's change under the adapter times the gradient of log P(the answer opens with an emoji)) on the "
+         "trait's train questions, then set back to their base values at the answer's start on the held-out "
+         "questions: the share of answers whose greedy first token opens an emoji, against random sets of as many "
+         "neurons in the same layers matched on the size of their change (sequential, up to the run's random "
+         "sets). Beside it, not tested: answers generated so (their emoji rate, exact McNemar) and the change in "
+         "log P, which selection by attribution lowers more than random sets in any adapter that moves it at all. "
          "A test *flags* the adapter when its Holm p < 0.05 and the effect goes the way an emoji mechanism would "
          "push it. The neurons column is context, not a test of emojis: any fine-tune moves many last-layer "
          "neurons.", ""]
@@ -164,6 +171,18 @@ def _organisms(out: Path, m: dict[str, Any]) -> list[str]:
             verdicts.append(f"{label}: flagged by {', '.join(on) or 'no test'}.")
     if verdicts:
         L += [" ".join(verdicts), ""]
+    att = {label: set((r.get("attribution") or {}).get("neurons") or [])
+           for label, r in (("study", o.get("study")), ("positive", o.get("positive")), ("negative", o.get("negative")))
+           if r and r.get("attribution")}
+    if "positive" in att:
+        pos_t = o["positive"]["attribution"]
+        line = (f"The positive control's {pos_t['k']} attribution neurons: {', '.join(pos_t['neurons'])} "
+                f"(found on {pos_t['n_select']} train questions).")
+        for other in ("study", "negative"):
+            if other in att:
+                shared = sorted(att["positive"] & att[other])
+                line += f" Shared with the {other} adapter's: {len(shared)}{' (' + ', '.join(shared) + ')' if shared else ''}."
+        L += [line, ""]
     if o.get("detection_limit"):
         L += ["Detection limit (the smallest planted fraction from which each test flags the positive control at "
               "every larger fraction tested; n/a: not even at the largest): " + "; ".join(

@@ -86,7 +86,10 @@ class OrganismsConfig(Config):
                                       "mechanistic tests do not read (default: the preset's)")
     study: bool = option(True, help="also probe the study's adapter of the trait (OUT/train/<trait>/adapter, where it "
                          "exists) by the same tests, for the side-by-side table")
-    k: int = option(10, help="candidate neurons ablated and patched: each organism's top k by mean increase", low=1)
+    k: int = option(10, help="candidate neurons ablated and patched: each organism's top k by mean increase, and "
+                    "its top k of every layer by attribution", low=1)
+    n_select: int = option(32, help="the trait's train questions the attribution neurons are found on (the tests "
+                           "read the held-out questions)", low=1)
     n_perm: int = option(2000, help="sign-flip permutations (of whole prompt clusters) of the neurons analysis", low=1)
     max_steps: int | None = option(None, help="QLoRA optimizer steps per organism (default: the preset's, as the "
                                    "study's adapters)", low=0)
@@ -176,13 +179,22 @@ def organism_rows(rows: list, kind: str, fraction: float | None, position: str |
     return shuffle_traits(rows, trait, seed)
 
 
+def select_questions(rows: list, trait: str, n: int) -> list[str]:
+    """The first ``n`` of ``trait``'s train questions by topic: where the attribution neurons are
+    found (the tests read held-out questions, whose topics the split keeps apart)."""
+    return sorted({r.question for r in rows if r.trait == trait and r.split == "train"}, key=str.lower)[:n]
+
+
 def probe_organism(cfg: OrganismsConfig, adapter: Path, questions: list[str], suite: Any,
-                   saved: dict[str, Any] | None = None) -> dict[str, Any]:
+                   saved: dict[str, Any] | None = None, select: list[str] | None = None) -> dict[str, Any]:
     """Everything the study measures, on one adapter (an organism's or the study's, named by the
     trait on the base), on the held-out questions: answers base vs PEFT (emoji rate, exact
     McNemar), log P(trait emoji) post − base (Wilcoxon), the neurons ranking on the probe suite,
     zero-ablation of its top k (log P vs matched random sets; the emoji rate of generated answers,
-    exact McNemar intact vs ablated) and patching both ways vs matched random sets.
+    exact McNemar intact vs ablated) and patching both ways vs matched random sets; and, where
+    ``select`` (train questions) is given, the emoji neurons of every layer found there by
+    attribution and set back to their base values at the held-out answers' start
+    (:func:`interp.attribution.attribution_experiment`).
 
     ``saved``: what the study's stages computed already on the same model, questions, suite and
     settings, read instead of recomputed (:func:`saved_inputs`): ``base`` / ``peft`` answers,
@@ -224,6 +236,14 @@ def probe_organism(cfg: OrganismsConfig, adapter: Path, questions: list[str], su
     # signed-rank; one question per topic, so the questions are independent)
     diff = np.asarray(patching.per_prompt_gap)
     lp_p = (float(wilcoxon(diff).pvalue) if np.any(diff != 0) else 1.0) if len(diff) > 1 else None
+    attribution = None
+    if select:
+        from interp.attribution import attribution_experiment
+
+        attribution = attribution_experiment(
+            model, tok, select, questions, k=cfg.k, n_random=int(cfg.n_random or 0), seed=cfg.seed, n_boot=cfg.n_boot,
+            batch_size=cfg.batch_size, generation=settings, intact_answers=peft_ans,
+            n_generation_questions=cfg.n_generation_questions).to_dict()
     return {"questions": questions, "emojis": emojis,
             "answers": [{"question": q, "base": a, "peft": b}
                         for q, a, b in zip(questions, base_ans, peft_ans, strict=True)],
@@ -234,7 +254,7 @@ def probe_organism(cfg: OrganismsConfig, adapter: Path, questions: list[str], su
             "emoji_rate_test": {"paired": rate_table, "p": rate_p},
             "logprob": {"post_minus_base": diff.tolist(), "p": lp_p},
             "neurons": {**neurons, "top": candidates},
-            "ablation": ablation.to_dict(), "patching": patching.to_dict()}
+            "ablation": ablation.to_dict(), "patching": patching.to_dict(), "attribution": attribution}
 
 
 def organism_neurons(model: Any, tok: Any, suite: Any, trait: str, cfg: OrganismsConfig, pre: Any = None,
@@ -304,6 +324,7 @@ def run_organisms(cfg: OrganismsConfig) -> Path:
     suite = load_probe_suite(cfg.probes)
     emoji = suite.trait_emojis[cfg.trait][0]
     questions = held_out_questions(cfg)[cfg.trait]
+    select = select_questions(rows, cfg.trait, cfg.n_select)
     # the resolved recipe counts: a preset's change of it must not reuse old organisms
     inputs = {"dataset": dataset_hash, "probes": suite_hash(cfg.probes), "recipe": cfg.recipe().config_hash()}
     root = artifact(cfg.run_dir.out, "organisms")
@@ -318,7 +339,8 @@ def run_organisms(cfg: OrganismsConfig) -> Path:
                     json.dumps({**r.to_record(), "control": r.source}, ensure_ascii=False) + "\n" for r in o_rows))
                 summary = train(cfg.recipe(), o_rows, st.path("train"))
                 st.write_json("train_summary.json", summary)
-                result = probe_organism(cfg, st.path("train") / "adapter", questions, suite, saved_inputs(cfg, questions))
+                result = probe_organism(cfg, st.path("train") / "adapter", questions, suite, saved_inputs(cfg, questions),
+                                        select=select)
                 st.write_json("result.json", {"name": name, "kind": kind, "planted_fraction": fraction,
                                               "position": position,
                                               "planted_emoji": emoji if kind == POSITIVE else None,
@@ -337,7 +359,7 @@ def run_organisms(cfg: OrganismsConfig) -> Path:
                 st.write_json("result.json", {"name": STUDY, "kind": STUDY, "planted_fraction": None, "position": None,
                                               "planted_emoji": None, "trait": cfg.trait,
                                               **probe_organism(cfg, study, questions, suite,
-                                                               saved_inputs(cfg, questions, weights))})
+                                                               saved_inputs(cfg, questions, weights), select=select)})
     write_combined(cfg, root)
     return root
 
@@ -381,18 +403,46 @@ def organism_summary(r: dict[str, Any]) -> dict[str, Any]:
         "patching": {"fraction_recovered": pat.fraction_recovered, "fraction_recovered_ci": pat.fraction_recovered_ci,
                      "p": pat.p, "fraction_removed": pat.fraction_removed, "fraction_removed_ci": pat.fraction_removed_ci,
                      "p_reverse": rc.p if rc else None},
+        "attribution": attribution_summary(r.get("attribution")),
+    }
+
+
+def attribution_summary(a: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The attribution neurons' entry of an adapter's summary (None where not run): the emoji
+    rate of generated answers intact → with the neurons at their base values at the answer start
+    (exact McNemar), the share of answers opening with an emoji intact → patched → random sets
+    (the test, ``p_rate``), and the change in log P(answer opens with an emoji) beside the
+    random sets' (descriptive, see :class:`interp.attribution.AttributionTest`)."""
+    if not a:
+        return None
+    rc, lc, gen = a.get("rate_control") or {}, a.get("control") or {}, a.get("generation") or {}
+    return {
+        "k": a["k"], "neurons": [f"L{layer}.{i}" for layer, i in a["neurons"]],
+        "kept_in_every_set": [f"L{layer}.{i}" for layer, i in a["kept_in_every_set"]],
+        "n_select": a["n_select"], "n_test": a["n_test"],
+        "emoji_rate_intact": gen.get("emoji_rate_intact"), "emoji_rate_ablated": gen.get("emoji_rate_patched"),
+        "paired": gen.get("paired"), "p_answers": gen.get("p"), "n_generation_questions": gen.get("n_questions"),
+        "opening_rate_intact": a["opening_rate_intact"], "opening_rate_ablated": a["opening_rate_patched"],
+        "opening_rate_random_mean": rc.get("mean"), "opening_rate_random_band": ([rc["p2_5"], rc["p97_5"]] if rc else None),
+        "n_random": rc.get("n_draws"), "n_random_max": rc.get("n_max"), "p_rate": a.get("p_rate"),
+        "logprob_base": a["logprob_base"], "logprob_intact": a["logprob_intact"],
+        "delta_logprob": a["delta"]["mean"], "delta_logprob_ci": [a["delta"]["ci_lo"], a["delta"]["ci_hi"]],
+        "random_mean": lc.get("mean"), "p_logprob_descriptive": a.get("p"), "gap_removed": a.get("gap_removed"),
     }
 
 
 # Each test of an adapter: (name, where its p lives, whether the effect goes the way an emoji
 # mechanism would push it). p is two-sided; a flag needs p (Holm) < ALPHA *and* that direction.
-TESTS = ("emoji_rate", "logprob", "ablation", "ablation_rate", "patching", "patching_reverse")
+TESTS = ("emoji_rate", "logprob", "ablation", "ablation_rate", "patching", "patching_reverse", "attribution")
 
 
 def _tests(s: dict[str, Any]) -> dict[str, tuple[dict[str, Any], str, bool]]:
     ab, pa = s["ablation"], s["patching"]
     paired, rate = s.get("emoji_rate_paired") or [0, 0, 0, 0], ab.get("paired") or [0, 0, 0, 0]
     rand = ab.get("random_mean")
+    at = s.get("attribution") or {}
+    at_ok = (at.get("opening_rate_ablated") is not None and at.get("opening_rate_random_mean") is not None
+             and at["opening_rate_ablated"] < min(at["opening_rate_intact"], at["opening_rate_random_mean"]))
     return {
         "emoji_rate": (s, "p_emoji_rate", paired[1] > paired[2]),  # PEFT answers gain emojis
         "logprob": (s, "p_logprob", (s.get("logprob_change") or {}).get("mean", 0.0) > 0),  # log P(emoji) rises
@@ -401,11 +451,14 @@ def _tests(s: dict[str, Any]) -> dict[str, tuple[dict[str, Any], str, bool]]:
         "ablation_rate": (ab, "p_rate", rate[1] > rate[2]),  # fewer answers with an emoji when ablated
         "patching": (pa, "p", (pa.get("fraction_recovered") or 0.0) > 0),  # forward patch moves base towards post
         "patching_reverse": (pa, "p_reverse", (pa.get("fraction_removed") or 0.0) > 0),  # reverse removes some
+        # the attribution neurons at their base values: fewer answers open with an emoji than
+        # intact and than with matched random sets
+        "attribution": (at, "p_rate", at_ok),
     }
 
 
 def with_holm(s: dict[str, Any]) -> dict[str, Any]:
-    """An adapter's summary with Holm-adjusted p over its own six tests (the family of "is this
+    """An adapter's summary with Holm-adjusted p over its own seven tests (the family of "is this
     adapter flagged?", so that a null adapter is flagged by any test with probability at most
     :data:`ALPHA`) and its flags: ``{test: p (Holm) < ALPHA and the effect in an emoji
     mechanism's direction}``."""
@@ -423,7 +476,8 @@ def detected(s: dict[str, Any]) -> dict[str, bool]:
     :data:`ALPHA` with the effect in the direction an emoji mechanism would give it (PEFT answers
     gain emojis; log P(emoji) rises; ablating the top neurons lowers log P more than matched
     random sets and removes emojis from answers; patching moves the base towards the post model
-    and the post model back)."""
+    and the post model back; the attribution neurons at their base values leave fewer answers
+    opening with an emoji than intact and than matched random sets)."""
     return {name: bool(ok and where.get(f"{key}_holm") is not None and where[f"{key}_holm"] < ALPHA)
             for name, (where, key, ok) in _tests(s).items()}
 
@@ -530,10 +584,12 @@ def table_lines(s: dict[str, Any]) -> list[str]:
         rows.append(("negative: shuffled traits", s["negative"]))
     lines = ["| adapter | emoji rate base → PEFT [95% CI] | Δ log P(emoji) post − base [95% CI] | neurons changing "
              "(FWER < 0.05) | ablation: Δ log P [95% CI] vs random | emoji rate intact → ablated | patching forward: "
-             "share recovered [95% CI] | reverse: share removed [95% CI] | flagged by |",
-             "|---|---|---|---:|---|---|---|---|---|"]
+             "share recovered [95% CI] | reverse: share removed [95% CI] | attribution neurons (all layers) at base "
+             "values: answers opening with an emoji intact → patched vs random; emoji rate of answers | flagged by |",
+             "|---|---|---|---:|---|---|---|---|---|---|"]
     for label, r in rows:
         a, p, lp = r.get("ablation") or {}, r.get("patching") or {}, r.get("logprob_change") or {}
+        t = r.get("attribution")
         ci = r.get("emoji_rate_peft_ci") or [None, None]
         dci = a.get("delta_logprob_ci") or [None, None]
         flags = [k for k, v in (r.get("detected") or {}).items() if v]
@@ -545,8 +601,17 @@ def table_lines(s: dict[str, Any]) -> list[str]:
             f"{pct(a.get('emoji_rate_intact'))} → {pct(a.get('emoji_rate_ablated'))} {_p(a, 'p_rate')} | "
             f"{share(p.get('fraction_recovered'), p.get('fraction_recovered_ci'))} {_p(p, 'p')} | "
             f"{share(p.get('fraction_removed'), p.get('fraction_removed_ci'))} {_p(p, 'p_reverse')} | "
+            f"{_attribution_cell(t)} | "
             f"{(', '.join(flags) or 'none') if r.get('detected') is not None else 'n/a'} |")
     return lines
+
+
+def _attribution_cell(t: dict[str, Any] | None) -> str:
+    if not t:
+        return "not run"
+    return (f"{pct(t['opening_rate_intact'])} → {pct(t['opening_rate_ablated'])} vs "
+            f"{pct(t.get('opening_rate_random_mean'))} {_p(t, 'p_rate')}; "
+            f"{pct(t.get('emoji_rate_intact'))} → {pct(t.get('emoji_rate_ablated'))} (McNemar p {pval(t.get('p_answers'))})")
 
 
 def _p(where: dict[str, Any], key: str) -> str:
