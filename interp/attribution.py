@@ -331,7 +331,9 @@ class AttributionTest:
     adapter that moves log P at all, whether or not it makes emojis (measured: the trait-shuffled
     negative control, log P −7.6, gives p at the floor). ``gap_removed``: the share of the
     post − base gap in log P that patching removes. ``generation``: answers generated with the
-    patch (emoji rate intact vs patched, exact McNemar)."""
+    patch (emoji rate intact vs patched, exact McNemar). ``null_fpr``: the rate test's
+    false-positive rate with each random set in the candidates' place
+    (:func:`null_false_positive_rate`)."""
 
     k: int
     neurons: list[Neuron]
@@ -350,6 +352,7 @@ class AttributionTest:
     opening_rate_patched: float
     rate_control: Any  # interp.results.RandomControl | None
     generation: dict[str, Any] | None = None
+    null_fpr: float | None = None  # see null_false_positive_rate
 
     @property
     def p(self) -> float | None:
@@ -369,8 +372,27 @@ class AttributionTest:
                 "delta": self.delta.to_dict(), "per_prompt_delta": self.per_prompt_delta,
                 "gap_removed": self.gap_removed, "control": _control_dict(self.control), "p": self.p,
                 "opening_rate_intact": self.opening_rate_intact, "opening_rate_patched": self.opening_rate_patched,
-                "rate_control": _control_dict(self.rate_control), "p_rate": self.p_rate,
+                "rate_control": _control_dict(self.rate_control), "p_rate": self.p_rate, "null_fpr": self.null_fpr,
                 "generation": self.generation}
+
+
+def null_false_positive_rate(draws: Sequence[float], alpha: float = 0.05) -> float | None:
+    """The rate test's false-positive rate on nulls: each random set taken as the candidates and
+    tested, two-sided with ties against it, among the other sets (drawn from the same strata, so
+    no set is selected: no effect). None with fewer than two draws.
+
+    >>> null_false_positive_rate([0.5] * 40)  # all tied: never significant
+    0.0
+    >>> null_false_positive_rate([float(x) for x in range(100)])  # two per tail: p 0.02 and 0.04, then 0.06
+    0.04
+    """
+    from interp.results import RandomControl
+
+    r = np.asarray(list(draws), dtype=float)
+    if len(r) < 2:
+        return None
+    ps = [RandomControl.of(float(r[j]), np.delete(r, j)).p for j in range(len(r))]  # type: ignore[union-attr]
+    return float(np.mean(np.asarray(ps) < alpha))
 
 
 def attribution_experiment(model: Any, tokenizer: Any, select: Sequence[str], test: Sequence[str], *, k: int,
@@ -420,7 +442,8 @@ def attribution_experiment(model: Any, tokenizer: Any, select: Sequence[str], te
         delta=Effect.of(per_prompt, n_boot, seed), per_prompt_delta=per_prompt.tolist(),
         gap_removed=(float(per_prompt.mean() / gap) if abs(gap) > 1e-9 else None),
         control=RandomControl.of(float(per_prompt.mean()), np.asarray(drawn_lp), matched_on),
-        opening_rate_intact=float(op0.mean()), opening_rate_patched=rate, rate_control=rate_control, generation=gen)
+        opening_rate_intact=float(op0.mean()), opening_rate_patched=rate, rate_control=rate_control, generation=gen,
+        null_fpr=null_false_positive_rate(rate_control.draws) if rate_control else None)
 
 
 def _patched_generation(model: Any, tokenizer: Any, test: list[str], found: list[Neuron],

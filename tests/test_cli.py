@@ -35,6 +35,17 @@ def test_every_subcommand_has_help_for_every_flag():
             assert action.help, f"{' '.join(cmd.path)} {action.option_strings}: no help text"
 
 
+def test_every_help_page_prints(capsys):
+    """Every --help page renders (argparse %-formats help strings: "95% intervals" once broke the
+    top-level page)."""
+    pages = [[]] + [list(cmd.path) for cmd in commands()] + [[cmd.path[0]] for cmd in commands() if len(cmd.path) == 2]
+    for page in pages:
+        with pytest.raises(SystemExit) as e:
+            build_parser().parse_args([*page, "--help"])
+        assert e.value.code == 0, page
+    assert "95% intervals" in " ".join(capsys.readouterr().out.split())
+
+
 def test_esr_jsonl(tmp_path, capsys):
     f = tmp_path / "answers.jsonl"
     rows = [

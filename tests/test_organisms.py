@@ -181,7 +181,7 @@ def test_organisms_stage_on_a_tiny_model(tmp_path, tiny_model_dir, capsys):
         where = [(e, "p_emoji_rate"), (e, "p_logprob"), (e["ablation"], "p"), (e["ablation"], "p_rate"),
                  (e["patching"], "p"), (e["patching"], "p_reverse"), (e["attribution"], "p_rate")]
         assert {"emoji_rate_intact", "emoji_rate_ablated", "opening_rate_intact", "opening_rate_ablated",
-                "delta_logprob", "p_rate", "p_rate_holm"} <= set(e["attribution"])
+                "delta_logprob", "p_rate", "p_rate_holm", "null_fpr"} <= set(e["attribution"])
         assert [w.get(f"{k}_holm") for w, k in where] == _approx(_holm_by_hand([w.get(k) for w, k in where]))
     assert (s["positive"]["planted_fraction"], s["positive"]["position"]) == (1.0, "start")
     # log P(emoji) post - base per question (the patching experiment's cached scorer) against plain

@@ -107,7 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
                 gp = sub.add_parser(group, help=f"{group} commands")
                 groups[group] = gp.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", required=True)
             where = groups[group]
-        p = where.add_parser(cmd.path[-1], help=cmd.help, description=cmd.help)
+        # argparse %-formats help strings (not descriptions): "95% intervals" must not read as "% i"
+        p = where.add_parser(cmd.path[-1], help=cmd.help.replace("%", "%%"), description=cmd.help)
         add_arguments(p, cmd.config)
         p.add_argument("--config", dest="config_file", metavar="FILE", default=None,
                        help="TOML or YAML file of field = value (command-line flags win)")

@@ -463,6 +463,7 @@ def organisms(summary: dict[str, Any], out_dir: Path) -> list[Path]:
                 a3.annotate(f"p(Holm) {t['p_rate_holm']:.2g}", (t["opening_rate_ablated"], y - 0.15), xytext=(0, -9),
                             textcoords="offset points", fontsize=6, ha="center")
     a1.set_yticks(ys, [label for label, _ in rows], fontsize=7)
+    a1.set_ylim(-0.7, len(rows) - 0.4)  # room for the annotations below the last row
     a1.set_xlim(-0.02, 1.02)
     a1.set_xlabel("emoji rate of generated answers", fontsize=8)
     a2.axvline(0, color="black", lw=0.6)

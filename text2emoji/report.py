@@ -178,6 +178,9 @@ def _organisms(out: Path, m: dict[str, Any]) -> list[str]:
         pos_t = o["positive"]["attribution"]
         line = (f"The positive control's {pos_t['k']} attribution neurons: {', '.join(pos_t['neurons'])} "
                 f"(found on {pos_t['n_select']} train questions).")
+        if pos_t.get("null_fpr") is not None:
+            line += (f" The attribution test's false-positive rate with each of its {pos_t['n_random']} random sets in "
+                     f"the candidates' place (nulls: drawn, not selected): {pct(pos_t['null_fpr'])} at 0.05.")
         for other in ("study", "negative"):
             if other in att:
                 shared = sorted(att["positive"] & att[other])

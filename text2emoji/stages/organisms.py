@@ -12,10 +12,13 @@ mechanism, beside the study.
   trait and no emoji.
 
 Each organism is trained by the study's QLoRA recipe and probed, beside the study's own adapter
-of the trait, by six tests on the held-out questions (:func:`probe_organism`): the emoji rate
+of the trait, by seven tests on the held-out questions (:func:`probe_organism`): the emoji rate
 base vs PEFT, log P(trait emoji) post − base, zero-ablation of its top neurons (the study's
-ranking) against size-matched random sets (log P) and intact vs ablated (emoji rate), and
-patching both ways; Holm within each adapter (:func:`with_holm`). Each organism is a sub-stage
+ranking) against size-matched random sets (log P) and intact vs ablated (emoji rate), patching
+both ways, and its emoji neurons of every layer found by attribution on train questions and set
+back to their base values at the answer's start (:mod:`interp.attribution`: the share of
+answers opening with an emoji against matched random sets); Holm within each adapter
+(:func:`with_holm`). Each organism is a sub-stage
 ``<out>/organisms/<name>/`` (reused, resumed; the study's adapter ``organisms/study/``); the
 stage then writes the combined tables, the dose response and detection limit (several planted
 fractions) and the comparison with the study's neurons. Control rows never enter the study's
@@ -425,6 +428,7 @@ def attribution_summary(a: dict[str, Any] | None) -> dict[str, Any] | None:
         "opening_rate_intact": a["opening_rate_intact"], "opening_rate_ablated": a["opening_rate_patched"],
         "opening_rate_random_mean": rc.get("mean"), "opening_rate_random_band": ([rc["p2_5"], rc["p97_5"]] if rc else None),
         "n_random": rc.get("n_draws"), "n_random_max": rc.get("n_max"), "p_rate": a.get("p_rate"),
+        "null_fpr": a.get("null_fpr"),
         "logprob_base": a["logprob_base"], "logprob_intact": a["logprob_intact"],
         "delta_logprob": a["delta"]["mean"], "delta_logprob_ci": [a["delta"]["ci_lo"], a["delta"]["ci_hi"]],
         "random_mean": lc.get("mean"), "p_logprob_descriptive": a.get("p"), "gap_removed": a.get("gap_removed"),
