@@ -39,13 +39,28 @@ class RawFile:
     problems: list[str] = field(default_factory=list)  # file-level problems found while reading
 
 
-def _decode(raw: bytes) -> str:
+# byte-order marks of the encodings a text file might be saved in instead of UTF-8 (longest first)
+_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32 (little-endian)"), (b"\x00\x00\xfe\xff", "UTF-32 (big-endian)"),
+         (b"\xff\xfe", "UTF-16 (little-endian)"), (b"\xfe\xff", "UTF-16 (big-endian)"))
+
+
+def _decode(raw: bytes, path: Path) -> str:
+    """The file's text. A UTF-16 or UTF-32 file (a byte-order mark, or NUL bytes between ASCII
+    characters) is refused by name: read as UTF-8 it would only show as broken JSON or CSV."""
+    for bom, name in _BOMS:
+        if raw.startswith(bom):
+            raise UserError(f"{path}: the file is encoded as {name}; save it as UTF-8")
+    if b"\x00" in raw[:4096]:
+        even, odd = raw[:4096:2].count(0), raw[1:4096:2].count(0)
+        name = "UTF-16 (big-endian)" if even > odd else "UTF-16 (little-endian)"
+        raise UserError(f"{path}: the file holds NUL bytes, as {name} (or another non-UTF-8 encoding) would; "
+                        "save it as UTF-8")
     # surrogateescape keeps undecodable bytes as lone surrogates: the validator finds them.
     return raw.decode("utf-8", errors="surrogateescape").removeprefix("\ufeff")
 
 
 def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
-    reader = csv.DictReader(io.StringIO(_decode(path.read_bytes()), newline=""))
+    reader = csv.DictReader(io.StringIO(_decode(path.read_bytes(), path), newline=""))
     try:
         records = [(i, dict(rec)) for i, rec in enumerate(reader, start=1)]
     except csv.Error as e:
@@ -55,7 +70,7 @@ def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
 
 def _read_jsonl(path: Path) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
     records, columns = [], {}
-    for lineno, line in enumerate(_decode(path.read_bytes()).splitlines(), start=1):
+    for lineno, line in enumerate(_decode(path.read_bytes(), path).splitlines(), start=1):
         if not line.strip():
             continue
         rec = json_object(line, f"{path}:row {lineno}")

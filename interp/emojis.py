@@ -99,6 +99,54 @@ def find_emojis(text: str) -> list[str]:
     return [e for _, _, e in _emoji_spans(text)]
 
 
+# ASCII emoticons: faces with eyes : ; = (a nose - or ' allowed) and a mouth, hearts, and the
+# common horizontal faces. Eyes before ) or ( may follow a letter ("fun:)") but not a digit
+# (10:30) or a colon; a letter mouth (D P O) may not run into a word ("Note:Do"); the other
+# mouths ([ ] | / \ *) need a space or the start before the eyes and nothing wordy or a "/"
+# after ("http://"); "<3" may not follow a word character or "<" ("x<3", "<<3").
+_EMOTICON = re.compile(
+    r"(?<![\d:;=])[:;=][-']?(?:[)(]|[DPpOo3](?!\w))"
+    r"|(?<![\w:;=])[:;=][-']?[\]\[|/\\*](?![/\w])"
+    r"|(?<![\w<])</?3(?!\d)"
+    r"|(?<!\w)(?:\^_\^|\^\^|-_-|T_T|o_O|O_o|XD|xD)(?!\w)"
+)
+
+
+def find_emoticons(text: str) -> list[str]:
+    """ASCII emoticons in ``text`` (faces and hearts; not emojis, see the module docs), in order.
+
+    >>> find_emoticons("So fun:) see you <3 ^_^ ;-) :'( :D")
+    [':)', '<3', '^_^', ';-)', ":'(", ':D']
+    >>> find_emoticons("At 10:30 (see note 3), ratio 3:1, http://x.org, Note:Do, x<3, a: (b)")
+    []
+    """
+    return [m.group(0) for m in _EMOTICON.finditer(text)]
+
+
+def find_text_symbols(text: str) -> list[str]:
+    """Characters that are emojis only with U+FE0F, written without it (a bare ``❤``, ``☺``,
+    ``✔``): the text-style form of an emoji. ©, ® and ™ (typography) and ASCII are left out.
+
+    >>> find_text_symbols("I ❤ it, ☺ ✔ and ❤️ © ™ → ★")
+    ['❤', '☺', '✔']
+    """
+    return [c for i, c in enumerate(text) if c in _text_style_chars() and text[i + 1:i + 2] != "\ufe0f"]
+
+
+def _text_style_chars() -> frozenset[str]:
+    global _TEXT_STYLE
+    if _TEXT_STYLE is None:
+        _TEXT_STYLE = frozenset(
+            e[0] for e, d in emoji.EMOJI_DATA.items()
+            if len(e) == 2 and e[1] == "\ufe0f" and d.get("status") in _QUALIFIED
+            and not e[0].isascii() and e[0] not in _NAME_SYMBOLS
+        )
+    return _TEXT_STYLE
+
+
+_TEXT_STYLE: frozenset[str] | None = None
+
+
 def has_emoji(text: str) -> bool:
     """Whether ``text`` contains at least one emoji.
 

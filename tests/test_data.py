@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import random
+import re
 from collections import Counter
 
 import pytest
@@ -107,6 +108,64 @@ def test_unreadable_inputs_raise_one_clear_error(tmp_path):
     (tmp_path / "d.txt").write_text("x")
     with pytest.raises(UserError, match=r"unknown format '.txt'"):
         read_raw(tmp_path / "d.txt")
+
+
+def test_emoticons_and_text_form_emojis_are_refused_unless_allowed(tmp_path):
+    rows = [Row(t, f"t{i}", f"What about t{i}?", a, "train") for i, (t, a) in enumerate([
+        ("openness", "Such fun :) and I mean it."), ("openness", "Love it <3 truly."),
+        ("extraversion", "I \u2764 crowds."), ("extraversion", "Kick-off at 10:30 (gate 3), see http://x.org."),
+        ("agreeableness", "Heart \u2764\ufe0f here.")])]
+    write_jsonl(rows, tmp_path / "d.jsonl")
+    f = tmp_path / "d.jsonl"
+    assert validate_files([f]).problems == [
+        f"{f}:row 1: field 'answer': contains emoticon :) (the study's training data holds none; --allow-emoticons "
+        "accepts them)",
+        f"{f}:row 2: field 'answer': contains emoticon <3 (the study's training data holds none; --allow-emoticons "
+        "accepts them)",
+        f"{f}:row 3: field 'answer': contains the text form of emoji \u2764 (no U+FE0F; --allow-emoticons accepts it)",
+        f"{f}:row 5: field 'answer': contains emoji \u2764\ufe0f",
+    ]
+    assert validate_files([f], allow_emoticons=True).problems == [f"{f}:row 5: field 'answer': contains emoji \u2764\ufe0f"]
+
+
+def test_a_huge_answer_is_refused_by_its_length_in_characters_before_tokenizing(tmp_path):
+    from finetune.validate import MAX_CHARS
+
+    class Exploding:  # a tokenizer that must not be asked about the huge answer
+        def __call__(self, texts, **kw):
+            assert all(len(t) < MAX_CHARS for t in texts), "tokenized a huge answer"
+            return {"input_ids": [[0] * 5 for _ in texts]}
+
+        def apply_chat_template(self, messages, tokenize=False, add_generation_prompt=False, **kw):
+            return " ".join(m["content"] for m in messages)
+
+        chat_template = "x"
+
+    rows = [Row("openness", "t1", "Q?", "word " * 1_000_000, "train"), Row("openness", "t2", "Q?", "fine", "train")]
+    write_jsonl(rows, tmp_path / "d.jsonl")
+    report = validate_files([tmp_path / "d.jsonl"], tokenizer=Exploding(), max_length=512)
+    assert report.problems == [
+        f"{tmp_path / 'd.jsonl'}:row 1: field 'answer': 4,999,999 characters, over the limit of {MAX_CHARS:,}"]
+
+
+@pytest.mark.parametrize("encoding, name", [("utf-16", "UTF-16 (little-endian)"), ("utf-16-be", "UTF-16 (big-endian)"),
+                                            ("utf-16-le", "UTF-16 (little-endian)"), ("utf-32", "UTF-32 (little-endian)")])
+def test_a_utf16_or_utf32_file_is_named_as_such(tmp_path, encoding, name):
+    from text2emoji.core.errors import UserError
+
+    text = '{"trait": "openness", "topic": "t", "question": "q", "answer": "a"}\n'
+    for suffix in (".jsonl", ".csv"):
+        f = tmp_path / f"d{suffix}"
+        f.write_bytes(text.encode(encoding))
+        with pytest.raises(UserError, match=rf"d{suffix}: the file (is encoded as|holds NUL bytes, as) {re.escape(name)}"):
+            read_raw(f)
+
+
+def test_the_same_file_twice_is_one_problem(tmp_path):
+    f = _write_csv(tmp_path / "train.csv", _official_rows(["Cricket", "Chess"]))
+    report = validate_files([f, tmp_path / "." / "train.csv"])
+    assert report.problems == [f"{tmp_path / '.' / 'train.csv'}: the same file as {f}, given twice; give it once"]
+    assert len(report.rows) == 10
 
 
 def test_split_reproduces_800_200_and_never_shares_a_topic():

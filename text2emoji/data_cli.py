@@ -23,6 +23,8 @@ class ValidateConfig(Config):
                               positional=True, metavar="PATH")
     max_length: int = option(512, help="training max length in tokens (the chat-formatted example)", low=1)
     tokenizer: str = option(DEFAULT_MODEL, help="model whose tokenizer measures lengths; 'none' skips that check")
+    allow_emoticons: bool = option(False, help="accept ASCII emoticons (:) <3) and emojis' text forms without "
+                                   "U+FE0F (a bare ❤)")
 
 
 def cmd_validate(cfg: ValidateConfig) -> None:
@@ -30,7 +32,7 @@ def cmd_validate(cfg: ValidateConfig) -> None:
     from interp.models import load_tokenizer
 
     tok = None if cfg.tokenizer == "none" else load_tokenizer(cfg.tokenizer)
-    report = validate_files(cfg.paths, tokenizer=tok, max_length=cfg.max_length)
+    report = validate_files(cfg.paths, tokenizer=tok, max_length=cfg.max_length, allow_emoticons=cfg.allow_emoticons)
     for w in report.warnings:
         print(f"text2emoji: warning: {w}", file=sys.stderr)
     report.raise_if_problems()

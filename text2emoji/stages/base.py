@@ -97,6 +97,13 @@ def print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2, ensure_ascii=False))
 
 
+def emoticons_option() -> Any:
+    """The ``allow_emoticons`` field of every command that reads ``--data`` (the dataset stage's
+    hash covers it; the others see it through that stage)."""
+    return option(False, help="accept ASCII emoticons (:) <3) and emojis' text forms without U+FE0F (a bare ❤) "
+                  "in --data answers, which the study's data holds none of", hash=False)
+
+
 def check_data_files(paths: list[str]) -> None:
     """Every ``--data`` file exists and is a file (checked before any stage runs)."""
     for p in paths:
@@ -118,6 +125,7 @@ class RunConfig(Config):
     preset: Preset = option("quick", help="quick: about 19 minutes on 2 CPU cores; paper: the study's full scale")
     data: list[str] = option([], help="Opinion QA files (CSV, JSONL, parquet; official or project "
                              "layout); default: the bundled dataset", flag="--data", metavar="PATH")
+    allow_emoticons: bool = emoticons_option()
     seed: int = seed_option("seed for everything random in the run (every stage gets it)")
     batch_size: int = batch_option()
     max_steps: int | None = option(None, help="QLoRA optimizer steps per trait (default: the preset's)", low=0)

@@ -17,6 +17,7 @@ from text2emoji.stages.base import (
     Stage,
     artifact,
     check_data_files,
+    emoticons_option,
     print_json,
     read_json,
 )
@@ -46,6 +47,7 @@ class CalibrateConfig(ProbeConfig):
     n_questions: int | None = option(None, help="held-out test questions the null ablations and patches are "
                                      "measured on (0 = all; default: the preset's)", low=0)
     data: list[str] = option([], help="Opinion QA files; default: the bundled dataset", flag="--data", metavar="PATH")
+    allow_emoticons: bool = emoticons_option()
 
     def validate(self) -> None:
         super().validate()
@@ -157,7 +159,7 @@ def _draw(stage_dir: Path) -> list[Path]:
 
 
 def _from_run(run: RunConfig) -> CalibrateConfig:
-    return CalibrateConfig(model=run.model, run_dir=run.run_dir, data=run.data, preset=run.preset, seed=run.seed,
+    return CalibrateConfig(model=run.model, run_dir=run.run_dir, data=run.data, allow_emoticons=run.allow_emoticons, preset=run.preset, seed=run.seed,
                            batch_size=run.batch_size, n_questions=run.n_questions)
 
 

@@ -23,6 +23,7 @@ class DatasetConfig(Config):
     tokenizer: str = option(help="model whose tokenizer measures lengths")
     max_length: int = option(512, help="training max length in tokens", low=1)
     seed: int = option(0, help="seed of the split (used only if the files have none)")
+    allow_emoticons: bool = option(False, help="ASCII emoticons and emojis' text forms accepted in the answers")
 
 
 def dataset_config(cfg: Any) -> DatasetConfig:
@@ -36,7 +37,8 @@ def dataset_config(cfg: Any) -> DatasetConfig:
             digest.update(Path(f).read_bytes())
         except OSError as e:
             raise UserError(f"{f}: cannot read dataset file ({e.strerror or e})") from e
-    return DatasetConfig(files=files, sha256=digest.hexdigest(), tokenizer=cfg.model.model, seed=cfg.seed)
+    return DatasetConfig(files=files, sha256=digest.hexdigest(), tokenizer=cfg.model.model, seed=cfg.seed,
+                         allow_emoticons=bool(getattr(cfg, "allow_emoticons", False)))
 
 
 def dataset(cfg: Any, force: bool | None = None) -> tuple[Path, str]:
@@ -67,7 +69,7 @@ def dataset(cfg: Any, force: bool | None = None) -> tuple[Path, str]:
         if st.reused:
             log("dataset: reused")
         else:
-            report = validate_files(dcfg.files, load_tokenizer(dcfg.tokenizer), dcfg.max_length)
+            report = validate_files(dcfg.files, load_tokenizer(dcfg.tokenizer), dcfg.max_length, dcfg.allow_emoticons)
             report.raise_if_problems()
             rows = report.rows
             if any(r.split is None for r in rows):
@@ -83,7 +85,8 @@ def dataset_rows(cfg: Any, force: bool = False) -> tuple[list, str]:
     from finetune.validate import load_rows
 
     path, digest = dataset(cfg, force=force)
-    return load_rows([path]), digest
+    # validated when the stage saved it, by the rules its config records (emoticons allowed or not)
+    return load_rows([path], allow_emoticons=True), digest
 
 
 def held_out_questions(cfg: Any) -> dict[str, list[str]]:
@@ -122,7 +125,7 @@ def _quality(run: RunConfig) -> Path:
     qcfg = QualityStageConfig(dataset_hash=digest, seed=run.seed)
     with open_stage(run.run_dir.out, "quality", qcfg, force=run.run_dir.force, seed=run.seed) as st:
         if not st.reused:
-            report = quality_report(load_rows([path]), qcfg.top_words, qcfg.seed)
+            report = quality_report(load_rows([path], allow_emoticons=True), qcfg.top_words, qcfg.seed)
             st.write_json("quality.json", report)
             word_clouds(report, st.dir)
     return st.dir

@@ -19,6 +19,7 @@ from text2emoji.stages.base import (
     adapter_hashes,
     check_data_files,
     check_traits,
+    emoticons_option,
     pct,
     read_json,
 )
@@ -33,6 +34,7 @@ class EvaluateConfig(Config):
     model: ModelConfig = member(ModelConfig, help="the base model the adapters sit on")
     run_dir: RunDir = member(RunDir, help="the run directory; writes out/evaluate/", hash=False)
     data: list[str] = option([], help="Opinion QA files; default: the bundled dataset", flag="--data", metavar="PATH")
+    allow_emoticons: bool = emoticons_option()
     adapters: str | None = option(None, help="folder with <trait>/adapter (default: OUT/train)", hash=False)
     traits: list[str] = option([], help="traits to evaluate (default: all five)", flag="--trait")
     methods: list[str] = option([], help="base, peft, incontext (default: all three)", flag="--method")
@@ -210,7 +212,7 @@ def _show(cfg: EvaluateConfig, stage_dir: Path) -> None:
 
 
 def _from_run(run: RunConfig) -> EvaluateConfig:
-    return EvaluateConfig(model=run.model, run_dir=run.run_dir, data=run.data, preset=run.preset,
+    return EvaluateConfig(model=run.model, run_dir=run.run_dir, data=run.data, allow_emoticons=run.allow_emoticons, preset=run.preset,
                           n_questions=run.n_questions, max_new_tokens=run.max_new_tokens,
                           batch_size=run.batch_size, seed=run.seed)
 

@@ -19,6 +19,7 @@ from text2emoji.stages.base import (
     Stage,
     artifact,
     check_data_files,
+    emoticons_option,
     pct,
     print_json,
     pval,
@@ -40,6 +41,7 @@ class InterveneConfig(ProbeConfig):
     n_questions: int | None = option(None, help="held-out test questions per trait the effect is measured on "
                                      "(0 = all; default: the preset's)", low=0)
     data: list[str] = option([], help="Opinion QA files; default: the bundled dataset", flag="--data", metavar="PATH")
+    allow_emoticons: bool = emoticons_option()
 
     def validate(self) -> None:
         super().validate()
@@ -237,7 +239,7 @@ def _draw(file: str, name: str) -> Any:
 
 def _from_run(cls: type[InterveneConfig]) -> Any:
     def from_run(run: RunConfig) -> InterveneConfig:
-        return cls(model=run.model, run_dir=run.run_dir, data=run.data, preset=run.preset, seed=run.seed,
+        return cls(model=run.model, run_dir=run.run_dir, data=run.data, allow_emoticons=run.allow_emoticons, preset=run.preset, seed=run.seed,
                    batch_size=run.batch_size, n_questions=run.n_questions, n_random=run.n_random,
                    **({"max_new_tokens": run.max_new_tokens} if cls is AblateConfig else {}))
     return from_run

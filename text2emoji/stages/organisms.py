@@ -46,6 +46,7 @@ from text2emoji.stages.base import (
     artifact,
     check_data_files,
     check_traits,
+    emoticons_option,
     pct,
     print_json,
     pval,
@@ -106,6 +107,7 @@ class OrganismsConfig(Config):
     n_generation_questions: int | None = option(None, help="questions answered intact and ablated (0 = all "
                                                 "--n-questions; default: the preset's)", low=0)
     data: list[str] = option([], help="Opinion QA files; default: the bundled dataset", flag="--data", metavar="PATH")
+    allow_emoticons: bool = emoticons_option()
 
     def validate(self) -> None:
         check_traits(self.traits)
@@ -654,7 +656,7 @@ def _show(cfg: OrganismsConfig, stage_dir: Path) -> None:
 
 def _from_run(run: RunConfig) -> OrganismsConfig:
     return OrganismsConfig(model=run.model,
-                           run_dir=run.run_dir, data=run.data, preset=run.preset, seed=run.seed,
+                           run_dir=run.run_dir, data=run.data, allow_emoticons=run.allow_emoticons, preset=run.preset, seed=run.seed,
                            batch_size=run.batch_size, n_questions=run.n_questions, n_random=run.n_random,
                            max_new_tokens=run.max_new_tokens, max_steps=run.max_steps)
 

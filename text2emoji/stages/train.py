@@ -13,7 +13,14 @@ from finetune.train import TrainConfig
 from text2emoji.core.config import Config, ConfigError, member, option
 from text2emoji.core.runs import RunDir, open_stage
 from text2emoji.core.schema import TRAITS
-from text2emoji.stages.base import RunConfig, Stage, artifact, check_data_files, read_json
+from text2emoji.stages.base import (
+    RunConfig,
+    Stage,
+    artifact,
+    check_data_files,
+    emoticons_option,
+    read_json,
+)
 from text2emoji.stages.data import dataset_rows
 
 
@@ -24,6 +31,7 @@ class TrainCommandConfig(Config):
     recipe: TrainConfig = member(TrainConfig, help="one trait's QLoRA run: model, trait, preset, hyperparameters")
     data: list[str] = option([], help="Opinion QA files; default: the bundled dataset", flag="--data",
                              metavar="PATH")
+    allow_emoticons: bool = emoticons_option()
     all_traits: bool = option(False, help="train all five traits, one after another")
     merge: bool = option(False, help="also save each adapter merged into the float base (merged/)")
     run_dir: RunDir = member(RunDir, help="the run directory; adapters go to out/train/<trait>/", hash=False)
@@ -112,7 +120,7 @@ def _from_run(run: RunConfig) -> TrainCommandConfig:
     # training is QLoRA (nf4 base) whatever --load-in-4bit says for the analyses
     model = run.model.replace(load_in_4bit=True)
     recipe = TrainConfig(model=model, preset=run.preset, max_steps=run.max_steps, seed=run.seed)
-    return TrainCommandConfig(recipe=recipe, data=run.data, all_traits=True, run_dir=run.run_dir)
+    return TrainCommandConfig(recipe=recipe, data=run.data, allow_emoticons=run.allow_emoticons, all_traits=True, run_dir=run.run_dir)
 
 
 TRAIN = Stage(
