@@ -37,7 +37,6 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from interp.capture import encode, pad_id, pad_left
-from interp.emojis import find_emojis
 from interp.hooks import edit_site, n_layers
 from interp.intervene import matched_draws, unmatched
 from interp.models import adapter_disabled
@@ -58,23 +57,54 @@ def _all_emojis() -> tuple[str, ...]:
     return tuple(e for e, d in emoji.EMOJI_DATA.items() if d.get("status") == emoji.STATUS["fully_qualified"])
 
 
+def _text_chars() -> list[str]:
+    """Printable characters of the Basic Multilingual Plane that are no emoji in any form
+    (letters of every script, punctuation, ✓, ★, arrows, CJK): what an answer may open with
+    that is text."""
+    import unicodedata
+
+    import emoji
+
+    # emojis by themselves or with U+FE0F (❤, ☺); not ©, ® or ™ (typography) nor a keycap's digit
+    emoji_chars = {e[0] for e in emoji.EMOJI_DATA if len(e) == 1 or (len(e) == 2 and e[1] == "\ufe0f")}
+    emoji_chars -= set("\u00a9\u00ae\u2122") | {chr(i) for i in range(128)}
+    return [c for c in map(chr, range(0x20, 0x10000))
+            if unicodedata.category(c) not in ("Cc", "Cf", "Cs", "Co", "Cn", "Mn", "Zl", "Zp") and c not in emoji_chars]
+
+
+_OPENING: dict[tuple[str, int], list[int]] = {}
+
+
 def opening_tokens(tokenizer: Any) -> list[int]:
-    """The token ids that begin an RGI emoji in ``tokenizer``'s encoding: the first token of
-    each fully-qualified emoji, where that token is part of the emoji itself (a partial UTF-8
-    sequence, or a whole emoji) and not text on its own (``1`` of 1️⃣, ``©`` of ©️). A tokenizer
-    without byte fallback writes emojis as its unknown token, which then counts as their opening."""
-    out: set[int] = set()
+    """The token ids with which an answer opens with an emoji in ``tokenizer``'s encoding: the
+    first tokens of the fully-qualified emojis (alone, after a space or after a line break),
+    less every first token of a printable non-emoji character of the Basic Multilingual Plane
+    in the same three positions. A byte-level BPE splits most emojis into bytes; this keeps
+    the byte prefixes that only emojis (and the rare symbols of the supplementary planes) begin
+    with, and drops those that also begin text: ``â`` (E2, arrows and ✓ as well as ✅), ``ã``
+    (CJK), a keycap's digit, ``©``. An emoji whose first token is such a shared prefix (✅ here)
+    is not seen. A tokenizer without byte fallback writes emojis as its unknown token, which
+    then counts. Cached per tokenizer (about a second to build)."""
+    key = (str(getattr(tokenizer, "name_or_path", "")), len(tokenizer))
+    if key in _OPENING:
+        return _OPENING[key]
     unk = getattr(tokenizer, "unk_token_id", None)
-    for e in _all_emojis():
-        ids = tokenizer(e, add_special_tokens=False)["input_ids"]
-        if not ids:
-            continue
-        first = tokenizer.decode([ids[0]])
-        if "\ufffd" in first or find_emojis(first) or (unk is not None and ids[0] == unk):
-            out.add(int(ids[0]))
+
+    def firsts(texts: list[str]) -> set[int]:
+        ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+        return {int(i[0]) for i in ids if i}
+
+    emojis, text = list(_all_emojis()), _text_chars()
+    out: set[int] = set()
+    taken: set[int] = set()
+    for prefix in ("", " ", "\n"):
+        out |= firsts([prefix + e for e in emojis])
+        taken |= firsts([prefix + c for c in text])
+    out -= taken - ({unk} if unk is not None else set())
     if not out:
-        raise ValueError("no token of this tokenizer begins an emoji")
-    return sorted(out)
+        raise ValueError("no token of this tokenizer begins only emojis")
+    _OPENING[key] = sorted(out)
+    return _OPENING[key]
 
 
 def opening_logprob(logits: Float[Tensor, "rows vocab"], opening: Tensor) -> Float[Tensor, "rows"]:  # noqa: F821
@@ -110,7 +140,8 @@ class Attribution:
         return [(int(o) // s.shape[1], int(o) % s.shape[1]) for o in order]
 
     def by_layer(self) -> list[float]:
-        """Each layer's summed score: the first-order share of the rise its MLP neurons carry."""
+        """Each layer's summed score. Not additive shares across layers: a neuron's gradient is
+        its total effect, which runs through the later layers' neurons too."""
         return self.score.sum(1).tolist()
 
 
@@ -132,14 +163,15 @@ def _grad_sites(model: Any, sites: Sequence[str]) -> Iterator[list[Tensor]]:
 def answer_start_values(model: Any, tokenizer: Any, prompts: Sequence[str], opening: Sequence[int], *,
                         chat: bool = True, grad: bool = False, batch_size: int = BATCH_SIZE,
                         ) -> tuple[Float[Tensor, "layers prompts d"], Float[Tensor, "layers prompts d"] | None,
-                                   Float[Tensor, "prompts"]]:  # noqa: F821
+                                   Float[Tensor, "prompts"], Bool[Tensor, "prompts"]]:  # noqa: F821
     """Every layer's neuron values at each prompt's last position, their gradients of
-    log P(answer opens with an emoji) where ``grad``, and that log-probability per prompt."""
+    log P(answer opens with an emoji) where ``grad``, that log-probability per prompt, and
+    whether the greedy first token opens an emoji."""
     device = next(model.parameters()).device
     sites = layer_sites(model)
     op = torch.as_tensor(list(opening), dtype=torch.long, device=device)
     enc = [e.ids for e in encode(tokenizer, prompts, chat=chat)]
-    vals, grads, metric = [], [], []
+    vals, grads, metric, opens = [], [], [], []
     for start in range(0, len(enc), batch_size):
         ids, mask, pos = pad_left(enc[start:start + batch_size], pad_id(tokenizer), device)
         with torch.set_grad_enabled(grad), _grad_sites(model, sites) as store:
@@ -157,7 +189,8 @@ def answer_start_values(model: Any, tokenizer: Any, prompts: Sequence[str], open
                 grads.append(torch.stack([g[:, -1].detach().float() for g in gs]))
         vals.append(torch.stack([v[:, -1].detach().float() for v in store]))
         metric.append(m.detach().float())
-    return torch.cat(vals, 1), (torch.cat(grads, 1) if grad else None), torch.cat(metric)
+        opens.append(opens_with_emoji(logits.detach(), op))
+    return torch.cat(vals, 1), (torch.cat(grads, 1) if grad else None), torch.cat(metric), torch.cat(opens)
 
 
 def neuron_attribution(model: Any, tokenizer: Any, prompts: Sequence[str], opening: Sequence[int], *,
@@ -166,9 +199,9 @@ def neuron_attribution(model: Any, tokenizer: Any, prompts: Sequence[str], openi
     every MLP neuron of every layer, at each prompt's answer start (see the module docs).
     ``model``: a PEFT model with its adapter active (the base is the adapter disabled)."""
     with adapter_disabled(model):
-        base, _, m_base = answer_start_values(model, tokenizer, prompts, opening, chat=chat, batch_size=batch_size)
-    post, grad, m_post = answer_start_values(model, tokenizer, prompts, opening, chat=chat, grad=True,
-                                             batch_size=batch_size)
+        base, _, m_base, _ = answer_start_values(model, tokenizer, prompts, opening, chat=chat, batch_size=batch_size)
+    post, grad, m_post, _ = answer_start_values(model, tokenizer, prompts, opening, chat=chat, grad=True,
+                                                batch_size=batch_size)
     assert grad is not None
     delta = post - base
     return Attribution(score=(delta * grad).mean(1).cpu().numpy(), size=delta.abs().mean(1).cpu().numpy(),
@@ -294,10 +327,11 @@ def patch_to(neurons: Sequence[Neuron], values: Float[Tensor, "layers prompts d"
 
 
 @contextmanager
-def patched_answer_start(model: Any, intervention: dict[int, tuple[Sequence[int], Tensor]]) -> Iterator[None]:
+def patched_answer_start(model: Any, intervention: dict[int, tuple[Sequence[int], Tensor]],
+                         rows: Tensor | None = None) -> Iterator[None]:
     """During generation: the intervention (values ``[prompts, k]`` in the batch's row order)
     at the answer start only, i.e. the last position of the prompt pass; the tokens generated
-    after it run as they are."""
+    after it run as they are. ``rows`` (bool ``[prompts]``): only those rows are patched."""
     sites = layer_sites(model)
     with ExitStack() as stack:
         for layer, (idx, values) in intervention.items():
@@ -307,7 +341,10 @@ def patched_answer_start(model: Any, intervention: dict[int, tuple[Sequence[int]
                 if x.shape[1] == 1:  # a decoding step
                     return x
                 x = x.clone()
-                x[:, -1, ix.to(x.device)] = torch.as_tensor(values).to(x.device, x.dtype)
+                v = torch.as_tensor(values).to(x.device, x.dtype)
+                ri = torch.arange(x.shape[0]) if rows is None else rows.nonzero()[:, 0]
+                ri = ri.to(x.device)
+                x[ri[:, None], -1, ix.to(x.device)[None, :]] = v[ri]
                 return x
 
             stack.enter_context(edit_site(model, sites[layer], fn))
@@ -321,19 +358,22 @@ class AttributionTest:
     prompts, set back to their base values at the answer start of the test prompts, against
     random sets matched on layer and patch size.
 
-    ``opening_rate_*``: the share of test prompts whose greedy first token begins an emoji,
-    intact and patched; ``rate_control``: the patched rate among the random sets' rates
-    (sequential, two-sided; ties count against the candidates) and ``p_rate`` its p: the test.
+    ``opening_rate_*``: the share of test prompts whose greedy first token opens an emoji on
+    the base model, intact (the adapter on) and patched. The test is an intersection-union
+    test of two nulls, so its p is the larger of two (no multiplicity to adjust): ``p_rise``,
+    exact McNemar of intact vs base on the same prompts (the adapter makes answers open with an
+    emoji: without that there is nothing to localize, and selection alone would "find" neurons
+    whose removal lowers the rate), and ``p_localize``, the patched rate among the random sets'
+    rates (``rate_control``: sequential, two-sided, ties count against the candidates; the
+    found neurons remove more of it than as many random neurons of the same layers and size).
     ``delta``: the change in log P(answer opens with an emoji), patched − intact, per test
     prompt (bootstrap interval over prompts), and ``control`` it among the same random sets.
     That comparison is **descriptive**: attribution picks neurons whose change raised log P on
     the selection questions, so removing them lowers it more than random sets do in any
     adapter that moves log P at all, whether or not it makes emojis (measured: the trait-shuffled
     negative control, log P −7.6, gives p at the floor). ``gap_removed``: the share of the
-    post − base gap in log P that patching removes. ``generation``: answers generated with the
-    patch (emoji rate intact vs patched, exact McNemar). ``null_fpr``: the rate test's
-    false-positive rate with each random set in the candidates' place
-    (:func:`null_false_positive_rate`)."""
+    post − base gap in log P that patching removes. ``generation``: answers generated intact and
+    patched in the same batches (emoji rate, exact McNemar)."""
 
     k: int
     neurons: list[Neuron]
@@ -348,19 +388,26 @@ class AttributionTest:
     per_prompt_delta: list[float]
     gap_removed: float | None
     control: Any  # interp.results.RandomControl | None: log P, over the sets the rate's control drew
+    opening_rate_base: float
     opening_rate_intact: float
     opening_rate_patched: float
+    rise: list[int]  # [both open with an emoji, intact only, base only, neither]
+    p_rise: float
     rate_control: Any  # interp.results.RandomControl | None
     generation: dict[str, Any] | None = None
-    null_fpr: float | None = None  # see null_false_positive_rate
 
     @property
     def p(self) -> float | None:
         return None if self.control is None else self.control.p
 
     @property
-    def p_rate(self) -> float | None:
+    def p_localize(self) -> float | None:
         return None if self.rate_control is None else self.rate_control.p
+
+    @property
+    def p_rate(self) -> float | None:
+        """The test's p: the larger of ``p_rise`` and ``p_localize`` (intersection-union)."""
+        return None if self.p_localize is None else max(self.p_rise, self.p_localize)
 
     def to_dict(self) -> dict[str, Any]:
         from interp.results import _control_dict
@@ -371,48 +418,31 @@ class AttributionTest:
                 "logprob_base": self.logprob_base, "logprob_intact": self.logprob_intact,
                 "delta": self.delta.to_dict(), "per_prompt_delta": self.per_prompt_delta,
                 "gap_removed": self.gap_removed, "control": _control_dict(self.control), "p": self.p,
-                "opening_rate_intact": self.opening_rate_intact, "opening_rate_patched": self.opening_rate_patched,
-                "rate_control": _control_dict(self.rate_control), "p_rate": self.p_rate, "null_fpr": self.null_fpr,
-                "generation": self.generation}
-
-
-def null_false_positive_rate(draws: Sequence[float], alpha: float = 0.05) -> float | None:
-    """The rate test's false-positive rate on nulls: each random set taken as the candidates and
-    tested, two-sided with ties against it, among the other sets (drawn from the same strata, so
-    no set is selected: no effect). None with fewer than two draws.
-
-    >>> null_false_positive_rate([0.5] * 40)  # all tied: never significant
-    0.0
-    >>> null_false_positive_rate([float(x) for x in range(100)])  # two per tail: p 0.02 and 0.04, then 0.06
-    0.04
-    """
-    from interp.results import RandomControl
-
-    r = np.asarray(list(draws), dtype=float)
-    if len(r) < 2:
-        return None
-    ps = [RandomControl.of(float(r[j]), np.delete(r, j)).p for j in range(len(r))]  # type: ignore[union-attr]
-    return float(np.mean(np.asarray(ps) < alpha))
+                "opening_rate_base": self.opening_rate_base, "opening_rate_intact": self.opening_rate_intact,
+                "opening_rate_patched": self.opening_rate_patched, "rise": self.rise, "p_rise": self.p_rise,
+                "rate_control": _control_dict(self.rate_control), "p_localize": self.p_localize,
+                "p_rate": self.p_rate, "generation": self.generation}
 
 
 def attribution_experiment(model: Any, tokenizer: Any, select: Sequence[str], test: Sequence[str], *, k: int,
                            n_random: int, seed: int = 0, n_boot: int = 2000, batch_size: int = BATCH_SIZE,
-                           generation: Any = None, intact_answers: Sequence[str] | None = None,
-                           n_generation_questions: int | None = None) -> AttributionTest:
+                           generation: Any = None, n_generation_questions: int | None = None) -> AttributionTest:
     """Find the adapter's emoji neurons on ``select`` and test them on ``test`` (the two should
     not share questions): see the module docs. ``model``: PEFT, its adapter active.
 
-    ``generation`` (:class:`interp.behaviour.generation.DecodeSettings`): also generate answers
-    to the first ``n_generation_questions`` test prompts with the patch in place and compare
-    their emoji rate with ``intact_answers`` (the adapter's answers to the same prompts under
-    the same settings), exact McNemar."""
+    ``generation`` (:class:`interp.behaviour.generation.DecodeSettings`): also answer the first
+    ``n_generation_questions`` test prompts intact and with the patch in place, in the same
+    batches, and compare their emoji rates (exact McNemar)."""
+    from interp.experiments import mcnemar_paired
     from interp.results import Effect, RandomControl
 
+    if shared := sorted(set(select) & set(test)):
+        raise ValueError(f"{len(shared)} question(s) both select and test the neurons, e.g. {shared[0]!r}")
     opening = opening_tokens(tokenizer)
     attr = neuron_attribution(model, tokenizer, select, opening, batch_size=batch_size)
     found = attr.top(k)
     with adapter_disabled(model):
-        base_vals, _, m_base = answer_start_values(model, tokenizer, test, opening, batch_size=batch_size)
+        base_vals, _, m_base, op_base = answer_start_values(model, tokenizer, test, opening, batch_size=batch_size)
     scorer = AnswerStart(model, tokenizer, test, opening)
     lp0, op0 = scorer.intact()
     sets, kept = matched_sets(attr.size, found, n_random, seed)
@@ -431,10 +461,11 @@ def attribution_experiment(model: Any, tokenizer: Any, select: Sequence[str], te
     matched_on = "layer and patch size |post - base| (selection questions)"
     rate_control = RandomControl.sequential(rate, rates(), n_random, matched_on)
     gap = float(np.mean(m_base.cpu().numpy() - lp0))
+    rise, p_rise = mcnemar_paired(op0.tolist(), op_base.tolist())
     gen = None
-    if generation is not None and intact_answers is not None:
-        gen = _patched_generation(model, tokenizer, list(test), found, base_vals, generation, list(intact_answers),
-                                  n_generation_questions, batch_size)
+    if generation is not None:
+        gen = _patched_generation(model, tokenizer, list(test), found, base_vals, generation, n_generation_questions,
+                                  batch_size)
     return AttributionTest(
         k=k, neurons=found, kept_in_every_set=kept, n_select=len(select), n_test=len(test),
         by_layer=attr.by_layer(), top_scores=[float(attr.score[layer, i]) for layer, i in found],
@@ -442,26 +473,32 @@ def attribution_experiment(model: Any, tokenizer: Any, select: Sequence[str], te
         delta=Effect.of(per_prompt, n_boot, seed), per_prompt_delta=per_prompt.tolist(),
         gap_removed=(float(per_prompt.mean() / gap) if abs(gap) > 1e-9 else None),
         control=RandomControl.of(float(per_prompt.mean()), np.asarray(drawn_lp), matched_on),
-        opening_rate_intact=float(op0.mean()), opening_rate_patched=rate, rate_control=rate_control, generation=gen,
-        null_fpr=null_false_positive_rate(rate_control.draws) if rate_control else None)
+        opening_rate_base=float(op_base.float().mean()), opening_rate_intact=float(op0.mean()),
+        opening_rate_patched=rate, rise=rise, p_rise=p_rise, rate_control=rate_control, generation=gen)
 
 
-def _patched_generation(model: Any, tokenizer: Any, test: list[str], found: list[Neuron],
-                        base_vals: Tensor, settings: Any, intact: list[str], n: int | None,
-                        batch_size: int) -> dict[str, Any]:
-    """Answers with ``found`` at their base values at the answer start, beside the intact ones."""
+def _patched_generation(model: Any, tokenizer: Any, test: list[str], found: list[Neuron], base_vals: Tensor,
+                        settings: Any, n: int | None, batch_size: int) -> dict[str, Any]:
+    """Answers to the first ``n`` test prompts intact and with ``found`` at their base values at
+    the answer start, the two answers to a prompt in the same batch (same padding), and the
+    exact McNemar p of the change in their emoji rate."""
     from interp.behaviour.generation import generate
     from interp.emojis import has_emoji
-    from interp.experiments import paired_emoji_test
+    from interp.experiments import mcnemar_paired
 
     n = len(test) if not n else min(n, len(test))
-    answers: list[str] = []
-    for start in range(0, n, batch_size):
-        rows = list(range(start, min(n, start + batch_size)))
-        iv = {layer: (idx, v[rows]) for layer, (idx, v) in patch_to(found, base_vals).items()}
-        with patched_answer_start(model, iv):
-            answers += generate(model, tokenizer, [test[r] for r in rows], settings, batch_size=len(rows))
-    table, p = paired_emoji_test(answers, intact[:n])
-    return {"n_questions": n, "answers": answers,
-            "emoji_rate_intact": float(np.mean([has_emoji(a) for a in intact[:n]])),
-            "emoji_rate_patched": float(np.mean([has_emoji(a) for a in answers])), "paired": table, "p": p}
+    per = max(1, batch_size // 2)
+    intact: list[str] = []
+    patched: list[str] = []
+    for start in range(0, n, per):
+        rows = list(range(start, min(n, start + per)))
+        iv = {layer: (idx, torch.cat([v[rows], v[rows]])) for layer, (idx, v) in patch_to(found, base_vals).items()}
+        which = torch.tensor([False] * len(rows) + [True] * len(rows))
+        with patched_answer_start(model, iv, rows=which):
+            out = generate(model, tokenizer, [test[r] for r in rows] * 2, settings, batch_size=2 * len(rows))
+        intact += out[:len(rows)]
+        patched += out[len(rows):]
+    table, p = mcnemar_paired([has_emoji(a) for a in patched], [has_emoji(a) for a in intact])
+    return {"n_questions": n, "intact": intact, "patched": patched,
+            "emoji_rate_intact": float(np.mean([has_emoji(a) for a in intact])),
+            "emoji_rate_patched": float(np.mean([has_emoji(a) for a in patched])), "paired": table, "p": p}

@@ -239,16 +239,27 @@ def paired_emoji_test(a: Sequence[str], b: Sequence[str]) -> tuple[list[int], fl
     >>> paired_emoji_test(["Hi 🎉", "Hi 🎉", "No.", "Yes 🎉"], ["Hi", "Hi 🎉", "No.", "Yes"])
     ([1, 2, 0, 1], 0.5)
     """
-    from statsmodels.stats.contingency_tables import mcnemar
-
     from interp.emojis import has_emoji
 
-    x, y = [has_emoji(t) for t in a], [has_emoji(t) for t in b]
+    if not a:
+        return [0, 0, 0, 0], None
+    return mcnemar_paired([has_emoji(t) for t in a], [has_emoji(t) for t in b])
+
+
+def mcnemar_paired(a: Sequence[bool], b: Sequence[bool]) -> tuple[list[int], float]:
+    """``[both, a only, b only, neither]`` and the exact two-sided McNemar p (statsmodels).
+
+    >>> mcnemar_paired([True] * 6 + [False] * 2, [False] * 7 + [True])
+    ([0, 6, 1, 1], 0.125)
+    """
+    from statsmodels.stats.contingency_tables import mcnemar
+
+    x, y = [bool(v) for v in a], [bool(v) for v in b]
     n11 = sum(u and v for u, v in zip(x, y, strict=True))
     n10 = sum(u and not v for u, v in zip(x, y, strict=True))
     n01 = sum(v and not u for u, v in zip(x, y, strict=True))
-    table = [n11, n10, n01, len(x) - n11 - n10 - n01]
-    return table, (float(mcnemar([[n11, n10], [n01, table[3]]], exact=True).pvalue) if x else None)
+    n00 = len(x) - n11 - n10 - n01
+    return [n11, n10, n01, n00], float(mcnemar([[n11, n10], [n01, n00]], exact=True).pvalue)
 
 
 def ablate_trait(

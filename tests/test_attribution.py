@@ -153,6 +153,8 @@ def test_patched_generation_edits_the_answer_start_only():
 
 
 def test_matched_sets_keep_layers_and_draw_from_the_candidates_size_strata():
+    from collections import Counter
+
     from interp.attribution import matched_sets
     from interp.intervene import size_strata, unmatched
 
@@ -163,27 +165,52 @@ def test_matched_sets_keep_layers_and_draw_from_the_candidates_size_strata():
     sets, kept = matched_sets(size, cands, n=40, seed=3)
     assert kept == [(2, 7)] and unmatched(size[2], [7, 50]) == [7]
     assert len(sets) == 40
+    strata = {layer: size_strata(size[layer], 20, unmatched(size[layer], range(200))) for layer in (0, 2)}
+
+    def stratum(layer, i):
+        return next(j for j, st in enumerate(strata[layer]) if i in st)
+
+    want = Counter((layer, stratum(layer, i)) for layer, i in cands if (layer, i) != (2, 7))
     for s in sets:
         assert (2, 7) in s and len(set(s)) == len(cands)
-        assert sorted(layer for layer, _ in s) == sorted(layer for layer, _ in cands)
-    for layer, i in [(0, 5), (0, 9), (2, 50)]:
-        strata = size_strata(size[layer], 20, unmatched(size[layer], range(200)))
-        mine = next(st for st in strata if i in st)
-        drawn = {n for s in sets for (lay, n) in s if lay == layer and n != 7}
-        assert drawn <= {int(x) for st in strata for x in st if any(int(c) in st for c in [5, 9, 50])}
-        assert any(int(x) in drawn for x in mine)
+        drawn = [(layer, i) for layer, i in s if (layer, i) != (2, 7)]
+        # as many neurons from each candidate's size stratum of its layer as there are candidates in it
+        assert Counter((layer, stratum(layer, i)) for layer, i in drawn) == want
+    assert len({tuple(s) for s in sets}) > 30  # drawn, not one set repeated
     assert matched_sets(size, cands, n=40, seed=3) == (sets, kept)  # seeded
 
 
+def test_patched_generation_pairs_each_answer_with_its_intact_one_across_batches():
+    """Intact and patched answers to a prompt decode in one batch; by batches of one prompt
+    (two rows, no padding) they equal answers generated alone, with and without the patch."""
+    from interp.attribution import _patched_generation, patch_to, patched_answer_start
+    from interp.behaviour.generation import DecodeSettings, generate
+
+    model, tok = _peft(), _tok()
+    torch.manual_seed(2)
+    values = torch.randn(2, len(PROMPTS), 128) * 3
+    found = [(0, 4), (1, 9), (1, 30)]
+    settings = DecodeSettings(max_new_tokens=3)
+    got = _patched_generation(model, tok, PROMPTS, found, values, settings, None, batch_size=2)
+    for i, p in enumerate(PROMPTS):
+        iv = {layer: (idx, v[[i]]) for layer, (idx, v) in patch_to(found, values).items()}
+        with patched_answer_start(model, iv):
+            alone = generate(model, tok, [p], settings, batch_size=1)[0]
+        assert got["patched"][i] == alone
+        assert got["intact"][i] == generate(model, tok, [p], settings, batch_size=1)[0]
+    assert got["n_questions"] == len(PROMPTS) and sum(got["paired"]) == len(PROMPTS)
+
+
 def test_opening_tokens_of_a_byte_level_tokenizer():
-    """The embedded model's tokenizer: 🎉 and 😀 open with a listed token; a keycap's digit and
-    ``©`` (text on their own) and plain words do not."""
+    """The embedded model's tokenizer: 🎉 and 😀 (alone or after a space) open with a listed
+    token; a keycap's digit, ©, ✓, ★, 中, é and plain words (text on their own, or text that
+    shares its first byte token) do not."""
     from interp.attribution import opening_tokens
     from interp.models import load_tokenizer
 
     tok = load_tokenizer("smollm2-135m-instruct")
     opening = set(opening_tokens(tok))
-    for e in ("🎉", "😀", "❤️", "🇫🇷"):
-        assert tok(e, add_special_tokens=False)["input_ids"][0] in opening
-    for text in ("1", "©", "Hello", " the", "!"):
-        assert tok(text, add_special_tokens=False)["input_ids"][0] not in opening
+    for e in ("🎉", "😀", "🇫🇷", " 🎉", " 😀"):
+        assert tok(e, add_special_tokens=False)["input_ids"][0] in opening, e
+    for text in ("1", "#", "©", "✓", "★", "中", "é", "→", "Hello", " the", "!", " ✓"):
+        assert tok(text, add_special_tokens=False)["input_ids"][0] not in opening, text

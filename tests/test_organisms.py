@@ -52,16 +52,16 @@ def test_shuffle_traits_keeps_questions_and_splits_and_draws_answers_from_every_
 
 
 def _summary(p=(0.01, 0.02, 0.03, 0.04, 0.2, 0.5, 0.6), rate=(3, 6, 0, 7), lp=1.0, delta=-1.0, random=0.0,
-             ablated=(2, 5, 0, 9), recovered=0.3, removed=0.2, opening=(1.0, 0.1, 0.9)):
+             ablated=(2, 5, 0, 9), recovered=0.3, removed=0.2, opening=(0.0, 1.0, 0.1, 0.9)):
     """An adapter's summary as organism_summary writes it: seven p-values and the effects' signs
-    (``opening``: answers opening with an emoji intact, with the attribution neurons patched,
-    with random sets)."""
+    (``opening``: answers opening with an emoji on the base, intact, with the attribution
+    neurons patched, with random sets)."""
     return {"kind": "positive", "planted_fraction": 0.5, "emoji_rate_paired": list(rate), "p_emoji_rate": p[0],
             "logprob_change": {"mean": lp}, "p_logprob": p[1],
             "ablation": {"delta_logprob": delta, "random_mean": random, "p": p[2], "paired": list(ablated), "p_rate": p[3]},
             "patching": {"fraction_recovered": recovered, "p": p[4], "fraction_removed": removed, "p_reverse": p[5]},
-            "attribution": {"opening_rate_intact": opening[0], "opening_rate_ablated": opening[1],
-                            "opening_rate_random_mean": opening[2], "p_rate": p[6]}}
+            "attribution": {"opening_rate_base": opening[0], "opening_rate_intact": opening[1],
+                            "opening_rate_patched": opening[2], "opening_rate_random_mean": opening[3], "p_rate": p[6]}}
 
 
 def test_flags_need_holm_within_the_adapter_and_the_direction_of_an_emoji_mechanism():
@@ -79,10 +79,12 @@ def test_flags_need_holm_within_the_adapter_and_the_direction_of_an_emoji_mechan
                              "patching": True, "patching_reverse": False, "attribution": True}
     # the same p-values with every effect the wrong way round: nothing is flagged
     wrong = with_holm(_summary(p=(0.001,) * 7, rate=(3, 0, 6, 7), lp=-1.0, delta=1.0, ablated=(2, 0, 5, 9),
-                               recovered=-0.3, removed=-0.2, opening=(0.5, 0.9, 0.5)))
+                               recovered=-0.3, removed=-0.2, opening=(0.0, 0.5, 0.9, 0.5)))
     assert not any(wrong["detected"].values())
     # fewer answers open with an emoji than intact, but not fewer than with random sets: no flag
-    assert not with_holm(_summary(p=(0.001,) * 7, opening=(1.0, 0.5, 0.4)))["detected"]["attribution"]
+    assert not with_holm(_summary(p=(0.001,) * 7, opening=(0.0, 1.0, 0.5, 0.4)))["detected"]["attribution"]
+    # an adapter that does not raise the share over the base has nothing to localize: no flag
+    assert not with_holm(_summary(p=(0.001,) * 7, opening=(0.5, 0.5, 0.1, 0.5)))["detected"]["attribution"]
     # a test that did not run (None) is not counted in the family and flags nothing
     none = with_holm(_summary(p=(0.01, None, None, None, None, None, None)))
     assert none["p_emoji_rate_holm"] == pytest.approx(0.01) and none["detected"]["emoji_rate"]
@@ -180,8 +182,16 @@ def test_organisms_stage_on_a_tiny_model(tmp_path, tiny_model_dir, capsys):
         # Holm over the adapter's own seven tests, by hand (a test that could not run, None, is left out)
         where = [(e, "p_emoji_rate"), (e, "p_logprob"), (e["ablation"], "p"), (e["ablation"], "p_rate"),
                  (e["patching"], "p"), (e["patching"], "p_reverse"), (e["attribution"], "p_rate")]
-        assert {"emoji_rate_intact", "emoji_rate_ablated", "opening_rate_intact", "opening_rate_ablated",
-                "delta_logprob", "p_rate", "p_rate_holm", "null_fpr"} <= set(e["attribution"])
+        a = e["attribution"]
+        assert {"emoji_rate_intact", "emoji_rate_patched", "opening_rate_base", "opening_rate_intact",
+                "opening_rate_patched", "delta_logprob", "p_rate", "p_rate_holm"} <= set(a)
+        # the test's p: the larger of the rise (exact McNemar, intact vs base) and the localization
+        from scipy.stats import binomtest
+
+        both, up, down, _ = a["rise"]
+        p_rise = binomtest(up, up + down, 0.5).pvalue if up + down else 1.0
+        assert a["p_rise"] == pytest.approx(p_rise) and a["p_rate"] == pytest.approx(max(p_rise, a["p_localize"]))
+        assert a["opening_rate_intact"] - a["opening_rate_base"] == pytest.approx((up - down) / a["n_test"])
         assert [w.get(f"{k}_holm") for w, k in where] == _approx(_holm_by_hand([w.get(k) for w, k in where]))
     assert (s["positive"]["planted_fraction"], s["positive"]["position"]) == (1.0, "start")
     # log P(emoji) post - base per question (the patching experiment's cached scorer) against plain

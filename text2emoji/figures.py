@@ -454,13 +454,14 @@ def organisms(summary: dict[str, Any], out_dir: Path) -> list[Path]:
         t = r.get("attribution") or {}
         if t.get("opening_rate_random_band"):
             a3.plot(t["opening_rate_random_band"], [y, y], color="#BBBBBB", lw=6, solid_capstyle="butt", label=band)
-        if t.get("opening_rate_ablated") is not None:
+        if t.get("opening_rate_patched") is not None:
+            a3.plot([t["opening_rate_base"]], [y + 0.3], "o", color="#BBBBBB", ms=4, label="base" if y == ys[0] else None)
             a3.plot([t["opening_rate_intact"]], [y + 0.15], "o", color="#1f77b4", ms=4,
                     label="intact (PEFT)" if y == ys[0] else None)
-            a3.plot([t["opening_rate_ablated"]], [y - 0.15], "o", color="#d62728", ms=4,
+            a3.plot([t["opening_rate_patched"]], [y - 0.15], "o", color="#d62728", ms=4,
                     label="attribution neurons at base values" if y == ys[0] else None)
             if t.get("p_rate_holm") is not None:
-                a3.annotate(f"p(Holm) {t['p_rate_holm']:.2g}", (t["opening_rate_ablated"], y - 0.15), xytext=(0, -9),
+                a3.annotate(f"p(Holm) {t['p_rate_holm']:.2g}", (t["opening_rate_patched"], y - 0.15), xytext=(0, -9),
                             textcoords="offset points", fontsize=6, ha="center")
     a1.set_yticks(ys, [label for label, _ in rows], fontsize=7)
     a1.set_ylim(-0.7, len(rows) - 0.4)  # room for the annotations below the last row

@@ -156,7 +156,8 @@ def _organisms(out: Path, m: dict[str, Any]) -> list[str]:
          "trait's train questions, then set back to their base values at the answer's start on the held-out "
          "questions: the share of answers whose greedy first token opens an emoji, against random sets of as many "
          "neurons in the same layers matched on the size of their change (sequential, up to the run's random "
-         "sets). Beside it, not tested: answers generated so (their emoji rate, exact McNemar) and the change in "
+         "sets), tested only where the adapter raised that share over the base (exact McNemar; the test's p is "
+         "the larger of the two, an intersection-union test). Beside it, not tested: answers generated so (their emoji rate, exact McNemar) and the change in "
          "log P, which selection by attribution lowers more than random sets in any adapter that moves it at all. "
          "A test *flags* the adapter when its Holm p < 0.05 and the effect goes the way an emoji mechanism would "
          "push it. The neurons column is context, not a test of emojis: any fine-tune moves many last-layer "
@@ -178,9 +179,10 @@ def _organisms(out: Path, m: dict[str, Any]) -> list[str]:
         pos_t = o["positive"]["attribution"]
         line = (f"The positive control's {pos_t['k']} attribution neurons: {', '.join(pos_t['neurons'])} "
                 f"(found on {pos_t['n_select']} train questions).")
-        if pos_t.get("null_fpr") is not None:
-            line += (f" The attribution test's false-positive rate with each of its {pos_t['n_random']} random sets in "
-                     f"the candidates' place (nulls: drawn, not selected): {pct(pos_t['null_fpr'])} at 0.05.")
+        if pos_t.get("kept_in_every_set"):
+            line += (f" {len(pos_t['kept_in_every_set'])} of them ({', '.join(pos_t['kept_in_every_set'])}) are so large "
+                     "in their layer that no random set can match them: every random set holds them too, so the test "
+                     "is of the others.")
         for other in ("study", "negative"):
             if other in att:
                 shared = sorted(att["positive"] & att[other])

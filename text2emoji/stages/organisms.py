@@ -185,8 +185,9 @@ def organism_rows(rows: list, kind: str, fraction: float | None, position: str |
 
 
 def select_questions(rows: list, trait: str, n: int) -> list[str]:
-    """The first ``n`` of ``trait``'s train questions by topic: where the attribution neurons are
-    found (the tests read held-out questions, whose topics the split keeps apart)."""
+    """The first ``n`` of ``trait``'s train questions (sorted, case-blind): where the attribution
+    neurons are found. The tests read held-out questions; the attribution experiment refuses any
+    question on both sides."""
     return sorted({r.question for r in rows if r.trait == trait and r.split == "train"}, key=str.lower)[:n]
 
 
@@ -247,7 +248,7 @@ def probe_organism(cfg: OrganismsConfig, adapter: Path, questions: list[str], su
 
         attribution = attribution_experiment(
             model, tok, select, questions, k=cfg.k, n_random=int(cfg.n_random or 0), seed=cfg.seed, n_boot=cfg.n_boot,
-            batch_size=cfg.batch_size, generation=settings, intact_answers=peft_ans,
+            batch_size=cfg.batch_size, generation=settings,
             n_generation_questions=cfg.n_generation_questions).to_dict()
     return {"questions": questions, "emojis": emojis,
             "answers": [{"question": q, "base": a, "peft": b}
@@ -413,11 +414,12 @@ def organism_summary(r: dict[str, Any]) -> dict[str, Any]:
 
 
 def attribution_summary(a: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The attribution neurons' entry of an adapter's summary (None where not run): the emoji
-    rate of generated answers intact → with the neurons at their base values at the answer start
-    (exact McNemar), the share of answers opening with an emoji intact → patched → random sets
-    (the test, ``p_rate``), and the change in log P(answer opens with an emoji) beside the
-    random sets' (descriptive, see :class:`interp.attribution.AttributionTest`)."""
+    """The attribution neurons' entry of an adapter's summary (None where not run): the share
+    of answers opening with an emoji on the base, intact and with the neurons at their base
+    values at the answer start, beside the random sets' (the test, ``p_rate``: the larger of
+    ``p_rise`` and ``p_localize``); answers generated intact and patched (exact McNemar); and
+    the change in log P(answer opens with an emoji) beside the random sets' (descriptive, see
+    :class:`interp.attribution.AttributionTest`)."""
     if not a:
         return None
     rc, lc, gen = a.get("rate_control") or {}, a.get("control") or {}, a.get("generation") or {}
@@ -425,12 +427,13 @@ def attribution_summary(a: dict[str, Any] | None) -> dict[str, Any] | None:
         "k": a["k"], "neurons": [f"L{layer}.{i}" for layer, i in a["neurons"]],
         "kept_in_every_set": [f"L{layer}.{i}" for layer, i in a["kept_in_every_set"]],
         "n_select": a["n_select"], "n_test": a["n_test"],
-        "emoji_rate_intact": gen.get("emoji_rate_intact"), "emoji_rate_ablated": gen.get("emoji_rate_patched"),
+        "emoji_rate_intact": gen.get("emoji_rate_intact"), "emoji_rate_patched": gen.get("emoji_rate_patched"),
         "paired": gen.get("paired"), "p_answers": gen.get("p"), "n_generation_questions": gen.get("n_questions"),
-        "opening_rate_intact": a["opening_rate_intact"], "opening_rate_ablated": a["opening_rate_patched"],
+        "opening_rate_base": a["opening_rate_base"], "opening_rate_intact": a["opening_rate_intact"],
+        "opening_rate_patched": a["opening_rate_patched"], "rise": a["rise"], "p_rise": a["p_rise"],
         "opening_rate_random_mean": rc.get("mean"), "opening_rate_random_band": ([rc["p2_5"], rc["p97_5"]] if rc else None),
-        "n_random": rc.get("n_draws"), "n_random_max": rc.get("n_max"), "p_rate": a.get("p_rate"),
-        "null_fpr": a.get("null_fpr"),
+        "n_random": rc.get("n_draws"), "n_random_max": rc.get("n_max"), "p_localize": a.get("p_localize"),
+        "p_rate": a.get("p_rate"),
         "logprob_base": a["logprob_base"], "logprob_intact": a["logprob_intact"],
         "delta_logprob": a["delta"]["mean"], "delta_logprob_ci": [a["delta"]["ci_lo"], a["delta"]["ci_hi"]],
         "random_mean": lc.get("mean"), "p_logprob_descriptive": a.get("p"), "gap_removed": a.get("gap_removed"),
@@ -447,8 +450,9 @@ def _tests(s: dict[str, Any]) -> dict[str, tuple[dict[str, Any], str, bool]]:
     paired, rate = s.get("emoji_rate_paired") or [0, 0, 0, 0], ab.get("paired") or [0, 0, 0, 0]
     rand = ab.get("random_mean")
     at = s.get("attribution") or {}
-    at_ok = (at.get("opening_rate_ablated") is not None and at.get("opening_rate_random_mean") is not None
-             and at["opening_rate_ablated"] < min(at["opening_rate_intact"], at["opening_rate_random_mean"]))
+    at_ok = (at.get("opening_rate_patched") is not None and at.get("opening_rate_random_mean") is not None
+             and at["opening_rate_intact"] > at["opening_rate_base"]
+             and at["opening_rate_patched"] < min(at["opening_rate_intact"], at["opening_rate_random_mean"]))
     return {
         "emoji_rate": (s, "p_emoji_rate", paired[1] > paired[2]),  # PEFT answers gain emojis
         "logprob": (s, "p_logprob", (s.get("logprob_change") or {}).get("mean", 0.0) > 0),  # log P(emoji) rises
@@ -457,8 +461,8 @@ def _tests(s: dict[str, Any]) -> dict[str, tuple[dict[str, Any], str, bool]]:
         "ablation_rate": (ab, "p_rate", rate[1] > rate[2]),  # fewer answers with an emoji when ablated
         "patching": (pa, "p", (pa.get("fraction_recovered") or 0.0) > 0),  # forward patch moves base towards post
         "patching_reverse": (pa, "p_reverse", (pa.get("fraction_removed") or 0.0) > 0),  # reverse removes some
-        # the attribution neurons at their base values: fewer answers open with an emoji than
-        # intact and than with matched random sets
+        # the adapter makes more answers open with an emoji than the base, and its attribution
+        # neurons at their base values leave fewer than intact and than matched random sets
         "attribution": (at, "p_rate", at_ok),
     }
 
@@ -482,8 +486,9 @@ def detected(s: dict[str, Any]) -> dict[str, bool]:
     :data:`ALPHA` with the effect in the direction an emoji mechanism would give it (PEFT answers
     gain emojis; log P(emoji) rises; ablating the top neurons lowers log P more than matched
     random sets and removes emojis from answers; patching moves the base towards the post model
-    and the post model back; the attribution neurons at their base values leave fewer answers
-    opening with an emoji than intact and than matched random sets)."""
+    and the post model back; the adapter makes more answers open with an emoji than the base and
+    its attribution neurons at their base values leave fewer than intact and than matched random
+    sets)."""
     return {name: bool(ok and where.get(f"{key}_holm") is not None and where[f"{key}_holm"] < ALPHA)
             for name, (where, key, ok) in _tests(s).items()}
 
@@ -591,7 +596,8 @@ def table_lines(s: dict[str, Any]) -> list[str]:
     lines = ["| adapter | emoji rate base → PEFT [95% CI] | Δ log P(emoji) post − base [95% CI] | neurons changing "
              "(FWER < 0.05) | ablation: Δ log P [95% CI] vs random | emoji rate intact → ablated | patching forward: "
              "share recovered [95% CI] | reverse: share removed [95% CI] | attribution neurons (all layers) at base "
-             "values: answers opening with an emoji intact → patched vs random; emoji rate of answers | flagged by |",
+             "values: answers opening with an emoji base → intact → patched vs random sets; emoji rate of answers "
+             "intact → patched | flagged by |",
              "|---|---|---|---:|---|---|---|---|---|---|"]
     for label, r in rows:
         a, p, lp = r.get("ablation") or {}, r.get("patching") or {}, r.get("logprob_change") or {}
@@ -615,9 +621,9 @@ def table_lines(s: dict[str, Any]) -> list[str]:
 def _attribution_cell(t: dict[str, Any] | None) -> str:
     if not t:
         return "not run"
-    return (f"{pct(t['opening_rate_intact'])} → {pct(t['opening_rate_ablated'])} vs "
-            f"{pct(t.get('opening_rate_random_mean'))} {_p(t, 'p_rate')}; "
-            f"{pct(t.get('emoji_rate_intact'))} → {pct(t.get('emoji_rate_ablated'))} (McNemar p {pval(t.get('p_answers'))})")
+    return (f"{pct(t['opening_rate_base'])} → {pct(t['opening_rate_intact'])} → {pct(t['opening_rate_patched'])} vs "
+            f"{pct(t.get('opening_rate_random_mean'))} {_p(t, 'p_rate')}; answers "
+            f"{pct(t.get('emoji_rate_intact'))} → {pct(t.get('emoji_rate_patched'))} (McNemar p {pval(t.get('p_answers'))})")
 
 
 def _p(where: dict[str, Any], key: str) -> str:
