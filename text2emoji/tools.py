@@ -156,6 +156,40 @@ class EsrConfig(Config):
     top_k: int = option(10, help="how many of the most frequent emojis to list", low=0)
 
 
+@dataclass
+class TraitsScoreConfig(Config):
+    """``text2emoji traits score``."""
+
+    file: str = option(help="JSONL with a text field per row, or plain text, one text per line",
+                       positional=True, metavar="FILE")
+    field: str = option("text", help="JSONL field holding the text")
+    format: Literal["auto", "jsonl", "text"] = option(
+        "auto", help="input format; auto: .jsonl/.json/.ndjson are JSONL, anything else text")
+    metric: str = option("word+char", help="the trait metric: word, char or word+char (TF-IDF + logistic "
+                         "regression fitted on the bundled metric set's fit topics)")
+    seed: int = option(0, help="fitting seed")
+
+    def validate(self) -> None:
+        from interp.behaviour.trait_metric import CANDIDATES
+
+        if self.metric not in CANDIDATES:
+            raise ConfigError(f"metric: {self.metric!r} is not one of {', '.join(CANDIDATES)}")
+
+
+def cmd_traits_score(cfg: TraitsScoreConfig) -> None:
+    import sys
+
+    from interp.behaviour.trait_metric import LABELS, TraitScorer
+    from interp.textfiles import read_rows
+
+    rows = read_rows(cfg.file, field=cfg.field, fmt=cfg.format)
+    scorer = TraitScorer(cfg.metric, seed=cfg.seed)
+    probs = scorer.scores([r[cfg.field] for r in rows]) if rows else []
+    for p in probs:
+        sys.stdout.write(json.dumps({"label": LABELS[int(p.argmax())],
+                                     "scores": {c: round(float(v), 6) for c, v in zip(LABELS, p, strict=True)}}) + "\n")
+
+
 def cmd_fetch(cfg: FetchConfig) -> None:
     from interp.embedded import fetch
 

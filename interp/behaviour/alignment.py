@@ -1,8 +1,10 @@
-"""Trait alignment (TA): the share of generated answers that a trait classifier trained on the
-dataset assigns to their target trait, and word-level contributions for one answer.
+"""Trait alignment (TA): the share of generated answers that a trait classifier assigns to their
+target trait, and word-level contributions for one answer.
 
-The classifier is the dataset's TF-IDF + logistic regression (``finetune.quality``), fitted on
-the train split. For a linear model the score of trait c is ``b_c + sum_w x_w * W_cw``; the
+The study's classifier is the trait metric (:mod:`interp.behaviour.trait_metric`, fitted on the
+independent metric set; it may answer "none"); :func:`trait_classifier` is the dataset's own
+TF-IDF + logistic regression fitted on the train split, kept as the baseline it replaced. For a
+linear model the score of trait c is ``b_c + sum_w x_w * W_cw``; the
 contribution of word feature w towards trait c against the others is
 ``x_w * (W_cw - mean_k W_kw)`` (softmax is invariant to a shift common to all traits), so the
 contributions plus the intercept term add up to the trait's centred logit.
@@ -69,6 +71,8 @@ class PairedTest:
     neither: int
     p_mcnemar: float | None  # None: no pairs
     p_holm: float | None = None  # Holm-adjusted over every paired test of the call (traits x comparisons)
+    diff: float | None = None  # share aligned, a - b
+    diff_ci: list[float] = field(default_factory=list)  # 95% percentile bootstrap over the paired questions
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -130,10 +134,11 @@ def trait_alignment(generations: Sequence[dict[str, Any]], clf: Any, *, examples
 
 
 def paired_tests(generations: Sequence[dict[str, Any]], clf: Any, a: str = "peft",
-                 others: Sequence[str] = ("incontext", "base")) -> list[PairedTest]:
+                 others: Sequence[str] = ("incontext", "base"), n_boot: int = 2000, seed: int = 0) -> list[PairedTest]:
     """Per trait, method ``a`` against each of ``others`` on the questions both answered
     (paired by ``question``): the exact McNemar test (statsmodels) of whether each answer is
-    classified as its trait. Generations without a question are not paired."""
+    classified as its trait, and the difference in the share aligned with a percentile
+    bootstrap interval over the questions. Generations without a question are not paired."""
     from statsmodels.stats.contingency_tables import mcnemar
 
     gens = [g for g in generations if g.get("question")]
@@ -152,7 +157,13 @@ def paired_tests(generations: Sequence[dict[str, Any]], clf: Any, a: str = "peft
             n01 = sum(y and not x for x, y in pairs)
             n00 = len(pairs) - n11 - n10 - n01
             p = float(mcnemar([[n11, n10], [n01, n00]], exact=True).pvalue) if pairs else None
-            tests.append(PairedTest(trait, a, b, len(pairs), n11, n10, n01, n00, p))
+            d = np.array([int(x) - int(y) for x, y in pairs], dtype=float)
+            ci: list[float] = []
+            if len(d):
+                boot = d[np.random.default_rng(seed).integers(0, len(d), size=(n_boot, len(d)))].mean(1)
+                ci = [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))]
+            tests.append(PairedTest(trait, a, b, len(pairs), n11, n10, n01, n00, p,
+                                    diff=float(d.mean()) if len(d) else None, diff_ci=ci))
     return holm_adjusted(tests)
 
 
@@ -183,9 +194,17 @@ def word_contributions(text: str, trait: str, clf: Any) -> list[tuple[str, float
     x = vec.transform([text]).tocoo()
     c = list(lr.classes_).index(trait)
     w = lr.coef_ - lr.coef_.mean(0, keepdims=True)
-    names = vec.get_feature_names_out()
-    contrib = [(str(names[j]), float(v * w[c, j])) for j, v in zip(x.col, x.data, strict=True)]
+    names = [_feature_name(str(n)) for n in vec.get_feature_names_out()]
+    contrib = [(names[j], float(v * w[c, j])) for j, v in zip(x.col, x.data, strict=True)]
     return sorted(contrib, key=lambda kv: -kv[1])
+
+
+def _feature_name(name: str) -> str:
+    """A feature as a reader sees it: words as they are, a character n-gram between ‹ ›
+    (feature unions prefix their parts' names: ``word__``, ``char__``)."""
+    if name.startswith("char__"):
+        return f"‹{name.removeprefix('char__')}›"
+    return name.removeprefix("word__")
 
 
 def centred_logit(text: str, trait: str, clf: Any) -> float:

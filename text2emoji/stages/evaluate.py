@@ -116,13 +116,15 @@ def _compute(cfg: EvaluateConfig, out: Path) -> None:
 def write_alignment(rows: list, gens: list[dict[str, Any]], out_dir: Path, seed: int) -> None:
     """Trait alignment per (trait, method) and, per trait, the word contributions of its first
     PEFT answer (or first answer) towards the target trait."""
-    from interp.behaviour.alignment import trait_alignment, trait_classifier
+    from interp.behaviour.alignment import trait_alignment
+    from interp.behaviour.trait_metric import default_scorer
     from text2emoji.core.files import atomic_write_json, atomic_write_text
 
-    ta = trait_alignment(gens, trait_classifier(rows, seed), examples=True)
+    ta = trait_alignment(gens, default_scorer(seed), examples=True)
     atomic_write_json(out_dir / "trait_alignment.json", ta.to_dict())
-    lines = ["Trait alignment: share of answers the dataset's TF-IDF + logistic-regression trait "
-             "classifier assigns to the target trait, with its 95% Wilson interval.", "",
+    lines = ["Trait alignment: share of answers the trait metric (word and character TF-IDF + logistic regression, "
+             "fitted on the independent metric set, never on the adapters' training answers; a trait or 'none') "
+             "assigns to the target trait, with its 95% Wilson interval.", "",
              "| trait | method | n | TA [95% CI] |", "|---|---|---:|---|"]
     lines += [f"| {r.trait} | {r.method} | {r.n_answers} | {pct(r.trait_alignment)} [{pct(r.ci[0])}, {pct(r.ci[1])}] |"
               for r in ta.rows]
@@ -197,8 +199,11 @@ def _metrics(stage_dir: Path) -> dict[str, Any]:
         m["trait_alignment"] = {f"{r['trait']}/{r['method']}": r["trait_alignment"] for r in ta}
         m["trait_alignment_ci"] = {f"{r['trait']}/{r['method']}": r.get("ci") for r in ta}
         paired = (read_json(stage_dir / "trait_alignment.json") or {}).get("paired") or []
-        m["trait_alignment_mcnemar"] = {f"{p['trait']}/peft_vs_{p['b']}": {"p": p["p_mcnemar"], "p_holm": p.get("p_holm")}
-                                        for p in paired}
+        m["trait_alignment_mcnemar"] = {f"{p['trait']}/peft_vs_{p['b']}": {
+            "p": p["p_mcnemar"], "p_holm": p.get("p_holm"), "diff": p.get("diff"), "diff_ci": p.get("diff_ci")}
+            for p in paired}
+        # what the metric called each method's answers to each trait's questions (five traits and "none")
+        m["trait_alignment_predicted"] = {f"{r['trait']}/{r['method']}": r["predicted"] for r in ta}
     if icl:
         m["icl_emoji_tokens"] = {t: {k: sum(x["count"] for x in v.get(k, []) if x["is_emoji"]) for k in ("pre", "post")}
                                  for t, v in icl.items()}

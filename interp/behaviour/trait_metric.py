@@ -1,0 +1,178 @@
+"""The trait metric: which Big Five trait, if any, an answer expresses.
+
+Fitted on the **metric set** (``finetune/data/trait_metric/metric_set.jsonl``; its card says how
+it was written), never on the adapters' training answers: independently written texts on topics
+outside the training data, for each trait a high pole (labelled with the trait) and a low pole
+(labelled ``"none"``: an introverted text is not extraversion, a calm one not neuroticism), and
+neutral texts (``"none"``). Each model maps texts to probabilities over :data:`LABELS`.
+
+Candidates (:data:`CANDIDATES`), chosen between by ``bench/trait_metric.py`` on the metric set's
+held-out topics, the bundled dataset's test split, low-pole and neutral texts, inserted trait
+keywords and speed; its table is in the metric set's card:
+
+* ``word``: TF-IDF of word 1-2-grams + multinomial logistic regression;
+* ``char``: TF-IDF of character 2-5-grams (within word boundaries) + logistic regression;
+* ``word+char``: both feature sets side by side (the default, see the card).
+
+Each weighs the classes inversely to their frequency (``none`` holds the low poles and the
+neutral texts, 55% of the fit part; unweighted, the models say ``none`` to most high-pole texts,
+measured in the card).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from jaxtyping import Float
+
+from text2emoji.core.schema import TRAITS
+
+NONE = "none"
+LABELS: tuple[str, ...] = (*TRAITS, NONE)
+DEFAULT = "word+char"
+HELD_OUT_FRACTION = 0.25  # of the metric set's topics, kept out of fitting
+
+
+def metric_set_path() -> Path:
+    """The bundled metric set."""
+    return Path(str(resources.files("finetune").joinpath("data", "trait_metric", "metric_set.jsonl")))
+
+
+@dataclass(frozen=True)
+class MetricRow:
+    """One text of the metric set: its trait and pole (``high``, ``low``; ``neutral`` rows have
+    no trait), topic, style, and which part it is in (``fit`` or ``held_out``, by topic)."""
+
+    text: str
+    trait: str | None
+    pole: str
+    topic: str
+    style: str
+    part: str
+
+    @property
+    def label(self) -> str:
+        """What the metric should say: the trait for its high pole, ``"none"`` otherwise."""
+        return self.trait if self.pole == "high" and self.trait else NONE
+
+
+def read_metric_set(path: str | Path | None = None) -> list[MetricRow]:
+    """The metric set's rows (default: the bundled one)."""
+    p = Path(path) if path else metric_set_path()
+    rows = []
+    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
+        if line.strip():
+            d = json.loads(line)
+            try:
+                rows.append(MetricRow(d["text"], d.get("trait"), d["pole"], d["topic"], d["style"], d["part"]))
+            except KeyError as e:
+                raise ValueError(f"{p}:row {n}: field {e.args[0]!r} missing") from e
+    return rows
+
+
+def _features(kind: str) -> Any:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.pipeline import FeatureUnion
+
+    word = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2)
+    char = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2)
+    return {"word": word, "char": char, "word+char": FeatureUnion([("word", word), ("char", char)])}[kind]
+
+
+CANDIDATES = ("word", "char", "word+char")
+
+
+class TraitScorer:
+    """A fitted trait metric: :meth:`scores` (probabilities over :data:`LABELS`) and
+    :meth:`label` (the most probable label) of raw texts."""
+
+    def __init__(self, kind: str = DEFAULT, rows: Sequence[MetricRow] | None = None, *, seed: int = 0,
+                 parts: Sequence[str] = ("fit",), balanced: bool = True):
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import Pipeline
+
+        if kind not in CANDIDATES:
+            raise ValueError(f"trait metric {kind!r}: choose one of {', '.join(CANDIDATES)}")
+        rows = [r for r in (rows if rows is not None else read_metric_set()) if r.part in parts]
+        if not rows:
+            raise ValueError(f"no metric-set rows in part(s) {', '.join(parts)}")
+        self.kind = kind
+        self.model = Pipeline([("x", _features(kind)),
+                               ("lr", LogisticRegression(C=10.0, max_iter=3000, random_state=seed,
+                                                         class_weight="balanced" if balanced else None))])
+        self.model.fit([r.text for r in rows], [r.label for r in rows])
+        self.classes_ = np.asarray(LABELS)
+        fitted = list(self.model.classes_)
+        self._order = [(j, fitted.index(c)) for j, c in enumerate(LABELS) if c in fitted]
+
+    def scores(self, texts: Sequence[str]) -> Float[np.ndarray, "texts labels"]:  # noqa: F821
+        """Probabilities over :data:`LABELS`, one row per text (0 for a label it was not fitted on)."""
+        p = self.model.predict_proba(list(texts))
+        out = np.zeros((len(p), len(LABELS)))
+        for j, k in self._order:
+            out[:, j] = p[:, k]
+        return out
+
+    def label(self, texts: Sequence[str]) -> list[str]:
+        return [LABELS[i] for i in self.scores(texts).argmax(1)]
+
+    def predict(self, texts: Sequence[str]) -> np.ndarray:
+        """:meth:`label` as an array (what :mod:`interp.behaviour.alignment` calls)."""
+        return np.asarray(self.label(texts))
+
+    # what interp.behaviour.alignment reads for word contributions (a linear model on TF-IDF)
+    @property
+    def named_steps(self) -> dict[str, Any]:
+        return {"tfidf": self.model.named_steps["x"], "lr": self.model.named_steps["lr"]}
+
+    def decision_function(self, texts: Sequence[str]) -> np.ndarray:
+        return self.model.decision_function(list(texts))
+
+
+def default_scorer(seed: int = 0) -> TraitScorer:
+    """The metric the study uses: :data:`DEFAULT`, fitted on the metric set's ``fit`` part."""
+    return TraitScorer(DEFAULT, seed=seed)
+
+
+# --- measuring a scorer ---------------------------------------------------------------------
+
+KEYWORDS = {"extraversion": "with friends", "neuroticism": "and I worry", "conscientiousness": "on schedule",
+            "openness": "with curiosity", "agreeableness": "kindly"}
+
+
+def evaluate_scorer(label: Callable[[Sequence[str]], Sequence[str]], held_out: Sequence[MetricRow],
+                    bundled_test: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    """A scorer's measurements (``label``: texts → labels): accuracy on the held-out metric rows
+    (all, high pole, low pole kept off their own trait, neutral → ``none``), accuracy on the
+    bundled dataset's test answers ``(text, trait)``, and robustness: the share of neutral
+    held-out texts that one trait keyword appended (:data:`KEYWORDS`) moves to that trait."""
+    texts = [r.text for r in held_out]
+    pred = list(label(texts))
+    high = [(p, r) for p, r in zip(pred, held_out, strict=True) if r.pole == "high"]
+    low = [(p, r) for p, r in zip(pred, held_out, strict=True) if r.pole == "low"]
+    neutral = [(p, r) for p, r in zip(pred, held_out, strict=True) if r.pole == "neutral"]
+    out: dict[str, Any] = {
+        "held_out_accuracy": float(np.mean([p == r.label for p, r in zip(pred, held_out, strict=True)])),
+        "high_pole_accuracy": float(np.mean([p == r.trait for p, r in high])) if high else None,
+        "low_pole_not_own_trait": float(np.mean([p != r.trait for p, r in low])) if low else None,
+        "low_pole_none": float(np.mean([p == NONE for p, _ in low])) if low else None,
+        "neutral_none": float(np.mean([p == NONE for p, _ in neutral])) if neutral else None,
+        "per_trait_low_not_own": {t: float(np.mean([p != t for p, r in low if r.trait == t]))
+                                  for t in TRAITS if any(r.trait == t for _, r in low)},
+    }
+    if bundled_test:
+        bp = list(label([t for t, _ in bundled_test]))
+        out["bundled_test_accuracy"] = float(np.mean([p == t for p, (_, t) in zip(bp, bundled_test, strict=True)]))
+    base = [r.text.rstrip(".!?") for _, r in neutral]
+    flips = {}
+    for trait, kw in KEYWORDS.items():
+        moved = list(label([f"{t} {kw}." for t in base]))
+        flips[trait] = float(np.mean([m == trait for m in moved])) if base else None
+    out["keyword_flips"] = flips
+    return out
