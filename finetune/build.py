@@ -126,8 +126,9 @@ def openai_generator(model: str, base_url: str | None = None, api_key: str | Non
     return lambda batch, seed: [one(m, seed) for m in batch]
 
 
-def local_generator(model: str, max_new_tokens: int = 96, batch_size: int = 8, device: str = "auto") -> Generator:
-    """A generator that samples from a local chat model (batched, seeded)."""
+def local_generator(model: str, max_new_tokens: int = 96, batch_size: int = 8, device: str = "auto",
+                    sample: bool = True) -> Generator:
+    """A generator that samples from a local chat model (batched, seeded; greedy without ``sample``)."""
     from interp.behaviour.generation import DecodeSettings, generate
     from interp.chat import format_chat
     from interp.models import ModelConfig, load_model
@@ -136,8 +137,8 @@ def local_generator(model: str, max_new_tokens: int = 96, batch_size: int = 8, d
 
     def run(batch: Sequence[Messages], seed: int) -> list[str]:
         texts = [format_chat(lm.tokenizer, m) for m in batch]
-        settings = DecodeSettings(max_new_tokens=max_new_tokens, do_sample=True, temperature=0.8,
-                                  top_p=0.95, seed=seed)
+        settings = (DecodeSettings(max_new_tokens=max_new_tokens, do_sample=True, temperature=0.8, top_p=0.95, seed=seed)
+                    if sample else DecodeSettings(max_new_tokens=max_new_tokens))
         return generate(lm.model, lm.tokenizer, texts, settings, chat=False, batch_size=batch_size,
                         add_special_tokens=False)
 

@@ -140,3 +140,146 @@ def test_paired_alignment_change_is_the_discordant_difference():
     (t,) = paired_tests(gens, Fixed(), others=("base",))
     assert (t.both, t.only_a, t.only_b, t.neither) == (2, 6, 1, 1)
     assert t.diff == pytest.approx((6 - 1) / 10) and t.diff_ci[0] <= t.diff <= t.diff_ci[1]
+
+
+def _tiny_classifier(path, labels):
+    """A tiny random RoBERTa sequence classifier with a word-level tokenizer, saved locally."""
+    import torch
+    from transformers import RobertaConfig, RobertaForSequenceClassification
+
+    from tests.conftest import tiny_tokenizer
+
+    torch.manual_seed(0)
+    tok = tiny_tokenizer()
+    cfg = RobertaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=37, max_position_embeddings=64, pad_token_id=0, bos_token_id=1,
+                        eos_token_id=2, num_labels=len(labels), id2label=dict(enumerate(labels)),
+                        label2id={v: k for k, v in enumerate(labels)})
+    RobertaForSequenceClassification(cfg).eval().save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def test_an_hf_classifier_plugs_in_with_its_labels_mapped(tmp_path, capsys):
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from text2emoji.cli import main
+
+    labels = ["Openness", "CON", "extraversion_high", "agree", "LABEL_4"]
+    d = _tiny_classifier(tmp_path / "clf", labels)
+    texts = ["w1 w2 the", "what are your thoughts on w7", "w10"]
+    f = tmp_path / "t.txt"
+    f.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    assert main(["traits", "score", str(f), "--metric", f"hf:{d}"]) == 0
+    out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    # by hand: the model's softmax, each label's probability moved to its trait; LABEL_4 to none
+    model, tok = AutoModelForSequenceClassification.from_pretrained(d).eval(), AutoTokenizer.from_pretrained(d)
+    with torch.no_grad():
+        p = model(**tok(texts, return_tensors="pt", padding=True)).logits.softmax(-1).numpy()
+    want = {"openness": p[:, 0], "conscientiousness": p[:, 1], "extraversion": p[:, 2], "agreeableness": p[:, 3],
+            "neuroticism": 0 * p[:, 0], NONE: p[:, 4]}
+    for i, o in enumerate(out):
+        assert o["scores"] == pytest.approx({k: float(v[i]) for k, v in want.items()}, abs=1e-5)
+    # an explicit map wins; a map naming no trait is refused with the labels listed
+    assert main(["traits", "score", str(f), "--metric", f"hf:{d}", "--label-map", '{"LABEL_4": "neuroticism"}']) == 0
+    out2 = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [o["scores"]["neuroticism"] for o in out2] == pytest.approx(p[:, 4].tolist(), abs=1e-5)
+    bad = _tiny_classifier(tmp_path / "bad", ["LABEL_0", "LABEL_1"])
+    assert main(["traits", "score", str(f), "--metric", f"hf:{bad}"]) != 0
+    assert "no label of the classifier names a trait (LABEL_0, LABEL_1)" in capsys.readouterr().err
+
+
+def test_the_judge_rates_each_text_through_an_openai_compatible_endpoint(tmp_path, monkeypatch, capsys):
+    from tests.test_build import FakeChatServer
+    from text2emoji.cli import main
+
+    class JudgeServer(FakeChatServer):
+        pass
+
+    replies = {"extraversion": "4", "neuroticism": "Score: 2 out of 5", "openness": "I cannot rate this."}
+    srv = JudgeServer(key="sk-judge")
+    handler = srv.httpd.RequestHandlerClass
+
+    def do_POST(self):  # noqa: N802
+        if self.headers.get("Authorization") != "Bearer sk-judge":
+            self.send_error(401)
+            return
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        srv.requests.append(body)
+        prompt = body["messages"][-1]["content"]
+        trait = next(t for t in replies if f"trait {t} (" in prompt)
+        payload = json.dumps({"choices": [{"message": {"role": "assistant", "content": replies[trait]}}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    handler.do_POST = do_POST
+    f = tmp_path / "a.jsonl"
+    rows = [{"text": "Parties every night!", "trait": "extraversion", "question": "Q1?"},
+            {"text": "I fret about it.", "trait": "neuroticism"}, {"text": "Hmm.", "trait": "openness"}]
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-judge")
+    with srv:
+        monkeypatch.setenv("OPENAI_BASE_URL", srv.url)
+        assert main(["traits", "judge", str(f), "--judge", "openai:judge-model"]) == 0
+    cap = capsys.readouterr()
+    assert [json.loads(line)["pae"] for line in cap.out.splitlines()] == [4, 2, None]
+    assert "sk-judge" not in cap.out + cap.err
+    first = srv.requests[0]
+    assert first["model"] == "judge-model" and first["temperature"] == 0.0
+    assert "Parties every night!" in first["messages"][0]["content"] and "Q1?" in first["messages"][0]["content"]
+    # a row with an unknown trait: file, line and field named
+    f.write_text(json.dumps({"text": "x", "trait": "grumpiness"}) + "\n", encoding="utf-8")
+    assert main(["traits", "judge", str(f), "--judge", "openai:judge-model"]) != 0
+    assert f"{f}:1: field 'trait'" in capsys.readouterr().err
+
+
+def test_evaluate_takes_a_plugged_in_metric_and_a_judge(tiny_model_dir, tmp_path, monkeypatch):
+    """``evaluate --trait-metric hf:DIR --judge openai:MODEL`` on a tiny model (base answers only):
+    trait alignment by the classifier, PAE per answer and per (trait, method) by hand, and the
+    key written nowhere."""
+    from finetune.io import write_jsonl
+    from tests.test_build import FakeChatServer
+    from tests.test_evaluate import _rows
+    from text2emoji.cli import main
+
+    clf = _tiny_classifier(tmp_path / "clf", ["Openness", "CON", "EXT", "AGR", "NEU"])
+    data = tmp_path / "d.jsonl"
+    write_jsonl(_rows(), data)
+    srv = FakeChatServer(key="sk-secret-judge")
+    calls = []
+
+    def do_POST(self):  # noqa: N802 (a judge that answers 3, then 5, then nonsense, in turn)
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        calls.append(self.headers.get("Authorization"))
+        reply = ["3", "5", "no idea"][(len(calls) - 1) % 3]
+        payload = json.dumps({"choices": [{"message": {"role": "assistant", "content": reply}}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+        assert body["messages"]
+
+    srv.httpd.RequestHandlerClass.do_POST = do_POST
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-secret-judge")
+    with srv:
+        monkeypatch.setenv("OPENAI_BASE_URL", srv.url)
+        assert main(["evaluate", "--model", str(tiny_model_dir), "--device", "cpu", "--data", str(data),
+                     "--out", str(tmp_path / "run"), "--trait", "openness", "--trait", "neuroticism",
+                     "--method", "base", "--n-questions", "3", "--max-new-tokens", "3", "--n-boot", "50",
+                     "--trait-metric", f"hf:{clf}", "--judge", "openai:judge"]) == 0
+    stage = tmp_path / "run" / "evaluate"
+    assert json.loads((stage / "trait_alignment.json").read_text())["metric"] == f"hf:{clf}"
+    rows = [json.loads(line) for line in (stage / "pae.jsonl").read_text().splitlines()]
+    assert len(rows) == 6 and [r["pae"] for r in rows] == [3, 5, None, 3, 5, None]
+    summary = json.loads((stage / "pae.json").read_text())["by_trait_method"]
+    for key, s in summary.items():
+        vals = [r["pae"] for r in rows if f"{r['trait']}/{r['method']}" == key]
+        rated = [v for v in vals if v is not None]
+        assert s["n_rated"] == len(rated) and s["n_unrated"] == len(vals) - len(rated)
+        assert s["mean"] == pytest.approx(sum(rated) / len(rated))
+    assert all(c == "Bearer sk-secret-judge" for c in calls)
+    assert not any("sk-secret-judge" in p.read_text(errors="ignore") for p in (tmp_path / "run").rglob("*") if p.is_file())

@@ -67,6 +67,9 @@ def commands() -> list[Command]:
         Command(("traits", "score"), tools.TraitsScoreConfig, tools.cmd_traits_score,
                 "the trait metric: for each text, JSONL on stdout with its label (a Big Five trait or "
                 "'none') and the probability of each"),
+        Command(("traits", "judge"), tools.TraitsJudgeConfig, tools.cmd_traits_judge,
+                "PAE: an LLM judge (OpenAI-compatible endpoint or local chat model) rates how strongly each "
+                "text expresses its trait, 1-5; JSONL on stdout"),
         Command(("esr",), tools.EsrConfig, tools.cmd_esr,
                 "emoji sentence rate, emoji rate and top emojis of a file of answers, as JSON"),
         Command(("data", "validate"), data_cli.ValidateConfig, data_cli.cmd_validate,

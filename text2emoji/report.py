@@ -131,6 +131,24 @@ def _alignment(out: Path, m: dict[str, Any]) -> list[str]:
             L += [f"| {t} | " + " | ".join(str(pred[f"{t}/peft"].get(c, 0)) for c in labels) + " |"
                   for t in traits if f"{t}/peft" in pred]
             L.append("")
+    pae = (m.get("pae") or {}).get("by_trait_method") or {}
+    if pae:
+        traits = sorted({k.split("/")[0] for k in pae})
+        methods = [x for x in ("base", "incontext", "peft") if any(f"{t}/{x}" in pae for t in traits)]
+
+        def rating(key: str) -> str:
+            r = pae.get(key) or {}
+            if r.get("mean") is None:
+                return "n/a"
+            ci = r.get("ci") or [None, None]
+            return (f"{r['mean']:.2f} [{_fmt(ci[0], '.2f')}, {_fmt(ci[1], '.2f')}]"
+                    + (f" ({r['n_unrated']} unrated)" if r.get("n_unrated") else ""))
+
+        L += [f"PAE: the judge {m['pae'].get('judge')} rates how strongly each answer expresses its trait, from 1 (not "
+              "at all) to 5 (very strongly); mean [95% bootstrap interval over answers].", "",
+              "| trait | " + " | ".join(methods) + " |", "|---|" + "---:|" * len(methods)]
+        L += [f"| {t} | " + " | ".join(rating(f"{t}/{x}") for x in methods) + " |" for t in traits]
+        L.append("")
     L += _fig_refs(out, ["evaluate/word_contributions.png"])
     return L
 

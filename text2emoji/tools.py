@@ -15,6 +15,12 @@ from interp.models import ModelConfig
 from text2emoji.core.config import Config, ConfigError, member, option
 from text2emoji.core.errors import UserError
 from text2emoji.core.runs import Progress, batch_option
+from text2emoji.stages.base import (
+    JUDGE_HELP,
+    check_trait_metric,
+    label_map_option,
+    trait_metric_option,
+)
 from text2emoji.stages.base import print_json as _print_json
 
 # --- text2emoji activations -----------------------------------------------------------------
@@ -165,29 +171,71 @@ class TraitsScoreConfig(Config):
     field: str = option("text", help="JSONL field holding the text")
     format: Literal["auto", "jsonl", "text"] = option(
         "auto", help="input format; auto: .jsonl/.json/.ndjson are JSONL, anything else text")
-    metric: str = option("word+char", help="the trait metric: word, char or word+char (TF-IDF + logistic "
-                         "regression fitted on the bundled metric set's fit topics)")
+    metric: str = trait_metric_option()
+    label_map: str | None = label_map_option()
     seed: int = option(0, help="fitting seed")
 
     def validate(self) -> None:
-        from interp.behaviour.trait_metric import CANDIDATES
+        check_trait_metric(self.metric, self.label_map)
 
-        if self.metric not in CANDIDATES:
-            raise ConfigError(f"metric: {self.metric!r} is not one of {', '.join(CANDIDATES)}")
+
+def scorer_of(metric: str, label_map: str | None, seed: int) -> Any:
+    """The trait metric ``--metric``/``--trait-metric`` names, or a UserError saying why not."""
+    from interp.behaviour.trait_metric import make_scorer, read_label_map
+
+    try:
+        return make_scorer(metric, read_label_map(label_map), seed=seed)
+    except (OSError, ValueError) as e:
+        raise UserError(f"trait metric {metric}: {e}") from e
 
 
 def cmd_traits_score(cfg: TraitsScoreConfig) -> None:
     import sys
 
-    from interp.behaviour.trait_metric import LABELS, TraitScorer
+    from interp.behaviour.trait_metric import LABELS
     from interp.textfiles import read_rows
 
     rows = read_rows(cfg.file, field=cfg.field, fmt=cfg.format)
-    scorer = TraitScorer(cfg.metric, seed=cfg.seed)
+    scorer = scorer_of(cfg.metric, cfg.label_map, cfg.seed)
     probs = scorer.scores([r[cfg.field] for r in rows]) if rows else []
     for p in probs:
         sys.stdout.write(json.dumps({"label": LABELS[int(p.argmax())],
                                      "scores": {c: round(float(v), 6) for c, v in zip(LABELS, p, strict=True)}}) + "\n")
+
+
+@dataclass
+class TraitsJudgeConfig(Config):
+    """``text2emoji traits judge``."""
+
+    file: str = option(help="JSONL with the text, its trait and (optionally) its question per row",
+                       positional=True, metavar="FILE")
+    judge: str = option(help=JUDGE_HELP)
+    field: str = option("text", help="JSONL field holding the text")
+    seed: int = option(0, help="the judge's sampling seed (endpoints that take one)")
+
+
+def cmd_traits_judge(cfg: TraitsJudgeConfig) -> None:
+    import sys
+
+    from finetune.build import local_generator, openai_generator
+    from interp.behaviour.trait_metric import judge_scores
+    from interp.prompts import load_prompt
+    from interp.textfiles import read_rows
+    from text2emoji.core.schema import TRAITS
+
+    rows = read_rows(cfg.file, field=cfg.field, fmt="jsonl", require=("trait",))
+    for r in rows:
+        if r["trait"] not in TRAITS:
+            raise UserError(f"{cfg.file}:{r['_line']}: field 'trait': unknown trait {r['trait']!r}; valid: {', '.join(TRAITS)}")
+    profiles = load_prompt("trait_profiles.yaml")
+    summaries = {t: profiles["traits"][t]["summary"] for t in TRAITS}
+    if cfg.judge.startswith("openai:"):
+        gen = openai_generator(cfg.judge.removeprefix("openai:"), temperature=0.0, max_tokens=4)
+    else:
+        gen = local_generator(cfg.judge, max_new_tokens=4, sample=False)
+    scores = judge_scores(gen, [{**r, "text": r[cfg.field]} for r in rows], summaries, seed=cfg.seed)
+    for s in scores:
+        sys.stdout.write(json.dumps({"pae": s}) + "\n")
 
 
 def cmd_fetch(cfg: FetchConfig) -> None:

@@ -176,3 +176,114 @@ def evaluate_scorer(label: Callable[[Sequence[str]], Sequence[str]], held_out: S
         flips[trait] = float(np.mean([m == trait for m in moved])) if base else None
     out["keyword_flips"] = flips
     return out
+
+
+# --- plugged-in metrics: a Hugging Face classifier, an LLM judge ------------------------------
+
+def label_map(id2label: dict[int, str], given: dict[str, str] | None = None) -> dict[str, str]:
+    """Each of a classifier's labels → a Big Five trait or ``"none"``. ``given`` (label → trait)
+    wins; otherwise a label names its trait when, lower-cased, it starts with the trait's name
+    or its first three letters (``Extraversion``, ``EXT``, ``openness_high``); any other label
+    is ``"none"``. A label map naming no trait is refused.
+
+    >>> label_map({0: "Extraversion", 1: "NEU", 2: "LABEL_2"})
+    {'Extraversion': 'extraversion', 'NEU': 'neuroticism', 'LABEL_2': 'none'}
+    """
+    out = {}
+    for lab in id2label.values():
+        if given and lab in given:
+            if given[lab] not in LABELS:
+                raise ValueError(f"label map: {lab!r} → {given[lab]!r} is not one of {', '.join(LABELS)}")
+            out[lab] = given[lab]
+            continue
+        low = str(lab).lower()
+        out[lab] = next((t for t in TRAITS if low.startswith(t) or low[:3] == t[:3]), NONE)
+    if all(v == NONE for v in out.values()):
+        raise ValueError(f"no label of the classifier names a trait ({', '.join(map(str, id2label.values()))}); "
+                         "give a label map, e.g. '{\"LABEL_0\": \"openness\", ...}'")
+    return out
+
+
+class HFTraitScorer:
+    """A Hugging Face sequence-classification model as the trait metric (the paper's was
+    ``holistic-ai/personality_classifier``): its softmax, summed into :data:`LABELS` through
+    :func:`label_map` (labels naming no trait go to ``"none"``)."""
+
+    def __init__(self, model: str, mapping: dict[str, str] | None = None, *, batch_size: int = 32,
+                 device: str = "cpu", max_length: int = 512):
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(model)
+        self.model = AutoModelForSequenceClassification.from_pretrained(model).to(device).eval()
+        id2label = {int(k): v for k, v in self.model.config.id2label.items()}
+        self.mapping = label_map(id2label, mapping)
+        self.columns = [LABELS.index(self.mapping[id2label[i]]) for i in range(len(id2label))]
+        self.batch_size, self.device, self.max_length, self._torch = batch_size, device, max_length, torch
+        self.classes_ = np.asarray(LABELS)
+
+    def scores(self, texts: Sequence[str]) -> Float[np.ndarray, "texts labels"]:  # noqa: F821
+        torch = self._torch
+        out = np.zeros((len(texts), len(LABELS)))
+        for start in range(0, len(texts), self.batch_size):
+            chunk = [t if t.strip() else " " for t in texts[start:start + self.batch_size]]
+            enc = self.tokenizer(chunk, return_tensors="pt", padding=True, truncation=True,
+                                 max_length=self.max_length).to(self.device)
+            with torch.no_grad():
+                p = self.model(**enc).logits.float().softmax(-1).cpu().numpy()
+            for k, col in enumerate(self.columns):
+                out[start:start + len(chunk), col] += p[:, k]
+        return out
+
+    def label(self, texts: Sequence[str]) -> list[str]:
+        return [LABELS[i] for i in self.scores(texts).argmax(1)]
+
+    def predict(self, texts: Sequence[str]) -> np.ndarray:
+        return np.asarray(self.label(texts))
+
+
+def read_label_map(spec: str | None) -> dict[str, str] | None:
+    """A label → trait map given as a JSON object or a file holding one (None: none given)."""
+    if not spec:
+        return None
+    text = Path(spec).read_text(encoding="utf-8") if Path(spec).is_file() else spec
+    try:
+        m = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"label map: not a JSON object or a file holding one ({e.msg})") from e
+    if not isinstance(m, dict) or not all(isinstance(v, str) for v in m.values()):
+        raise ValueError("label map: expected a JSON object of label → trait")
+    return m
+
+
+def make_scorer(spec: str, mapping: dict[str, str] | None = None, seed: int = 0) -> Any:
+    """The metric ``spec`` names: a :data:`CANDIDATES` kind fitted on the metric set, or
+    ``hf:MODEL`` (a local directory or hub id of a sequence classifier, ``mapping`` its label →
+    trait map)."""
+    if spec.startswith("hf:"):
+        return HFTraitScorer(spec.removeprefix("hf:"), mapping)
+    return TraitScorer(spec, seed=seed)
+
+
+JUDGE_PROMPT = ("Rate how strongly the following answer expresses the Big Five trait {trait} ({summary}). "
+                "Reply with one digit from 1 (not at all) to 5 (very strongly) and nothing else.\n\n"
+                "Question: {question}\nAnswer: {answer}")
+
+
+def judge_scores(generate: Callable[[list[list[dict[str, str]]], int], list[str]], rows: Sequence[dict[str, Any]],
+                 summaries: dict[str, str], seed: int = 0) -> list[int | None]:
+    """PAE with an LLM judge: each row (``trait``, ``question``, ``text``) rated 1–5 for how
+    strongly it expresses its trait; ``generate`` maps chat requests to replies (an
+    OpenAI-compatible endpoint or a local chat model, :mod:`finetune.build`). A reply without a
+    digit 1–5 is ``None`` (counted apart, never guessed)."""
+    import re
+
+    msgs = [[{"role": "user", "content": JUDGE_PROMPT.format(trait=r["trait"], summary=summaries[r["trait"]],
+                                                             question=r.get("question", ""), answer=r["text"])}]
+            for r in rows]
+    replies = generate(msgs, seed) if msgs else []
+    out: list[int | None] = []
+    for reply in replies:
+        m = re.search(r"\b[1-5]\b", reply or "")
+        out.append(int(m.group(0)) if m else None)
+    return out

@@ -104,6 +104,35 @@ def emoticons_option() -> Any:
                   "in --data answers, which the study's data holds none of", hash=False)
 
 
+def trait_metric_option() -> Any:
+    """The trait metric of ``evaluate`` and ``traits score``."""
+    return option("word+char", help="the trait metric: word, char or word+char (TF-IDF + logistic regression fitted "
+                  "on the bundled metric set, finetune/data/trait_metric/), or hf:MODEL (a local directory or hub id "
+                  "of a sequence classifier, e.g. the paper's hf:holistic-ai/personality_classifier)")
+
+
+def label_map_option() -> Any:
+    return option(None, help="with an hf: trait metric: a JSON object or file mapping its labels to traits (default: "
+                  "labels that start with a trait's name or its first three letters; others count as 'none')")
+
+
+JUDGE_HELP = ("PAE judge: openai:MODEL (an OpenAI-compatible endpoint: OPENAI_BASE_URL, OPENAI_API_KEY from the "
+              "environment, never written anywhere) or a local chat model (embedded name, HF directory)")
+
+
+def judge_option() -> Any:
+    return option(None, help=JUDGE_HELP + "; rates every answer 1-5 for its trait (default: no judge)")
+
+
+def check_trait_metric(metric: str, label_map: str | None) -> None:
+    from interp.behaviour.trait_metric import CANDIDATES
+
+    if metric not in CANDIDATES and not metric.startswith("hf:"):
+        raise ConfigError(f"trait_metric: {metric!r} is not one of {', '.join(CANDIDATES)} or hf:MODEL")
+    if label_map and not metric.startswith("hf:"):
+        raise ConfigError("label_map: only an hf: trait metric has labels to map")
+
+
 def check_data_files(paths: list[str]) -> None:
     """Every ``--data`` file exists and is a file (checked before any stage runs)."""
     for p in paths:
@@ -134,9 +163,13 @@ class RunConfig(Config):
     max_new_tokens: int | None = option(None, help="tokens per generated answer (default: the preset's)", low=1)
     n_random: int | None = option(None, help="the most random neuron sets an ablation/patching control draws "
                                   "(default: the preset's)", low=0)
+    trait_metric: str = trait_metric_option()
+    label_map: str | None = label_map_option()
+    judge: str | None = judge_option()
 
     def validate(self) -> None:
         check_data_files(self.data)
+        check_trait_metric(self.trait_metric, self.label_map)
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,14 @@ from text2emoji.stages.base import (
     adapter_dirs,
     adapter_hashes,
     check_data_files,
+    check_trait_metric,
     check_traits,
     emoticons_option,
+    judge_option,
+    label_map_option,
     pct,
     read_json,
+    trait_metric_option,
 )
 from text2emoji.stages.data import dataset, dataset_rows
 
@@ -50,10 +54,14 @@ class EvaluateConfig(Config):
     batch_size: int = batch_option()
     n_boot: int = option(2000, help="bootstrap resamples for the intervals", low=1)
     seed: int = seed_option()
+    trait_metric: str = trait_metric_option()
+    label_map: str | None = label_map_option()
+    judge: str | None = judge_option()
 
     def validate(self) -> None:
         from interp.behaviour.evaluate import METHODS
 
+        check_trait_metric(self.trait_metric, self.label_map)
         check_traits(self.traits)
         check_data_files(self.data)
         if bad := [m for m in self.methods if m not in METHODS]:
@@ -108,23 +116,29 @@ def _compute(cfg: EvaluateConfig, out: Path) -> None:
                          cfg.batch_size, progress=Progress("evaluate", unit="generations").update)
     atomic_write_json(out / "decoding.json", asdict(settings))
     write_table(emoji_table(gens, n_boot=cfg.n_boot, seed=cfg.seed, model=cfg.model.model), out)
-    write_alignment(rows, gens, out, cfg.seed)
+    write_alignment(rows, gens, out, cfg.seed, cfg.trait_metric, cfg.label_map)
+    if cfg.judge:
+        write_pae(gens, out, cfg.judge, cfg.seed, cfg.n_boot)
     if "peft" in cfg.method_list():
         explain(model, lm.tokenizer, gens, out, cfg.batch_size, cfg.n_explain)
 
 
-def write_alignment(rows: list, gens: list[dict[str, Any]], out_dir: Path, seed: int) -> None:
+def write_alignment(rows: list, gens: list[dict[str, Any]], out_dir: Path, seed: int, metric: str = "word+char",
+                    label_map: str | None = None) -> None:
     """Trait alignment per (trait, method) and, per trait, the word contributions of its first
-    PEFT answer (or first answer) towards the target trait."""
+    PEFT answer (or first answer) towards the target trait (linear metrics only)."""
     from interp.behaviour.alignment import trait_alignment
-    from interp.behaviour.trait_metric import default_scorer
     from text2emoji.core.files import atomic_write_json, atomic_write_text
+    from text2emoji.tools import scorer_of
 
-    ta = trait_alignment(gens, default_scorer(seed), examples=True)
-    atomic_write_json(out_dir / "trait_alignment.json", ta.to_dict())
-    lines = ["Trait alignment: share of answers the trait metric (word and character TF-IDF + logistic regression, "
-             "fitted on the independent metric set, never on the adapters' training answers; a trait or 'none') "
-             "assigns to the target trait, with its 95% Wilson interval.", "",
+    clf = scorer_of(metric, label_map, seed)
+    ta = trait_alignment(gens, clf, examples=hasattr(clf, "named_steps"))
+    atomic_write_json(out_dir / "trait_alignment.json", {**ta.to_dict(), "metric": metric})
+    what = (f"the classifier {metric.removeprefix('hf:')} (its labels mapped to traits)" if metric.startswith("hf:") else
+            f"the trait metric ({metric} TF-IDF + logistic regression, fitted on the independent metric set, never "
+            "on the adapters' training answers; a trait or 'none')")
+    lines = [f"Trait alignment: share of answers {what} assigns to the target trait, with its 95% Wilson "
+             "interval.", "",
              "| trait | method | n | TA [95% CI] |", "|---|---|---:|---|"]
     lines += [f"| {r.trait} | {r.method} | {r.n_answers} | {pct(r.trait_alignment)} [{pct(r.ci[0])}, {pct(r.ci[1])}] |"
               for r in ta.rows]
@@ -137,6 +151,40 @@ def write_alignment(rows: list, gens: list[dict[str, Any]], out_dir: Path, seed:
         lines += [f"| {p.trait} | {p.b} | {p.n_pairs} | {p.both} | {p.only_a} | {p.only_b} | {p.neither} | "
                   f"{fmt(p.p_mcnemar)} | {fmt(p.p_holm)} |" for p in ta.paired]
     atomic_write_text(out_dir / "trait_alignment.md", "\n".join(lines) + "\n")
+
+
+def write_pae(gens: list[dict[str, Any]], out_dir: Path, judge: str, seed: int, n_boot: int) -> None:
+    """PAE: the LLM ``judge`` rates every answer 1–5 for its trait (``pae.jsonl``); per (trait,
+    method) the mean rating with a bootstrap interval over answers and how many replies gave no
+    rating (``pae.json``)."""
+    import json
+
+    import numpy as np
+
+    from finetune.build import local_generator, openai_generator
+    from interp.behaviour.trait_metric import judge_scores
+    from interp.prompts import load_prompt
+    from interp.results import Effect
+    from text2emoji.core.files import atomic_write_json, atomic_write_text
+
+    profiles = load_prompt("trait_profiles.yaml")["traits"]
+    gen = (openai_generator(judge.removeprefix("openai:"), temperature=0.0, max_tokens=4) if judge.startswith("openai:")
+           else local_generator(judge, max_new_tokens=4, sample=False))
+    scores = judge_scores(gen, gens, {t: v["summary"] for t, v in profiles.items()}, seed=seed)
+    atomic_write_text(out_dir / "pae.jsonl", "".join(
+        json.dumps({"trait": g["trait"], "method": g["method"], "question": g.get("question"), "pae": s}) + "\n"
+        for g, s in zip(gens, scores, strict=True)))
+    groups: dict[str, list[int | None]] = {}
+    for g, s in zip(gens, scores, strict=True):
+        groups.setdefault(f"{g['trait']}/{g['method']}", []).append(s)
+    summary = {}
+    for key, vals in groups.items():
+        rated = np.array([v for v in vals if v is not None], dtype=float)
+        e = Effect.of(rated, n_boot, seed) if len(rated) else None
+        summary[key] = {"mean": e.mean if e else None, "ci": [e.ci_lo, e.ci_hi] if e else None,
+                        "n_rated": int(len(rated)), "n_unrated": len(vals) - int(len(rated))}
+    atomic_write_json(out_dir / "pae.json", {"judge": judge, "scale": "1 (not at all) to 5 (very strongly)",
+                                             "by_trait_method": summary})
 
 
 def explain(model: Any, tokenizer: Any, gens: list[dict[str, Any]], out_dir: Path, batch_size: int,
@@ -180,7 +228,9 @@ def draw(stage_dir: Path) -> list[Path]:
     from text2emoji import figures
 
     paths = figures.emoji_rates(read_json(stage_dir / "emoji_table.json")["rows"], stage_dir)
-    paths += figures.word_contributions(read_json(stage_dir / "trait_alignment.json")["word_contributions"], stage_dir)
+    contributions = (read_json(stage_dir / "trait_alignment.json") or {}).get("word_contributions")
+    if contributions:  # a linear metric has them; a plugged-in classifier does not
+        paths += figures.word_contributions(contributions, stage_dir)
     if (stage_dir / "icl_top_tokens.json").exists():
         paths += figures.icl_tokens(read_json(stage_dir / "icl_top_tokens.json"), stage_dir)
     return paths
@@ -204,6 +254,9 @@ def _metrics(stage_dir: Path) -> dict[str, Any]:
             for p in paired}
         # what the metric called each method's answers to each trait's questions (five traits and "none")
         m["trait_alignment_predicted"] = {f"{r['trait']}/{r['method']}": r["predicted"] for r in ta}
+    pae = read_json(stage_dir / "pae.json")
+    if pae:  # the LLM judge's ratings, 1-5, per trait/method
+        m["pae"] = pae
     if icl:
         m["icl_emoji_tokens"] = {t: {k: sum(x["count"] for x in v.get(k, []) if x["is_emoji"]) for k in ("pre", "post")}
                                  for t, v in icl.items()}
@@ -219,7 +272,8 @@ def _show(cfg: EvaluateConfig, stage_dir: Path) -> None:
 def _from_run(run: RunConfig) -> EvaluateConfig:
     return EvaluateConfig(model=run.model, run_dir=run.run_dir, data=run.data, allow_emoticons=run.allow_emoticons, preset=run.preset,
                           n_questions=run.n_questions, max_new_tokens=run.max_new_tokens,
-                          batch_size=run.batch_size, seed=run.seed)
+                          batch_size=run.batch_size, seed=run.seed, trait_metric=run.trait_metric,
+                          label_map=run.label_map, judge=run.judge)
 
 
 EVALUATE = Stage(
