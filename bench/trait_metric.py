@@ -1,8 +1,9 @@
 """Choose the trait metric by measurement: each candidate of ``interp.behaviour.trait_metric``
 fitted on the metric set's ``fit`` topics, and, as the baseline, the metric the study used
-before (TF-IDF + logistic regression fitted on the bundled dataset's train answers, five
-traits, no "none"), each measured on the metric set's held-out topics and the bundled test
-split (``evaluate_scorer``), with its fitting time and scoring speed. Prints one JSON object.
+before (TF-IDF + logistic regression fitted on the bundled v1 train answers, five traits, no
+"none"), each measured on the metric set's held-out topics and the bundled v1 test split
+(``evaluate_scorer``), the v2 test split's accuracy beside it, with its fitting time and
+scoring speed. Prints one JSON object.
 
     python bench/trait_metric.py          # from the repository root, with the project's venv
 """
@@ -16,6 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from finetune.io import bundled_path  # noqa: E402
 from finetune.validate import load_rows  # noqa: E402
 from interp.behaviour.alignment import fit_trait_classifier  # noqa: E402
 from interp.behaviour.trait_metric import CANDIDATES, TraitScorer, evaluate_scorer, read_metric_set  # noqa: E402
@@ -27,8 +29,9 @@ def main() -> None:
     argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
     rows = read_metric_set()
     held = [r for r in rows if r.part == "held_out"]
-    bundled = load_rows()
+    bundled = load_rows([bundled_path("v1")])  # the old metric is fitted on v1's train answers
     test = [(r.answer, r.trait) for r in bundled if r.split == "test"]
+    test_v2 = [(r.answer, r.trait) for r in load_rows([bundled_path("v2")]) if r.split == "test"]
     out = {"n_fit": sum(r.part == "fit" for r in rows), "n_held_out": len(held), "n_bundled_test": len(test),
            "candidates": {}}
     arms = {f"metric set: {k}": (lambda k=k: TraitScorer(k, rows)) for k in CANDIDATES}
@@ -44,6 +47,8 @@ def main() -> None:
         model.predict(texts)
         per_s = len(texts) / (time.perf_counter() - t0)
         res = evaluate_scorer(lambda xs, m=model: list(m.predict(xs)), held, test)
+        v2 = list(model.predict([t for t, _ in test_v2]))
+        res["bundled_v2_test_accuracy"] = sum(p == t for p, (_, t) in zip(v2, test_v2, strict=True)) / len(test_v2)
         out["candidates"][name] = {**res, "fit_seconds": round(fit_s, 2), "texts_per_second": round(per_s)}
     print(json.dumps(out, indent=2))
 

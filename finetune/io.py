@@ -20,12 +20,23 @@ from text2emoji.core.errors import UserError
 from text2emoji.core.files import atomic_path
 from text2emoji.core.schema import OFFICIAL_COLUMNS, REQUIRED, Row
 
-BUNDLED = "opinion_qa.jsonl"
+# the datasets shipped with the package, by version; v2 is the default, v1 kept for reproducibility
+BUNDLED = {"v1": "opinion_qa.jsonl", "v2": "opinion_qa_v2.jsonl"}
+DEFAULT_VERSION = "v2"
 
 
-def bundled_path() -> Path:
-    """The dataset shipped with the package (``finetune/data/opinion_qa.jsonl``)."""
-    return Path(str(resources.files("finetune").joinpath("data", BUNDLED)))
+def bundled_path(version: str = DEFAULT_VERSION) -> Path:
+    """A dataset shipped with the package (``finetune/data/``; default: v2)."""
+    if version not in BUNDLED:
+        raise UserError(f"no bundled dataset {version!r}; there are {', '.join(BUNDLED)}")
+    return Path(str(resources.files("finetune").joinpath("data", BUNDLED[version])))
+
+
+def data_path(spec: str | Path) -> Path:
+    """A ``--data`` value as a path: ``bundled:v1`` / ``bundled:v2`` name a shipped dataset,
+    anything else is a file path."""
+    s = str(spec)
+    return bundled_path(s.removeprefix("bundled:")) if s.startswith("bundled:") else Path(s)
 
 
 @dataclass

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from finetune.io import bundled_path, missing_columns, read_raw, to_rows
+from finetune.io import bundled_path, data_path, missing_columns, read_raw, to_rows
 from interp.emojis import find_emojis, find_emoticons, find_text_symbols
 from text2emoji.core.errors import UserError
 from text2emoji.core.schema import SPLITS, TRAITS, Row
@@ -157,7 +157,8 @@ def validate_files(
     report = Report()
     seen: dict[Path, str | Path] = {}
     for p in paths:
-        key = Path(p).resolve()
+        p = data_path(p)
+        key = p.resolve()
         if key in seen:  # one problem for the file, not one duplicate per row
             report.problems.append(f"{p}: the same file as {seen[key]}, given twice; give it once")
             continue

@@ -19,6 +19,7 @@ from text2emoji.stages.base import (
     JUDGE_HELP,
     check_trait_metric,
     label_map_option,
+    scorer_of,
     trait_metric_option,
 )
 from text2emoji.stages.base import print_json as _print_json
@@ -177,16 +178,6 @@ class TraitsScoreConfig(Config):
 
     def validate(self) -> None:
         check_trait_metric(self.metric, self.label_map)
-
-
-def scorer_of(metric: str, label_map: str | None, seed: int) -> Any:
-    """The trait metric ``--metric``/``--trait-metric`` names, or a UserError saying why not."""
-    from interp.behaviour.trait_metric import make_scorer, read_label_map
-
-    try:
-        return make_scorer(metric, read_label_map(label_map), seed=seed)
-    except (OSError, ValueError) as e:
-        raise UserError(f"trait metric {metric}: {e}") from e
 
 
 def cmd_traits_score(cfg: TraitsScoreConfig) -> None:

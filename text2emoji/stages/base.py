@@ -124,6 +124,18 @@ def judge_option() -> Any:
     return option(None, help=JUDGE_HELP + "; rates every answer 1-5 for its trait (default: no judge)")
 
 
+def scorer_of(metric: str, label_map: str | None, seed: int) -> Any:
+    """The trait metric ``--metric``/``--trait-metric`` names, or a UserError saying why not."""
+    from interp.behaviour.trait_metric import make_scorer, read_label_map
+
+    try:
+        return make_scorer(metric, read_label_map(label_map), seed=seed)
+    except (OSError, ValueError) as e:
+        from text2emoji.core.errors import UserError
+
+        raise UserError(f"trait metric {metric}: {e}") from e
+
+
 def check_trait_metric(metric: str, label_map: str | None) -> None:
     from interp.behaviour.trait_metric import CANDIDATES
 
@@ -134,8 +146,16 @@ def check_trait_metric(metric: str, label_map: str | None) -> None:
 
 
 def check_data_files(paths: list[str]) -> None:
-    """Every ``--data`` file exists and is a file (checked before any stage runs)."""
+    """Every ``--data`` file exists and is a file (checked before any stage runs);
+    ``bundled:v1`` / ``bundled:v2`` name the shipped datasets."""
+    from finetune.io import BUNDLED
+
     for p in paths:
+        if p.startswith("bundled:"):
+            if p.removeprefix("bundled:") not in BUNDLED:
+                raise ConfigError(f"data: no bundled dataset {p!r}; there are "
+                                  + ", ".join(f"bundled:{v}" for v in BUNDLED))
+            continue
         if not Path(p).is_file():
             raise ConfigError(f"data: {p}: no such file" if not Path(p).exists() else f"data: {p}: not a file")
 
@@ -153,7 +173,8 @@ class RunConfig(Config):
     run_dir: RunDir = member(RunDir, help="the run directory", hash=False)
     preset: Preset = option("quick", help="quick: about 19 minutes on 2 CPU cores; paper: the study's full scale")
     data: list[str] = option([], help="Opinion QA files (CSV, JSONL, parquet; official or project "
-                             "layout); default: the bundled dataset", flag="--data", metavar="PATH")
+                             "layout), or bundled:v1, the first bundled set (default: bundled:v2)",
+                             flag="--data", metavar="PATH")
     allow_emoticons: bool = emoticons_option()
     seed: int = seed_option("seed for everything random in the run (every stage gets it)")
     batch_size: int = batch_option()

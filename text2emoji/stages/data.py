@@ -28,9 +28,9 @@ class DatasetConfig(Config):
 
 def dataset_config(cfg: Any) -> DatasetConfig:
     """The dataset stage's config for any command config with ``data``, ``model``, ``seed``."""
-    from finetune.io import bundled_path
+    from finetune.io import bundled_path, data_path
 
-    files = list(cfg.data) or [str(bundled_path())]
+    files = [str(data_path(f)) for f in cfg.data] or [str(bundled_path())]
     digest = hashlib.sha256()
     for f in files:
         try:

@@ -37,7 +37,7 @@ class EvaluateConfig(Config):
 
     model: ModelConfig = member(ModelConfig, help="the base model the adapters sit on")
     run_dir: RunDir = member(RunDir, help="the run directory; writes out/evaluate/", hash=False)
-    data: list[str] = option([], help="Opinion QA files; default: the bundled dataset", flag="--data", metavar="PATH")
+    data: list[str] = option([], help="Opinion QA files, or bundled:v1 (default: bundled:v2)", flag="--data", metavar="PATH")
     allow_emoticons: bool = emoticons_option()
     adapters: str | None = option(None, help="folder with <trait>/adapter (default: OUT/train)", hash=False)
     traits: list[str] = option([], help="traits to evaluate (default: all five)", flag="--trait")
@@ -129,7 +129,7 @@ def write_alignment(rows: list, gens: list[dict[str, Any]], out_dir: Path, seed:
     PEFT answer (or first answer) towards the target trait (linear metrics only)."""
     from interp.behaviour.alignment import trait_alignment
     from text2emoji.core.files import atomic_write_json, atomic_write_text
-    from text2emoji.tools import scorer_of
+    from text2emoji.stages.base import scorer_of
 
     clf = scorer_of(metric, label_map, seed)
     ta = trait_alignment(gens, clf, examples=hasattr(clf, "named_steps"))

@@ -40,7 +40,7 @@ class InterveneConfig(ProbeConfig):
                                   "(default: the preset's)", low=0)
     n_questions: int | None = option(None, help="held-out test questions per trait the effect is measured on "
                                      "(0 = all; default: the preset's)", low=0)
-    data: list[str] = option([], help="Opinion QA files; default: the bundled dataset", flag="--data", metavar="PATH")
+    data: list[str] = option([], help="Opinion QA files, or bundled:v1 (default: bundled:v2)", flag="--data", metavar="PATH")
     allow_emoticons: bool = emoticons_option()
 
     def validate(self) -> None:

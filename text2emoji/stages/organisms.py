@@ -106,7 +106,7 @@ class OrganismsConfig(Config):
                                              "(default: the preset's organism value)", low=0)
     n_generation_questions: int | None = option(None, help="questions answered intact and ablated (0 = all "
                                                 "--n-questions; default: the preset's)", low=0)
-    data: list[str] = option([], help="Opinion QA files; default: the bundled dataset", flag="--data", metavar="PATH")
+    data: list[str] = option([], help="Opinion QA files, or bundled:v1 (default: bundled:v2)", flag="--data", metavar="PATH")
     allow_emoticons: bool = emoticons_option()
 
     def validate(self) -> None:

@@ -29,7 +29,7 @@ class TrainCommandConfig(Config):
     """``text2emoji train``."""
 
     recipe: TrainConfig = member(TrainConfig, help="one trait's QLoRA run: model, trait, preset, hyperparameters")
-    data: list[str] = option([], help="Opinion QA files; default: the bundled dataset", flag="--data",
+    data: list[str] = option([], help="Opinion QA files, or bundled:v1 (default: bundled:v2)", flag="--data",
                              metavar="PATH")
     allow_emoticons: bool = emoticons_option()
     all_traits: bool = option(False, help="train all five traits, one after another")
