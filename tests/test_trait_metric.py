@@ -284,3 +284,21 @@ def test_evaluate_takes_a_plugged_in_metric_and_a_judge(tiny_model_dir, tmp_path
         assert s["mean"] == pytest.approx(sum(rated) / len(rated))
     assert all(c == "Bearer sk-secret-judge" for c in calls)
     assert not any("sk-secret-judge" in p.read_text(errors="ignore") for p in (tmp_path / "run").rglob("*") if p.is_file())
+
+
+def test_the_paired_difference_interval_covers_and_is_never_a_point():
+    """Newcombe's paired interval: ± the Wilson bound with every pair concordant (by hand), and
+    near its 95% coverage on 16 questions, simulated (Newcombe 1998 reports 0.93-0.97 for this
+    method at small n)."""
+    from interp.behaviour.alignment import paired_difference_ci
+    from interp.behaviour.emoji_metrics import wilson
+
+    assert paired_difference_ci(0, 0, 0, 16) == pytest.approx([-wilson(0, 16)["hi"], wilson(0, 16)["hi"]])
+    lo, hi = paired_difference_ci(16, 0, 0, 0)
+    assert lo < 0 < hi
+    rng = np.random.default_rng(0)
+    for probs in ([0.1, 0.3, 0.1, 0.5], [0.3, 0.1, 0.1, 0.5], [0.0, 0.5, 0.05, 0.45]):
+        true = probs[1] - probs[2]
+        covered = [lo <= true <= hi for lo, hi in (paired_difference_ci(*map(int, rng.multinomial(16, probs)))
+                                                   for _ in range(1500))]
+        assert 0.91 <= np.mean(covered) <= 0.99, (probs, np.mean(covered))

@@ -116,7 +116,7 @@ def _alignment(out: Path, m: dict[str, Any]) -> list[str]:
               "(word and character TF-IDF + logistic regression) is fitted on the independent metric set "
               "(`finetune/data/trait_metric/`), never on the adapters' training answers, and may answer 'none' "
               "(low-pole and neutral texts). PEFT vs each method on the same questions: the change in points "
-              "[95% bootstrap interval over questions], exact McNemar p, raw (Holm-adjusted over traits × "
+              "[95% Newcombe interval for paired proportions], exact McNemar p, raw (Holm-adjusted over traits × "
               "comparisons).", "",
               "| trait | " + " | ".join(methods) + " | p PEFT vs in-context | p PEFT vs base |",
               "|---|" + "---:|" * (len(methods) + 2)]

@@ -72,7 +72,7 @@ class PairedTest:
     p_mcnemar: float | None  # None: no pairs
     p_holm: float | None = None  # Holm-adjusted over every paired test of the call (traits x comparisons)
     diff: float | None = None  # share aligned, a - b
-    diff_ci: list[float] = field(default_factory=list)  # 95% percentile bootstrap over the paired questions
+    diff_ci: list[float] = field(default_factory=list)  # 95% Newcombe interval for paired proportions
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -137,8 +137,8 @@ def paired_tests(generations: Sequence[dict[str, Any]], clf: Any, a: str = "peft
                  others: Sequence[str] = ("incontext", "base"), n_boot: int = 2000, seed: int = 0) -> list[PairedTest]:
     """Per trait, method ``a`` against each of ``others`` on the questions both answered
     (paired by ``question``): the exact McNemar test (statsmodels) of whether each answer is
-    classified as its trait, and the difference in the share aligned with a percentile
-    bootstrap interval over the questions. Generations without a question are not paired."""
+    classified as its trait, and the difference in the share aligned with its Newcombe interval
+    (:func:`paired_difference_ci`). Generations without a question are not paired."""
     from statsmodels.stats.contingency_tables import mcnemar
 
     gens = [g for g in generations if g.get("question")]
@@ -157,14 +157,32 @@ def paired_tests(generations: Sequence[dict[str, Any]], clf: Any, a: str = "peft
             n01 = sum(y and not x for x, y in pairs)
             n00 = len(pairs) - n11 - n10 - n01
             p = float(mcnemar([[n11, n10], [n01, n00]], exact=True).pvalue) if pairs else None
-            d = np.array([int(x) - int(y) for x, y in pairs], dtype=float)
-            ci: list[float] = []
-            if len(d):
-                boot = d[np.random.default_rng(seed).integers(0, len(d), size=(n_boot, len(d)))].mean(1)
-                ci = [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))]
+            ci = paired_difference_ci(n11, n10, n01, n00) if pairs else []
             tests.append(PairedTest(trait, a, b, len(pairs), n11, n10, n01, n00, p,
-                                    diff=float(d.mean()) if len(d) else None, diff_ci=ci))
+                                    diff=(n10 - n01) / len(pairs) if pairs else None, diff_ci=ci))
     return holm_adjusted(tests)
+
+
+def paired_difference_ci(both: int, a_only: int, b_only: int, neither: int, level: float = 0.95) -> list[float]:
+    """The interval of p_a - p_b for paired proportions by Newcombe's hybrid score method
+    (Newcombe 1998, Stat Med 17:2635, method 10): the two Wilson intervals combined with the
+    pairs' phi correlation (0 where a margin is empty). Never a point: with every pair
+    concordant it is ± the Wilson bound of the shared proportion.
+
+    >>> [round(x, 4) for x in paired_difference_ci(0, 0, 0, 16)]
+    [-0.1936, 0.1936]
+    """
+    from interp.behaviour.emoji_metrics import wilson
+
+    n = both + a_only + b_only + neither
+    pa, pb = (both + a_only) / n, (both + b_only) / n
+    wa, wb = wilson(both + a_only, n, level), wilson(both + b_only, n, level)
+    den = (both + a_only) * (b_only + neither) * (both + b_only) * (a_only + neither)
+    phi = (both * neither - a_only * b_only) / np.sqrt(den) if den > 0 else 0.0
+    d = pa - pb
+    lo = d - np.sqrt(max(0.0, (pa - wa["lo"]) ** 2 - 2 * phi * (pa - wa["lo"]) * (wb["hi"] - pb) + (wb["hi"] - pb) ** 2))
+    hi = d + np.sqrt(max(0.0, (wa["hi"] - pa) ** 2 - 2 * phi * (wa["hi"] - pa) * (pb - wb["lo"]) + (pb - wb["lo"]) ** 2))
+    return [float(max(-1.0, lo)), float(min(1.0, hi))]
 
 
 def holm_adjusted(tests: list[PairedTest]) -> list[PairedTest]:
