@@ -302,3 +302,22 @@ def test_the_paired_difference_interval_covers_and_is_never_a_point():
         covered = [lo <= true <= hi for lo, hi in (paired_difference_ci(*map(int, rng.multinomial(16, probs)))
                                                    for _ in range(1500))]
         assert 0.91 <= np.mean(covered) <= 0.99, (probs, np.mean(covered))
+
+
+def test_the_cards_default_row_is_what_the_metric_measures(bundled):
+    """The metric set card's row for the default is what evaluate_scorer computes now."""
+    import re
+    from pathlib import Path
+
+    from finetune.io import bundled_path
+    from finetune.validate import load_rows
+
+    card = (Path(__file__).resolve().parent.parent / "finetune/data/trait_metric/CARD.md").read_text(encoding="utf-8")
+    row = re.search(r"\| \*\*word \+ char \(default\)\*\* \| \*\*([0-9.]+)%\*\* \| ([0-9.]+)% \| ([0-9.]+)% \| ([0-9.]+)% \| "
+                    r"([0-9.]+)% \| ([0-9.]+)%", card)
+    held = [r for r in read_metric_set() if r.part == "held_out"]
+    test = [(r.answer, r.trait) for r in load_rows([bundled_path("v1")]) if r.split == "test"]
+    m = evaluate_scorer(bundled.label, held, test)
+    want = [m["held_out_accuracy"], m["high_pole_accuracy"], m["low_pole_not_own_trait"], m["low_pole_none"],
+            m["neutral_none"], m["bundled_test_accuracy"]]
+    assert [float(x) / 100 for x in row.groups()] == pytest.approx(want, abs=6e-4)

@@ -134,7 +134,7 @@ def trait_alignment(generations: Sequence[dict[str, Any]], clf: Any, *, examples
 
 
 def paired_tests(generations: Sequence[dict[str, Any]], clf: Any, a: str = "peft",
-                 others: Sequence[str] = ("incontext", "base"), n_boot: int = 2000, seed: int = 0) -> list[PairedTest]:
+                 others: Sequence[str] = ("incontext", "base")) -> list[PairedTest]:
     """Per trait, method ``a`` against each of ``others`` on the questions both answered
     (paired by ``question``): the exact McNemar test (statsmodels) of whether each answer is
     classified as its trait, and the difference in the share aligned with its Newcombe interval

@@ -97,6 +97,11 @@ def print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2, ensure_ascii=False))
 
 
+def data_option() -> Any:
+    """The ``data`` field of every command that reads the Opinion QA set."""
+    return option([], help="Opinion QA files, or bundled:v1 (default: bundled:v2)", flag="--data", metavar="PATH")
+
+
 def emoticons_option() -> Any:
     """The ``allow_emoticons`` field of every command that reads ``--data`` (the dataset stage's
     hash covers it; the others see it through that stage)."""

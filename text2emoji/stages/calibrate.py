@@ -17,6 +17,7 @@ from text2emoji.stages.base import (
     Stage,
     artifact,
     check_data_files,
+    data_option,
     emoticons_option,
     print_json,
     read_json,
@@ -46,7 +47,7 @@ class CalibrateConfig(ProbeConfig):
     alpha: float = option(0.05, help="significance level a false positive is counted at", gt=0, lt=1)
     n_questions: int | None = option(None, help="held-out test questions the null ablations and patches are "
                                      "measured on (0 = all; default: the preset's)", low=0)
-    data: list[str] = option([], help="Opinion QA files, or bundled:v1 (default: bundled:v2)", flag="--data", metavar="PATH")
+    data: list[str] = data_option()
     allow_emoticons: bool = emoticons_option()
 
     def validate(self) -> None:

@@ -20,6 +20,7 @@ from text2emoji.stages.base import (
     check_data_files,
     check_trait_metric,
     check_traits,
+    data_option,
     emoticons_option,
     judge_option,
     label_map_option,
@@ -37,7 +38,7 @@ class EvaluateConfig(Config):
 
     model: ModelConfig = member(ModelConfig, help="the base model the adapters sit on")
     run_dir: RunDir = member(RunDir, help="the run directory; writes out/evaluate/", hash=False)
-    data: list[str] = option([], help="Opinion QA files, or bundled:v1 (default: bundled:v2)", flag="--data", metavar="PATH")
+    data: list[str] = data_option()
     allow_emoticons: bool = emoticons_option()
     adapters: str | None = option(None, help="folder with <trait>/adapter (default: OUT/train)", hash=False)
     traits: list[str] = option([], help="traits to evaluate (default: all five)", flag="--trait")

@@ -19,6 +19,7 @@ from text2emoji.stages.base import (
     Stage,
     artifact,
     check_data_files,
+    data_option,
     emoticons_option,
     pct,
     print_json,
@@ -40,7 +41,7 @@ class InterveneConfig(ProbeConfig):
                                   "(default: the preset's)", low=0)
     n_questions: int | None = option(None, help="held-out test questions per trait the effect is measured on "
                                      "(0 = all; default: the preset's)", low=0)
-    data: list[str] = option([], help="Opinion QA files, or bundled:v1 (default: bundled:v2)", flag="--data", metavar="PATH")
+    data: list[str] = data_option()
     allow_emoticons: bool = emoticons_option()
 
     def validate(self) -> None:

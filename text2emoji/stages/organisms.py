@@ -46,6 +46,7 @@ from text2emoji.stages.base import (
     artifact,
     check_data_files,
     check_traits,
+    data_option,
     emoticons_option,
     pct,
     print_json,
@@ -106,7 +107,7 @@ class OrganismsConfig(Config):
                                              "(default: the preset's organism value)", low=0)
     n_generation_questions: int | None = option(None, help="questions answered intact and ablated (0 = all "
                                                 "--n-questions; default: the preset's)", low=0)
-    data: list[str] = option([], help="Opinion QA files, or bundled:v1 (default: bundled:v2)", flag="--data", metavar="PATH")
+    data: list[str] = data_option()
     allow_emoticons: bool = emoticons_option()
 
     def validate(self) -> None:

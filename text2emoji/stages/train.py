@@ -18,6 +18,7 @@ from text2emoji.stages.base import (
     Stage,
     artifact,
     check_data_files,
+    data_option,
     emoticons_option,
     read_json,
 )
@@ -29,8 +30,7 @@ class TrainCommandConfig(Config):
     """``text2emoji train``."""
 
     recipe: TrainConfig = member(TrainConfig, help="one trait's QLoRA run: model, trait, preset, hyperparameters")
-    data: list[str] = option([], help="Opinion QA files, or bundled:v1 (default: bundled:v2)", flag="--data",
-                             metavar="PATH")
+    data: list[str] = data_option()
     allow_emoticons: bool = emoticons_option()
     all_traits: bool = option(False, help="train all five traits, one after another")
     merge: bool = option(False, help="also save each adapter merged into the float base (merged/)")
