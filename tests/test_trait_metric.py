@@ -22,7 +22,7 @@ from text2emoji.core.schema import TRAITS
 
 @pytest.fixture(scope="module")
 def bundled():
-    return TraitScorer()
+    return TraitScorer()  # the default: the embedded model's embedding (slow the first time: cached after)
 
 
 def test_the_metric_set_is_independent_of_the_training_data_and_balanced():
@@ -42,6 +42,7 @@ def test_the_metric_set_is_independent_of_the_training_data_and_balanced():
     assert {r.label for r in rows} == set(LABELS)
 
 
+@pytest.mark.slow
 def test_scores_are_probabilities_over_the_five_traits_and_none(bundled):
     texts = ["I threw a huge party and danced with everyone until dawn!", "The museum opens at nine."]
     p = bundled.scores(texts)
@@ -100,6 +101,7 @@ NEUTRAL = ["The library opens at nine and closes at six on weekdays.",
            "Paris is the capital of France."]
 
 
+@pytest.mark.slow
 def test_the_bundled_metric_keeps_the_low_pole_and_neutral_texts_off_the_trait(bundled):
     # measured on the held-out topics (card): 84% of introverted and calm texts kept off their
     # trait, 96% of neutral ones at "none"; the old metric: 40%, 90% and 0%
@@ -109,6 +111,7 @@ def test_the_bundled_metric_keeps_the_low_pole_and_neutral_texts_off_the_trait(b
     assert bundled.label(["", "🎉🎉"]) == [NONE, NONE]
 
 
+@pytest.mark.slow
 def test_traits_score_writes_one_json_line_per_row_in_order(tmp_path, capsys):
     from text2emoji.cli import main
 
@@ -304,6 +307,7 @@ def test_the_paired_difference_interval_covers_and_is_never_a_point():
         assert 0.91 <= np.mean(covered) <= 0.99, (probs, np.mean(covered))
 
 
+@pytest.mark.slow
 def test_the_cards_default_row_is_what_the_metric_measures(bundled):
     """The metric set card's row for the default is what evaluate_scorer computes now."""
     import re
@@ -313,11 +317,44 @@ def test_the_cards_default_row_is_what_the_metric_measures(bundled):
     from finetune.validate import load_rows
 
     card = (Path(__file__).resolve().parent.parent / "finetune/data/trait_metric/CARD.md").read_text(encoding="utf-8")
-    row = re.search(r"\| \*\*word \+ char \(default\)\*\* \| \*\*([0-9.]+)%\*\* \| ([0-9.]+)% \| ([0-9.]+)% \| ([0-9.]+)% \| "
+    row = re.search(r"\| \*\*embedding \(default\)\*\* \| \*\*([0-9.]+)%\*\* \| ([0-9.]+)% \| ([0-9.]+)% \| ([0-9.]+)% \| "
                     r"([0-9.]+)% \| ([0-9.]+)%", card)
     held = [r for r in read_metric_set() if r.part == "held_out"]
     test = [(r.answer, r.trait) for r in load_rows([bundled_path("v1")]) if r.split == "test"]
     m = evaluate_scorer(bundled.label, held, test)
     want = [m["held_out_accuracy"], m["high_pole_accuracy"], m["low_pole_not_own_trait"], m["low_pole_none"],
             m["neutral_none"], m["bundled_test_accuracy"]]
-    assert [float(x) / 100 for x in row.groups()] == pytest.approx(want, abs=6e-4)
+    # rounding, and float32 sums that differ between CPUs may move a text or two near a boundary
+    assert [float(x) / 100 for x in row.groups()] == pytest.approx(want, abs=4e-3)
+
+
+@pytest.mark.slow
+def test_the_embedding_is_the_mean_residual_stream_after_14_blocks_read_by_hand(tmp_path, monkeypatch):
+    """EmbeddingFeatures against transformers' own hidden states (output_hidden_states[14], one
+    text at a time, no padding), through a batch of unequal texts; the cache is written on fit
+    and read back equal."""
+    import torch
+
+    from interp.behaviour.trait_metric import EMBEDDING_LAYER, EmbeddingFeatures
+
+    monkeypatch.setenv("TEXT2EMOJI_CACHE", str(tmp_path / "cache"))
+    texts = ["Short.", "A much longer sentence about trains, weather and what I had for lunch today!", "Two words"]
+    f = EmbeddingFeatures(batch_size=2)
+    got = f.transform(texts)
+    model, tok = f._lm.model, f._lm.tokenizer
+    for i, t in enumerate(texts):
+        with torch.no_grad():
+            hs = model(**tok(t, return_tensors="pt"), output_hidden_states=True).hidden_states[EMBEDDING_LAYER]
+        np.testing.assert_allclose(got[i], hs[0].mean(0).numpy(), rtol=1e-4, atol=1e-4)
+    assert not list((tmp_path / "cache").rglob("*.npz"))  # scoring caches nothing
+    fitted = f.fit_transform(texts)
+    (cached,) = list((tmp_path / "cache").rglob("*.npz"))
+    np.testing.assert_allclose(fitted, got, rtol=1e-5, atol=1e-5)
+    f._embed = None  # a second fit must read every text from the cache
+    np.testing.assert_array_equal(f.fit_transform(texts[::-1]), fitted[::-1])
+    assert cached.is_file()
+
+
+@pytest.mark.slow
+def test_the_embedding_metric_has_no_word_contributions(bundled):
+    assert bundled.kind == "embedding" and not hasattr(bundled, "named_steps")

@@ -112,10 +112,14 @@ def _alignment(out: Path, m: dict[str, Any]) -> list[str]:
             change = (f"{100 * d:+.0f} pts [{100 * c[0]:+.0f}, {100 * c[1]:+.0f}], " if d is not None and c else "")
             return f"{change}p {_fmt(r.get('p'), '.3g')} ({_fmt(r.get('p_holm'), '.3g')})"
 
-        L += ["Share of answers the trait metric assigns to the target trait [95% Wilson interval]. The metric "
-              "(word and character TF-IDF + logistic regression) is fitted on the independent metric set "
-              "(`finetune/data/trait_metric/`), never on the adapters' training answers, and may answer 'none' "
-              "(low-pole and neutral texts). PEFT vs each method on the same questions: the change in points "
+        from interp.behaviour.trait_metric import describe
+
+        metric = m.get("trait_metric") or "embedding"
+        how = (f"The metric is {describe(metric)}." if metric.startswith("hf:") else
+               f"The metric ({describe(metric).removesuffix(', fitted on the independent metric set')}) is fitted on "
+               "the independent metric set (`finetune/data/trait_metric/`), never on the adapters' training answers, "
+               "and may answer 'none' (low-pole and neutral texts).")
+        L += ["Share of answers the trait metric assigns to the target trait [95% Wilson interval]. " + how + " PEFT vs each method on the same questions: the change in points "
               "[95% Newcombe interval for paired proportions], exact McNemar p, raw (Holm-adjusted over traits × "
               "comparisons).", "",
               "| trait | " + " | ".join(methods) + " | p PEFT vs in-context | p PEFT vs base |",

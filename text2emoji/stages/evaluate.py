@@ -124,20 +124,20 @@ def _compute(cfg: EvaluateConfig, out: Path) -> None:
         explain(model, lm.tokenizer, gens, out, cfg.batch_size, cfg.n_explain)
 
 
-def write_alignment(rows: list, gens: list[dict[str, Any]], out_dir: Path, seed: int, metric: str = "word+char",
+def write_alignment(rows: list, gens: list[dict[str, Any]], out_dir: Path, seed: int, metric: str = "embedding",
                     label_map: str | None = None) -> None:
     """Trait alignment per (trait, method) and, per trait, the word contributions of its first
     PEFT answer (or first answer) towards the target trait (linear metrics only)."""
     from interp.behaviour.alignment import trait_alignment
+    from interp.behaviour.trait_metric import describe
     from text2emoji.core.files import atomic_write_json, atomic_write_text
     from text2emoji.stages.base import scorer_of
 
     clf = scorer_of(metric, label_map, seed)
     ta = trait_alignment(gens, clf, examples=hasattr(clf, "named_steps"))
     atomic_write_json(out_dir / "trait_alignment.json", {**ta.to_dict(), "metric": metric})
-    what = (f"the classifier {metric.removeprefix('hf:')} (its labels mapped to traits)" if metric.startswith("hf:") else
-            f"the trait metric ({metric} TF-IDF + logistic regression, fitted on the independent metric set, never "
-            "on the adapters' training answers; a trait or 'none')")
+    what = (describe(metric) if metric.startswith("hf:") else
+            f"the trait metric ({describe(metric)}, never on the adapters' training answers; a trait or 'none')")
     lines = [f"Trait alignment: share of answers {what} assigns to the target trait, with its 95% Wilson "
              "interval.", "",
              "| trait | method | n | TA [95% CI] |", "|---|---|---:|---|"]
@@ -248,6 +248,7 @@ def _metrics(stage_dir: Path) -> dict[str, Any]:
             "esr": r["esr"], "esr_ci": [r["esr_lo"], r["esr_hi"]], "top_emojis": r["top_emojis"]} for r in table}
     if ta:
         m["trait_alignment"] = {f"{r['trait']}/{r['method']}": r["trait_alignment"] for r in ta}
+        m["trait_metric"] = (read_json(stage_dir / "trait_alignment.json") or {}).get("metric")
         m["trait_alignment_ci"] = {f"{r['trait']}/{r['method']}": r.get("ci") for r in ta}
         paired = (read_json(stage_dir / "trait_alignment.json") or {}).get("paired") or []
         m["trait_alignment_mcnemar"] = {f"{p['trait']}/peft_vs_{p['b']}": {
