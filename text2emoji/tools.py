@@ -1,6 +1,7 @@
 """The commands that are tools rather than stages of a run: ``activations`` and ``emoji-prob``
 (one file or one prompt), ``model fetch`` / ``model info``, ``esr`` (emoji metrics of a file of
-answers) and ``figures`` (redraw a run's figures and report from its results files)."""
+answers), ``figures`` (redraw a run's figures and report from its results files), and
+``diff-lens``, ``steer`` and ``trait-vector`` (activation-difference lens and steering)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from text2emoji.core.runs import Progress, batch_option
 from text2emoji.stages.base import (
     JUDGE_HELP,
     check_trait_metric,
+    data_option,
+    emoticons_option,
     label_map_option,
     scorer_of,
     trait_metric_option,
@@ -282,3 +285,233 @@ def cmd_figures(cfg: FiguresConfig) -> None:
     _print_json([str(p) for p in redraw(Path(cfg.dir))])
 
 
+# --- text2emoji diff-lens / steer / trait-vector ------------------------------------------------
+
+NEUTRAL_TEXTS = "finetune/data/trait_metric/metric_set.jsonl"
+
+
+def neutral_texts() -> list[str]:
+    """The neutral texts of the bundled trait-metric set (its rows with ``"pole": "neutral"``):
+    ``diff-lens``'s default texts."""
+    from importlib import resources
+
+    path = resources.files("finetune").joinpath("data", "trait_metric", "metric_set.jsonl")
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [r["text"] for r in rows if r.get("pole") == "neutral"]
+
+
+def _decode_settings(cfg: Any) -> Any:
+    from interp.behaviour.generation import DecodeSettings
+
+    return DecodeSettings(max_new_tokens=cfg.max_new_tokens, do_sample=cfg.do_sample, temperature=cfg.temperature,
+                          top_p=cfg.top_p, seed=cfg.seed)
+
+
+def _check_layer(layer: int, n: int) -> int:
+    """``layer`` made non-negative, or a UserError naming ``--layer`` and the valid range."""
+    if not -n <= layer < n:
+        raise UserError(f"layer (--layer): {layer} out of range for a model with {n} layers [-{n}, {n - 1}]")
+    return layer % n
+
+
+@dataclass
+class DiffLensConfig(Config):
+    """``text2emoji diff-lens``."""
+
+    model: ModelConfig = member(ModelConfig, help="the base model the adapter sits on")
+    adapter: str = option("", help="PEFT adapter directory (required): the difference is adapter minus base")
+    texts: str | None = option(None, help="plain text, one text per line, each used verbatim (blank lines skipped; "
+                               f"default: the neutral texts of {NEUTRAL_TEXTS})", metavar="FILE")
+    first_k: int = option(5, help="how many tokens at the start of each text count (shorter texts: all)", low=1)
+    skip_first: bool = option(True, help="each text's first token (BOS where the tokenizer adds one) goes through "
+                              "the model but does not count, the K tokens being the K after it: position 0 is the "
+                              "attention sink, whose outsized activations would dominate the mean")
+    top: int = option(20, help="most promoted tokens listed per layer", low=1)
+    emojis: list[str] = option([], help="emoji whose first token's rank is reported (default: every trait emoji "
+                               "of prompts/probe_prompts.yaml)", flag="--emoji", metavar="E")
+    batch_size: int = batch_option()
+    out: str = option("", help="output directory: diff_vectors.npy (float32 [n_layers, d_model]), diff_lens.json, "
+                      "diff_lens.png and .pdf", hash=False, metavar="DIR")
+
+    def validate(self) -> None:
+        from interp.emojis import find_emojis
+
+        if not self.adapter:
+            raise ConfigError("adapter: --adapter DIR is required (the difference is adapter minus base)")
+        if not self.out:
+            raise ConfigError("out: --out DIR is required")
+        for e in self.emojis:
+            if find_emojis(e) != [e]:
+                raise ConfigError(f"emojis: {e!r} is not one RGI emoji")
+
+
+def _read_texts(path: str | None) -> tuple[list[str], str]:
+    from interp.textfiles import read_rows
+
+    if path is None:
+        return neutral_texts(), f"{NEUTRAL_TEXTS} (pole: neutral)"
+    rows = read_rows(path, field="text", fmt="text")
+    if not rows:
+        raise UserError(f"{path}: no texts (the file is empty or holds only blank lines)")
+    return [r["text"] for r in rows], path
+
+
+def cmd_diff_lens(cfg: DiffLensConfig) -> None:
+    import numpy as np
+
+    from interp.difflens import counted_ids, diff_vectors, lens
+    from interp.models import adapter_disabled, load_model
+    from interp.probes import load_probe_suite
+    from text2emoji.core.files import atomic_path, atomic_write_json
+    from text2emoji.figures import diff_lens as draw
+
+    texts, source = _read_texts(cfg.texts)
+    if cfg.emojis:
+        emojis: dict[str, str | None] = dict.fromkeys(cfg.emojis)
+    else:
+        emojis = {e: t for t, es in load_probe_suite().trait_emojis.items() for e in es}
+    lm = load_model(cfg.model, adapter=cfg.adapter)
+    try:
+        vectors = diff_vectors(lm.model, lm.tokenizer, texts, cfg.first_k, cfg.batch_size, skip_first=cfg.skip_first)
+    except ValueError as e:
+        raise UserError(f"{source}: {e}") from e
+    with adapter_disabled(lm.model):  # the base model's final norm and unembedding read the differences
+        res = lens(lm.model, lm.tokenizer, vectors, top=cfg.top, emojis=emojis)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "diff_vectors.npy") as tmp, open(tmp, "wb") as f:
+        np.save(f, vectors)
+    n_counted = sum(len(ids) - start for ids, start in counted_ids(lm.tokenizer, texts, cfg.first_k, cfg.skip_first))
+    result = {"model": cfg.model.model, "adapter": cfg.adapter, "texts": source, "n_texts": len(texts),
+              "n_positions": n_counted, "first_k": cfg.first_k, "skip_first": cfg.skip_first,
+              "site": "blocks.{L}.hook_resid_post", "difference": "adapter minus base",
+              "dtype": str(next(lm.model.parameters()).dtype).removeprefix("torch."), **res.to_dict()}
+    atomic_write_json(out / "diff_lens.json", result)
+    figures = draw(result, out)
+    _print_json({"out": str(out), "diff_vectors": str(out / "diff_vectors.npy"), "shape": list(vectors.shape),
+                 "json": str(out / "diff_lens.json"), "figures": [str(p) for p in figures],
+                 "n_texts": len(texts), "n_positions": n_counted})
+
+
+@dataclass
+class SteerConfig(Config):
+    """``text2emoji steer``."""
+
+    model: ModelConfig = member(ModelConfig, help="the model to steer")
+    adapter: str | None = option(None, help="PEFT adapter directory: steer the adapted model (default: the model alone)")
+    prompt: str = option("", help="the prompt text (verbatim unless --chat)")
+    vector: str = option("", help=".npy steering vector: [d_model], or [rows, d_model] with one row picked "
+                         "(diff_vectors.npy, a trait-vector file)", metavar="V.npy")
+    layer: int | None = option(None, help="decoder block whose output (resid_post) gets alpha * v at every "
+                               "position; negative counts from the end (required)")
+    alpha: float | None = option(None, help="the scale of the vector; 0 gives the unsteered answer (required)")
+    row: int | None = option(None, help="row of a 2-D vector file (default: the steering layer's row, for a file "
+                             "with one row per layer)")
+    chat: bool = option(False, help="wrap the prompt in the chat template as one user turn")
+    max_new_tokens: int = option(64, help="tokens to generate", low=1)
+    do_sample: bool = option(False, help="sample instead of greedy decoding")
+    temperature: float = option(1.0, help="sampling temperature (with --do-sample)", gt=0)
+    top_p: float = option(1.0, help="nucleus sampling mass (with --do-sample)", gt=0, high=1)
+    seed: int = option(0, help="sampling seed (with --do-sample)")
+
+    def validate(self) -> None:
+        if not self.prompt:
+            raise ConfigError("prompt: --prompt TEXT is required")
+        if not self.vector:
+            raise ConfigError("vector: --vector V.npy is required")
+        if self.layer is None:
+            raise ConfigError("layer: --layer L is required")
+        if self.alpha is None:
+            raise ConfigError("alpha: --alpha A is required")
+
+
+def cmd_steer(cfg: SteerConfig) -> None:
+    import numpy as np
+
+    from interp.hooks import n_layers
+    from interp.models import load_model
+    from interp.steering import d_model, load_vector, steered_generate
+
+    assert cfg.layer is not None and cfg.alpha is not None  # validate() requires them
+    if not Path(cfg.vector).is_file():  # before loading a model
+        raise UserError(f"{cfg.vector}: no such vector file" if not Path(cfg.vector).exists() else f"{cfg.vector}: not a file")
+    lm = load_model(cfg.model, adapter=cfg.adapter)
+    n = n_layers(lm.model)
+    layer = _check_layer(cfg.layer, n)
+    v, row = load_vector(cfg.vector, d_model(lm.model), row=cfg.row, n_layers=n, layer=layer)
+    settings = _decode_settings(cfg)
+    text = steered_generate(lm.model, lm.tokenizer, [cfg.prompt], v, layer, float(cfg.alpha), settings,
+                            chat=cfg.chat)[0]
+    _print_json({"text": text, "prompt": cfg.prompt, "chat": cfg.chat, "layer": layer, "alpha": cfg.alpha,
+                 "vector": cfg.vector, "row": row, "vector_norm": float(np.linalg.norm(v.astype(np.float64))),
+                 "site": f"blocks.{layer}.hook_resid_post", "model": cfg.model.model, "adapter": cfg.adapter,
+                 "decoding": {"max_new_tokens": settings.max_new_tokens, "do_sample": settings.do_sample,
+                              "temperature": settings.temperature, "top_p": settings.top_p, "seed": settings.seed}})
+
+
+@dataclass
+class TraitVectorConfig(Config):
+    """``text2emoji trait-vector``."""
+
+    model: ModelConfig = member(ModelConfig, help="the model whose answers and activations are read")
+    adapter: str | None = option(None, help="PEFT adapter directory to load on top (default: the model alone)")
+    trait: str = option("", help="the Big Five trait whose instruction (prompts/incontext.yaml) is the system "
+                        "message of the 'with' answers (required)")
+    questions: int = option(16, help="how many of the trait's questions (by topic) from --split", low=1)
+    data: list[str] = data_option()
+    allow_emoticons: bool = emoticons_option()
+    split: Literal["train", "test"] = option("train", help="the split the questions come from (keep test questions "
+                                             "for evaluating the steering)")
+    max_new_tokens: int = option(48, help="tokens per generated answer", low=1)
+    do_sample: bool = option(False, help="sample instead of greedy decoding")
+    temperature: float = option(1.0, help="sampling temperature (with --do-sample)", gt=0)
+    top_p: float = option(1.0, help="nucleus sampling mass (with --do-sample)", gt=0, high=1)
+    seed: int = option(0, help="sampling seed, and the split's seed for files without a split")
+    batch_size: int = batch_option()
+    out: str = option("", help="output .npy: float32 [n_layers, d_model], mean resid_post over answers with the "
+                      "instruction minus without; the answers and per-layer norms go to the same name with .json",
+                      hash=False, metavar="V.npy")
+
+    def validate(self) -> None:
+        from text2emoji.core.schema import TRAITS
+        from text2emoji.stages.base import check_data_files
+
+        if self.trait not in TRAITS:
+            raise ConfigError(f"trait: --trait must be one of {', '.join(TRAITS)}, got {self.trait!r}")
+        if not self.out.endswith(".npy"):
+            raise ConfigError(f"out: --out must end in .npy, got {self.out!r}")
+        check_data_files(self.data)
+
+
+def cmd_trait_vector(cfg: TraitVectorConfig) -> None:
+    import numpy as np
+
+    from finetune.io import data_path
+    from finetune.split import assign_splits
+    from finetune.validate import load_rows
+    from interp.models import load_model
+    from interp.steering import trait_vector
+    from text2emoji.core.files import atomic_path, atomic_write_json
+
+    rows = load_rows([data_path(p) for p in cfg.data] or None, allow_emoticons=cfg.allow_emoticons)
+    if any(r.split is None for r in rows):
+        rows = assign_splits(rows, seed=cfg.seed)
+    pool = sorted((r for r in rows if r.trait == cfg.trait and r.split == cfg.split), key=lambda r: r.topic.lower())
+    questions = [r.question for r in pool[:cfg.questions]]
+    if not questions:
+        raise UserError(f"{', '.join(cfg.data) or 'bundled dataset'}: no {cfg.trait} questions in the {cfg.split} split")
+    lm = load_model(cfg.model, adapter=cfg.adapter)
+    try:
+        res = trait_vector(lm.model, lm.tokenizer, questions, cfg.trait, _decode_settings(cfg), batch_size=cfg.batch_size)
+    except ValueError as e:
+        raise UserError(f"trait vector of {cfg.trait}: {e}") from e
+    out = Path(cfg.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp, open(tmp, "wb") as f:
+        np.save(f, res.vector)
+    meta = {"model": cfg.model.model, "adapter": cfg.adapter, "split": cfg.split, "shape": list(res.vector.shape),
+            "site": "blocks.{L}.hook_resid_post", "config": cfg.to_dict(), **res.to_dict()}
+    atomic_write_json(out.with_suffix(".json"), meta)
+    _print_json({"out": str(out), "json": str(out.with_suffix(".json")), "shape": list(res.vector.shape),
+                 "trait": cfg.trait, "n_questions": len(questions), "n_with": res.n_with, "n_without": res.n_without,
+                 "norm_per_layer": meta["norm_per_layer"]})
