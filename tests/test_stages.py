@@ -105,6 +105,8 @@ EXPECTED = {
               "patch": dict(n_questions=16, n_random=500), "calibrate": dict(n_questions=16, n_null=20, n_random_null=50),
               "organisms": dict(fractions=[1.0], negative=True, end_control=False, n_questions=16, n_random=500,
                                 n_random_generation=1, n_generation_questions=8, max_new_tokens=48),
+              "steering": dict(traits=["extraversion"], alphas=[0.0, 2.0, 4.0, 8.0], n_vector_questions=8,
+                               n_sweep_questions=8, n_questions=16, max_new_tokens=48),
               "train": dict(max_steps=24, r=16, batch_size=8, compute_dtype="bfloat16")},
     "paper": {"evaluate": dict(n_questions=0, max_new_tokens=150, n_explain=0), "trace": dict(lens_emojis=3),
               "ablate": dict(n_questions=0, n_random=10000, n_random_generation=5, n_generation_questions=0,
@@ -113,6 +115,8 @@ EXPECTED = {
               "organisms": dict(fractions=[0.0, 0.02, 0.05, 0.1, 0.25, 0.5], negative=True, end_control=True,
                                 n_questions=0, n_random=10000, n_random_generation=19, n_generation_questions=0,
                                 max_new_tokens=150),
+              "steering": dict(traits=[], alphas=[0.0, 1.0, 2.0, 4.0, 8.0, 16.0], n_vector_questions=32,
+                               n_sweep_questions=32, n_questions=0, max_new_tokens=150),
               "train": dict(max_steps=0, r=64, batch_size=2, compute_dtype="auto")},
 }
 
@@ -137,6 +141,14 @@ def test_run_gives_each_stage_the_presets_values(preset):
     ablate = by_name["ablate"].resolve(by_name["ablate"].from_run(over))
     assert (ablate.n_random, ablate.n_questions, ablate.max_new_tokens) == (7, 2, 5)
     assert by_name["train"].from_run(over).recipe.resolved().max_steps == 1
+    steering = by_name["steering"].resolve(by_name["steering"].from_run(over))
+    assert (steering.n_questions, steering.max_new_tokens) == (2, 5)
+    # paper's [] is every trait; the resolved lists are copies, never the preset table's own
+    from text2emoji.core.presets import PRESETS
+    from text2emoji.core.schema import TRAITS
+
+    assert steering.trait_list() == (["extraversion"] if preset == "quick" else list(TRAITS))
+    assert steering.alphas == PRESETS[preset]["steering"]["alphas"] and steering.alphas is not PRESETS[preset]["steering"]["alphas"]
 
 
 def test_train_command_prints_the_traits_it_was_asked_for(tmp_path, tiny_model_dir, capsys):

@@ -24,7 +24,8 @@ TRAIT_COLORS = {
 
 
 # Okabe-Ito, colour-blind safe
-METHOD_COLORS = {"base": "#999999", "peft": "#D55E00", "incontext": "#0072B2", "pre": "#999999", "post": "#D55E00"}
+METHOD_COLORS = {"base": "#999999", "peft": "#D55E00", "incontext": "#0072B2", "steer": "#009E73", "pre": "#999999",
+                 "post": "#D55E00"}
 TOWARDS, AWAY = "#009E73", "#CC79A7"
 STYLE = {"font.size": 8, "axes.titlesize": 9, "axes.labelsize": 8, "xtick.labelsize": 7,
          "ytick.labelsize": 7, "legend.fontsize": 7, "axes.spines.top": False, "axes.spines.right": False}
@@ -480,6 +481,67 @@ def organisms(summary: dict[str, Any], out_dir: Path) -> list[Path]:
     return save(fig, out_dir, "organisms")
 
 
+def steering_sweep(result: dict[str, Any], out_dir: Path) -> list[Path]:
+    """Stage ``steering``: emoji rate, ESR, trait alignment and the rise of the base model's NLL
+    per token over α = 0 on the sweep questions, against α; one line per trait with its 95%
+    interval band; a star at the α chosen (hollow where steering was not usable, α* = 0) and the
+    coherence limit dashed."""
+    plt = _plt()
+    traits = result.get("traits") or {}
+    alphas = sorted({p["alpha"] for v in traits.values() for p in v["sweep"]})
+    panels = (("emoji_rate", "emoji rate (answers)", 100.0), ("esr", "ESR (sentences)", 100.0),
+              ("trait_alignment", "trait alignment", 100.0),
+              ("coherence_rise", "coherence: rise in base NLL / token\nover α = 0 (nats)", 1.0))
+    fig, axes = plt.subplots(1, 4, figsize=(10.5, 2.6))
+    for ax, (key, title, scale) in zip(axes, panels, strict=True):
+        for j, (trait, v) in enumerate(traits.items()):
+            pts = [p for p in v["sweep"] if p[key] is not None]
+            if not pts:
+                continue
+            colour = TRAIT_COLORS.get(trait, "#777777")
+            xs = [p["alpha"] for p in pts]
+            ys = [scale * p[key] for p in pts]
+            ci = [p.get(f"{key}_ci") or [None, None] for p in pts]
+            lo = [scale * c[0] if c[0] is not None else y for c, y in zip(ci, ys, strict=True)]
+            hi = [scale * c[1] if c[1] is not None else y for c, y in zip(ci, ys, strict=True)]
+            ax.fill_between(xs, lo, hi, color=colour, alpha=0.18 if len(traits) <= 2 else 0.08, lw=0)  # bands overlap
+            # later traits drawn thinner on top, so coinciding lines stay visible
+            ax.plot(xs, ys, "-o", color=colour, ms=3.5 - 0.5 * min(j, 4), lw=2.2 - 0.4 * min(j, 4), label=trait)
+            star = [y for p, y in zip(pts, ys, strict=True) if p["alpha"] == v["alpha"]]
+            if star:
+                ax.plot([v["alpha"]], star, "*", ms=11, color=colour, mec="black", mew=0.6,
+                        mfc=colour if v["usable"] else "white", zorder=5)
+        if scale == 100.0:
+            ax.set_ylim(-3, 103)
+            ax.set_ylabel("% (95% CI)" if key == "emoji_rate" else "")
+            if traits and not any(p[key] for v in traits.values() for p in v["sweep"]):  # a flat line is a result
+                ax.text(0.5, 0.8, "0% at every α", ha="center", va="center", transform=ax.transAxes, fontsize=8)
+        else:
+            ax.axhline(0, color="black", lw=0.5)
+            ax.axhline(result["max_coherence_rise"], color="#555555", ls="--", lw=0.8)
+            ax.text(0.02, result["max_coherence_rise"], " limit", va="bottom", fontsize=6, color="#555555",
+                    transform=ax.get_yaxis_transform())
+        if alphas and max(alphas) > 1:
+            ax.set_xscale("symlog", linthresh=1.0, linscale=0.5)
+            ax.set_xlim(-0.15, max(alphas) * 1.25)
+        ax.set_xticks(alphas, [f"{a:g}" for a in alphas])
+        ax.minorticks_off()
+        ax.set_xlabel("α")
+        ax.set_title(title)
+    handles, labels = axes[0].get_legend_handles_labels()
+    from matplotlib.lines import Line2D
+
+    handles += [Line2D([], [], marker="*", ls="none", ms=9, color="#777777", mec="black", mew=0.6),
+                Line2D([], [], marker="*", ls="none", ms=9, mfc="white", mec="black", mew=0.6)]
+    labels += ["α chosen", "α chosen = 0: steering not usable"]
+    fig.legend(handles, labels, frameon=False, loc="lower center", ncol=len(labels), bbox_to_anchor=(0.5, -0.08))
+    n_sweep = sorted({v["n_sweep_questions"] for v in traits.values()})
+    fig.suptitle(f"Steering {result.get('model', '')} at {result.get('site', '')}: the α sweep on "
+                 f"{'/'.join(map(str, n_sweep))} train questions per trait (disjoint from the vector's)", fontsize=9)
+    fig.tight_layout()
+    return save(fig, out_dir, "steering_sweep")
+
+
 def _token_label(t: dict[str, Any]) -> str:
     """A token as the figure shows it: its decoded text where the font can draw it (whitespace
     as a quoted escape), else the vocabulary's own spelling (byte-level pieces of emojis decode
@@ -536,3 +598,41 @@ def diff_lens(result: dict[str, Any], out_dir: Path, k: int = 6) -> list[Path]:
                  f"tokens of {result.get('n_texts')} texts", fontsize=8)
     fig.tight_layout()
     return save(fig, out_dir, "diff_lens")
+
+
+def diffing(result: dict[str, Any], out_dir: Path) -> list[Path]:
+    """Stage ``diffing``: per adapter, the norm of the mean activation difference per layer, the
+    best rank any of its emojis' first tokens reaches per layer (1 = most promoted), and the mean
+    KL(base ‖ adapter) per answer position."""
+    plt = _plt()
+    adapters = result.get("adapters") or {}
+    fig, (a1, a2, a3) = plt.subplots(1, 3, figsize=(10.5, 3.2))
+    palette = ["#555555", "#56B4E9", "#F0E442", "#000000"]
+    for j, (name, r) in enumerate(adapters.items()):
+        trait = name if name in TRAIT_COLORS else None
+        color = TRAIT_COLORS.get(trait or "", palette[j % len(palette)])
+        style = "-" if trait else "--"
+        layers = r["lens"]
+        xs = [la["layer"] for la in layers]
+        a1.plot(xs, [la["norm"] for la in layers], style, color=color, lw=1.2, label=name)
+        best = [min((min(v["rank"], v["space_rank"]) for v in la["emojis"].values()), default=None) for la in layers]
+        if all(b is not None for b in best):
+            a2.plot(xs, best, style, color=color, lw=1.2)
+        kl = (r.get("kl") or {}).get("mean_kl_by_position") or []
+        if kl:
+            a3.plot(range(len(kl)), kl, style, color=color, lw=1.2)
+    a1.set_yscale("log")
+    a1.set_xlabel("layer (resid_post)")
+    a1.set_ylabel("‖mean difference‖, adapter − base")
+    a1.set_title(f"neutral texts, tokens 2–{result.get('first_k', 0) + 1}", fontsize=8)
+    a2.set_yscale("log")
+    a2.invert_yaxis()
+    a2.set_xlabel("layer (resid_post)")
+    a2.set_ylabel("best rank of its emojis' first token")
+    a2.set_title("lens of the difference (1 = most promoted)", fontsize=8)
+    a3.set_xlabel("answer token position")
+    a3.set_ylabel("mean KL(base ‖ adapter), nats")
+    a3.set_title("over the adapter's own held-out answers", fontsize=8)
+    a1.legend(frameon=False, fontsize=6)
+    fig.tight_layout()
+    return save(fig, out_dir, "diffing")

@@ -67,13 +67,21 @@ def _header(out: Path, m: dict[str, Any]) -> list[str]:
     return L
 
 
+def _trait_order(rows: dict[str, Any]) -> list[str]:
+    """``trait/method`` keys grouped by trait in the order they first appear, methods as given."""
+    traits = list(dict.fromkeys(k.split("/")[0] for k in rows))
+    return [k for t in traits for k in rows if k.split("/")[0] == t]
+
+
 def _emoji_use(out: Path, m: dict[str, Any]) -> list[str]:
     """1. Emoji use after PEFT (with training and dataset facts)."""
     L: list[str] = []
     L += ["## 1. Emoji use after PEFT", "", f"**The study:** {CLAIMS['emoji']}", "", "**This run:**", ""]
     if m.get("emoji_table"):
         L += ["| trait / method | answers | emoji rate [95% CI] | ESR [95% CI] | top emojis |", "|---|---:|---|---|---|"]
-        for k, r in m["emoji_table"].items():
+        rows = {**m["emoji_table"], **(m.get("steer_emoji_table") or {})}  # steer: section 7
+        for k in _trait_order(rows):
+            r = rows[k]
             L.append(f"| {k} | {r['n_answers']} | {pct(r['emoji_rate'])} [{pct(r['emoji_rate_ci'][0])}, {pct(r['emoji_rate_ci'][1])}] | "
                      f"{pct(r['esr'])} [{pct(r['esr_ci'][0])}, {pct(r['esr_ci'][1])}] | {r['top_emojis'] or '–'} |")
         peft = [r["emoji_rate"] or 0 for k, r in m["emoji_table"].items() if k.endswith("/peft")]
@@ -98,18 +106,26 @@ def _alignment(out: Path, m: dict[str, Any]) -> list[str]:
     L += ["## 2. PEFT vs in-context vs base: trait alignment", "", f"**The study:** {CLAIMS['alignment']}", "", "**This run:**", ""]
     if m.get("trait_alignment"):
         traits = sorted({k.split("/")[0] for k in m["trait_alignment"]})
-        methods = ["base", "incontext", "peft"]
-        ci = m.get("trait_alignment_ci") or {}
-        mc = m.get("trait_alignment_mcnemar") or {}
+        steer = m.get("steer_alignment") or {}
+        methods = ["base", "incontext", "peft"] + (["steer"] if steer else [])
+        ta = {**m["trait_alignment"], **{k: v["trait_alignment"] for k, v in steer.items()}}
+        ci = {**(m.get("trait_alignment_ci") or {}), **{k: v.get("ci") for k, v in steer.items()}}
+        mc = {**(m.get("trait_alignment_mcnemar") or {}),
+              **{f"{t}/peft_vs_steer": v for t, v in (m.get("steer_vs_peft") or {}).items()}}
+        others = ("incontext", "base") + (("steer",) if m.get("steer_vs_peft") else ())
 
         def cell(key: str) -> str:
-            v, c = m["trait_alignment"].get(key), ci.get(key)
+            v, c = ta.get(key), ci.get(key)
+            if v is None:
+                return "–"
             return pct(v) + (f" [{pct(c[0])}, {pct(c[1])}]" if c else "")
 
         def test(key: str) -> str:
             r = mc.get(key) or {}
             d, c = r.get("diff"), r.get("diff_ci") or []
             change = (f"{100 * d:+.0f} pts [{100 * c[0]:+.0f}, {100 * c[1]:+.0f}], " if d is not None and c else "")
+            if not r:
+                return "–"
             return f"{change}p {_fmt(r.get('p'), '.3g')} ({_fmt(r.get('p_holm'), '.3g')})"
 
         from interp.behaviour.trait_metric import describe
@@ -122,10 +138,14 @@ def _alignment(out: Path, m: dict[str, Any]) -> list[str]:
         L += ["Share of answers the trait metric assigns to the target trait [95% Wilson interval]. " + how + " PEFT vs each method on the same questions: the change in points "
               "[95% Newcombe interval for paired proportions], exact McNemar p, raw (Holm-adjusted over traits × "
               "comparisons).", "",
-              "| trait | " + " | ".join(methods) + " | p PEFT vs in-context | p PEFT vs base |",
-              "|---|" + "---:|" * (len(methods) + 2)]
+              "| trait | " + " | ".join(methods) + " | "
+              + " | ".join(f"p PEFT vs {b.replace('incontext', 'in-context')}" for b in others) + " |",
+              "|---|" + "---:|" * (len(methods) + len(others))]
         L += [f"| {t} | " + " | ".join(cell(f"{t}/{x}") for x in methods) + " | "
-              + " | ".join(test(f"{t}/peft_vs_{b}") for b in ("incontext", "base")) + " |" for t in traits]
+              + " | ".join(test(f"{t}/peft_vs_{b}") for b in others) + " |" for t in traits]
+        if steer:
+            L += ["", "steer: the base model steered with a trait vector (section 7), on the traits the steering stage "
+                  "ran on (–: not steered); its comparison with PEFT is Holm-adjusted over those traits."]
         L.append("")
         pred = m.get("trait_alignment_predicted") or {}
         if any(f"{t}/peft" in pred for t in traits):
@@ -376,11 +396,54 @@ def _lens(out: Path, m: dict[str, Any]) -> list[str]:
     return L
 
 
+def _beyond(out: Path, m: dict[str, Any]) -> list[str]:
+    """7. Beyond the paper: what each adapter changed (model diffing) and steering as a third
+    manipulation."""
+    L: list[str] = ["## 7. Beyond the paper: model diffing and steering", ""]
+    if m.get("diffing"):
+        from text2emoji.stages.diffing import table_lines
+
+        L += ["**What each adapter changed, read without an emoji prompt** (descriptive, no test). Activation-difference "
+              "lens: the mean residual-stream difference, adapter − base, over tokens 2–6 of the bundled neutral texts "
+              "(the first token, the attention sink, left out), each layer read through the final norm and the "
+              "unembedding; the best rank any of the adapter's emojis' first tokens reaches there (an organism's: its "
+              "planted emoji beside its trait's). Per-token KL(base ‖ adapter) over the adapter's own held-out answers, "
+              "before an emoji's first token vs elsewhere.", ""]
+        L += table_lines(m["diffing"]) + [""]
+        L += _fig_refs(out, ["diffing/diffing.png"])
+    st = m.get("steering") or {}
+    if st:
+        L += ["**Steering** (a third way to give the base model a trait, beside PEFT and in-context prompting): a trait "
+              "vector (mean residual stream over answers generated with the in-context trait instruction minus without, "
+              "on train questions) added, × α, to one block's output at every position. α is chosen on other train "
+              "questions (the sweep): the highest trait alignment whose coherence (the base model's mean loss per "
+              "token on the steered answer) rises by at most the stated limit over α = 0; the chosen α is then "
+              "measured on the test questions (sections 1 and 2, method `steer`).", ""]
+        for t, s in st.items():
+            usable = "" if s.get("usable") else " — **no α within the coherence limit raised trait alignment: steering " \
+                                                "not usable here (α = 0)**"
+            L += [f"{t}: layer {s.get('layer')}, ‖v‖ {_fmt(s.get('vector_norm'), '.1f')}, chosen α = "
+                  f"{_fmt(s.get('alpha'), 'g')}{usable} (vector from {s.get('n_vector_questions')} questions, sweep on "
+                  f"{s.get('n_sweep_questions')}).", "",
+                  "| α | emoji rate | ESR | trait alignment [95% CI] | coherence, nats/token | rise over α = 0 [95% CI] |",
+                  "|---:|---:|---:|---|---:|---|"]
+            for r in s.get("sweep") or []:
+                c, rc = r.get("trait_alignment_ci") or [None, None], r.get("coherence_rise_ci") or [None, None]
+                L.append(f"| {r['alpha']:g} | {pct(r.get('emoji_rate'))} | {pct(r.get('esr'))} | "
+                         f"{pct(r.get('trait_alignment'))} [{pct(c[0])}, {pct(c[1])}] | {_fmt(r.get('coherence'), '.2f')} | "
+                         f"{_fmt(r.get('coherence_rise'), '+.2f')} [{_fmt(rc[0], '+.2f')}, {_fmt(rc[1], '+.2f')}] |")
+            L.append("")
+        L += _fig_refs(out, ["steering/steering_sweep.png"])
+    if len(L) == 2:
+        L += ["(stages diffing and steering not run)", ""]
+    return L
+
+
 def render_markdown(out: Path, m: dict[str, Any]) -> str:
     """The report: each claim of the study beside what this run measured, then the figures of
     any other stage and the provenance."""
     L: list[str] = []
-    for section in (_header, _emoji_use, _alignment, _icl, _organisms, _neurons, _causal, _calibration, _lens):
+    for section in (_header, _emoji_use, _alignment, _icl, _organisms, _neurons, _causal, _calibration, _lens, _beyond):
         L += section(out, m)
     # figures of any other stage (an analysis added to the registry shows up here)
     placed = "\n".join(L)

@@ -291,13 +291,11 @@ NEUTRAL_TEXTS = "finetune/data/trait_metric/metric_set.jsonl"
 
 
 def neutral_texts() -> list[str]:
-    """The neutral texts of the bundled trait-metric set (its rows with ``"pole": "neutral"``):
-    ``diff-lens``'s default texts."""
-    from importlib import resources
+    """``diff-lens``'s default texts: the bundled metric set's neutral rows (as the ``diffing``
+    stage reads them)."""
+    from text2emoji.stages.diffing import neutral_texts as bundled
 
-    path = resources.files("finetune").joinpath("data", "trait_metric", "metric_set.jsonl")
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [r["text"] for r in rows if r.get("pole") == "neutral"]
+    return bundled()
 
 
 def _decode_settings(cfg: Any) -> Any:

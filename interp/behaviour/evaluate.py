@@ -32,6 +32,9 @@ from text2emoji.core.files import atomic_write_json, atomic_write_text, read_app
 from text2emoji.core.schema import TRAITS, Row
 
 METHODS = ("base", "peft", "incontext")
+# the emoji table's rows also come from the ``steering`` stage (the base model steered along a
+# trait vector); it is no method of ``evaluate`` (``--method`` takes METHODS only)
+TABLE_METHODS = (*METHODS, "steer")
 BASE = "__base__"  # peft's adapter name for "adapters off" in a mixed batch
 
 
@@ -184,7 +187,7 @@ def emoji_table(generations: Sequence[dict[str, Any]], n_boot: int = 2000, seed:
         groups.setdefault((g["trait"], g["method"]), []).append(g["text"])
     table = []
     order = {t: i for i, t in enumerate(TRAITS)}
-    for (trait, method), texts in sorted(groups.items(), key=lambda kv: (order.get(kv[0][0], 99), METHODS.index(kv[0][1]))):
+    for (trait, method), texts in sorted(groups.items(), key=lambda kv: (order.get(kv[0][0], 99), TABLE_METHODS.index(kv[0][1]))):
         m = bootstrap_emoji_metrics(texts, n_boot=n_boot, seed=seed)
         stats = {}
         for metric in ("emoji_rate", "esr", "emojis_per_answer"):

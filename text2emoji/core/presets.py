@@ -23,7 +23,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         # (AVX512-BF16) training takes 0.64x the time, held-out loss +0.002 vs float32
         # (bench/compute_dtype.py; tests/test_train.py bounds the difference on a tiny model)
         "train": dict(r=16, alpha=32, dropout=0.0, lr=5e-4, epochs=1.0, batch_size=8, grad_accum=1,
-                      max_length=512, max_steps=24, eval_rows=40, eval_every=12, save_every=12,
+                      max_length=512, max_steps=24, eval_rows=16, eval_every=12, save_every=12,
                       compute_dtype="bfloat16"),
         # n_random: the most random sets a control draws; it stops once 10 are as extreme in
         # each tail (unremarkable candidates cost a few dozen draws, extreme ones up to it; 500:
@@ -34,6 +34,10 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         # known-answer organisms: one positive control (a planted fraction this preset detects)
         # and the negative control; random sets ablated during their generation
         "organisms": dict(fractions=[1.0], n_random_generation=1, end_control=False),
+        # steering as a method (stage `steering`): the organisms' trait only, to fit the 20-minute
+        # budget; its test questions and answer length are the "analysis" section's
+        "steering": dict(traits=["extraversion"], alphas=[0.0, 2.0, 4.0, 8.0], n_vector_questions=8,
+                         n_sweep_questions=8),
     },
     # paper: the study's recipe (TRL SFTTrainer settings) and scale: every test question,
     # 150-token answers, up to 10,000 random neuron sets.
@@ -44,6 +48,9 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                          n_generation_questions=0, lens_emojis=3, n_null=200, n_random_null=200, n_explain=0),
         # the dose response: planted fractions from none to half of the train answers
         "organisms": dict(fractions=[0.0, 0.02, 0.05, 0.1, 0.25, 0.5], n_random_generation=19, end_control=True),
+        # every trait ([] = all five), a wider α sweep, 32 train questions each for vector and sweep
+        "steering": dict(traits=[], alphas=[0.0, 1.0, 2.0, 4.0, 8.0, 16.0], n_vector_questions=32,
+                         n_sweep_questions=32),
     },
 }
 
