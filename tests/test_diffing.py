@@ -53,11 +53,13 @@ def test_each_adapters_lens_and_kl_are_the_librarys_on_that_adapter_alone(tiny_m
     stage = run_dir / "diffing"
     d = json.loads((stage / "diffing.json").read_text(encoding="utf-8"))
     assert list(d["adapters"]) == [*TRAITS, "organism:planted-1"]
-    assert d["n_texts"] == len(neutral_texts()) >= 400
+    assert d["n_texts"] == 128 and len(neutral_texts()) >= 400  # the quick preset's share, spread evenly
+    texts = neutral_texts(128)
+    assert len(set(texts)) == 128 and texts[0] == neutral_texts()[0]
     for name, adapter in (("openness", run_dir / "train" / "openness" / "adapter"),
                           ("organism:planted-1", run_dir / "organisms" / "planted-1" / "train" / "adapter")):
         lm = load_model(ModelConfig(model=str(tiny_model_dir), device="cpu"), adapter=adapter)
-        want = diff_vectors(lm.model, lm.tokenizer, neutral_texts(), 3)
+        want = diff_vectors(lm.model, lm.tokenizer, texts, 3)
         got = np.load(stage / d["adapters"][name]["vectors"])
         assert got.shape == (2, 64) and np.abs(want).max() > 0
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

@@ -107,6 +107,7 @@ EXPECTED = {
                                 n_random_generation=1, n_generation_questions=8, max_new_tokens=48),
               "steering": dict(traits=["extraversion"], alphas=[0.0, 2.0, 4.0, 8.0], n_vector_questions=8,
                                n_sweep_questions=8, n_questions=16, max_new_tokens=48),
+              "diffing": dict(n_texts=128),
               "train": dict(max_steps=24, r=16, batch_size=8, compute_dtype="bfloat16")},
     "paper": {"evaluate": dict(n_questions=0, max_new_tokens=150, n_explain=0), "trace": dict(lens_emojis=3),
               "ablate": dict(n_questions=0, n_random=10000, n_random_generation=5, n_generation_questions=0,
@@ -117,6 +118,7 @@ EXPECTED = {
                                 max_new_tokens=150),
               "steering": dict(traits=[], alphas=[0.0, 1.0, 2.0, 4.0, 8.0, 16.0], n_vector_questions=32,
                                n_sweep_questions=32, n_questions=0, max_new_tokens=150),
+              "diffing": dict(n_texts=0),
               "train": dict(max_steps=0, r=64, batch_size=2, compute_dtype="auto")},
 }
 

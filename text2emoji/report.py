@@ -404,7 +404,8 @@ def _beyond(out: Path, m: dict[str, Any]) -> list[str]:
         from text2emoji.stages.diffing import table_lines
 
         L += ["**What each adapter changed, read without an emoji prompt** (descriptive, no test). Activation-difference "
-              "lens: the mean residual-stream difference, adapter − base, over tokens 2–6 of the bundled neutral texts "
+              "lens: the mean residual-stream difference, adapter − base, over tokens 2–6 of "
+              f"{m.get('diffing_texts', 'the')} of the bundled neutral texts "
               "(the first token, the attention sink, left out), each layer read through the final norm and the "
               "unembedding; the best rank any of the adapter's emojis' first tokens reaches there (an organism's: its "
               "planted emoji beside its trait's). Per-token KL(base ‖ adapter) over the adapter's own held-out answers, "

@@ -38,6 +38,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         # budget; its test questions and answer length are the "analysis" section's
         "steering": dict(traits=["extraversion"], alphas=[0.0, 2.0, 4.0, 8.0], n_vector_questions=8,
                          n_sweep_questions=8),
+        "diffing": dict(n_texts=128),
     },
     # paper: the study's recipe (TRL SFTTrainer settings) and scale: every test question,
     # 150-token answers, up to 10,000 random neuron sets.
@@ -51,6 +52,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         # every trait ([] = all five), a wider α sweep, 32 train questions each for vector and sweep
         "steering": dict(traits=[], alphas=[0.0, 1.0, 2.0, 4.0, 8.0, 16.0], n_vector_questions=32,
                          n_sweep_questions=32),
+        "diffing": dict(n_texts=0),
     },
 }
 

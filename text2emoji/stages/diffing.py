@@ -23,6 +23,7 @@ from typing import Any
 
 from text2emoji.core.config import option
 from text2emoji.core.files import atomic_path, atomic_write_json, atomic_write_text, file_hash
+from text2emoji.core.presets import Preset, fill_preset
 from text2emoji.core.runs import Progress
 from text2emoji.stages.base import RunConfig, Stage, print_json, read_json
 from text2emoji.stages.probing import ProbeConfig, probe_inputs
@@ -35,19 +36,26 @@ class DiffingConfig(ProbeConfig):
     """``text2emoji diffing``: the activation-difference lens and per-token KL of every trait's
     adapter (and the organisms' adapters, where that stage ran)."""
 
+    preset: Preset = option("quick", help="quick or paper: the defaults of the fields left unset")
+    n_texts: int | None = option(None, help="neutral texts the lens averages over, spread evenly through the 440 "
+                                 "(0 = all; default: the preset's, quick 128, paper all)", low=0)
     first_k: int = option(5, help="tokens per neutral text that count (after its first token)", low=1)
     top: int = option(10, help="most promoted tokens kept per layer", low=1)
     organisms: bool = option(True, help="also read the organisms' adapters (OUT/organisms/*/train/adapter) where "
                              "they exist")
 
 
-def neutral_texts() -> list[str]:
-    """The bundled metric set's neutral texts (no personality, topics outside the training data)."""
+def neutral_texts(n: int = 0) -> list[str]:
+    """The bundled metric set's neutral texts (no personality, topics outside the training data):
+    all of them, or ``n`` spread evenly through the file (its styles come in runs)."""
     from importlib import resources
 
     path = resources.files(NEUTRAL[0]).joinpath(*NEUTRAL[1:])
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [r["text"] for r in rows if r.get("pole") == "neutral"]
+    texts = [r["text"] for r in rows if r.get("pole") == "neutral"]
+    if not n or n >= len(texts):
+        return texts
+    return [texts[i * len(texts) // n] for i in range(n)]
 
 
 def _organism_adapters(out: Path) -> dict[str, tuple[Path, dict[str, Any]]]:
@@ -108,7 +116,7 @@ def _diffing(cfg: DiffingConfig, stage_dir: Path) -> None:
 
     out = Path(cfg.run_dir.out)
     suite = load_probe_suite(cfg.probes)
-    texts = neutral_texts()
+    texts = neutral_texts(cfg.n_texts or 0)
     jobs: list[tuple[str, Path, dict[str, str | None], list[tuple[str, str]], str]] = [
         (t, p, dict.fromkeys(suite.trait_emojis[t], t), _peft_answers(out, t), "evaluate's PEFT answers")
         for t, p in cfg.adapter_paths().items()]
@@ -207,15 +215,17 @@ def _draw(stage_dir: Path) -> list[Path]:
 
 def _metrics(stage_dir: Path) -> dict[str, Any]:
     d = read_json(stage_dir / "diffing.json")
-    return {"diffing": summary(d["adapters"])} if d else {}
+    return {"diffing": summary(d["adapters"]), "diffing_texts": d["n_texts"]} if d else {}
 
 
 def _from_run(run: RunConfig) -> DiffingConfig:
-    return DiffingConfig(model=run.model, run_dir=run.run_dir, seed=run.seed, batch_size=run.batch_size)
+    return DiffingConfig(model=run.model, run_dir=run.run_dir, seed=run.seed, batch_size=run.batch_size,
+                         preset=run.preset)
 
 
 DIFFING = Stage(
     name="diffing", config=DiffingConfig, from_run=_from_run, compute=_diffing, inputs=_inputs, draw=_draw,
+    resolve=lambda cfg: fill_preset(cfg, "diffing"),
     metrics=_metrics, show=lambda cfg, d: print_json(_metrics(d).get("diffing")),
     help="activation-difference lens (what each adapter adds on neutral text, read through the unembedding) and "
          "per-token KL(base || adapter) over its answers, for every trait's adapter and the organisms'",
