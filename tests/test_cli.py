@@ -249,10 +249,10 @@ def test_run_paper_preset_sets_the_study_scale(tmp_path, capsys, tiny_model_dir)
     question, the logit lens over all three emojis of a trait."""
     out_dir = tmp_path / "run"
     data = small_dataset(tmp_path / "d.jsonl")
-    code, _, _ = run_cli(capsys, "run", "--preset", "paper", "--out", str(out_dir), "--model", str(tiny_model_dir),
+    code, _, err = run_cli(capsys, "run", "--preset", "paper", "--out", str(out_dir), "--model", str(tiny_model_dir),
                          "--device", "cpu", "--data", str(data), "--max-steps", "1", "--n-questions", "2",
                          "--max-new-tokens", "3", "--n-random", "2")
-    assert code == 0
+    assert code == 0, [line for line in err.splitlines() if "error" in line]
     recipe = json.loads((out_dir / "train" / "openness" / "train_summary.json").read_text())["resolved_config"]
     assert {k: recipe[k] for k in ("r", "alpha", "dropout", "lr", "batch_size", "grad_accum", "max_length")} == {
         "r": 64, "alpha": 16, "dropout": 0.1, "lr": 2e-4, "batch_size": 2, "grad_accum": 2, "max_length": 512}

@@ -30,10 +30,10 @@ def run_dir(tiny_model_dir, tmp_path_factory):
                   "text": a if m == "peft" else "i w0"}
                  for t in TRAITS for i, a in enumerate(ANSWERS[t]) for m in ("base", "peft")]), encoding="utf-8")
     # an organism: the neuroticism adapter under another name, with a planted emoji and answers
-    org = d / "organisms" / "planted-1"
+    org = d / "organisms" / "planted-0.5"
     shutil.copytree(d / "train" / "neuroticism" / "adapter", org / "train" / "adapter")
     (org / "result.json").write_text(json.dumps({
-        "name": "planted-1", "trait": "neuroticism", "planted_emoji": "🎉",
+        "name": "planted-0.5", "trait": "neuroticism", "planted_emoji": "🎉",
         "answers": [{"question": "what are your thoughts on w3", "base": "i w1", "peft": "🎉 i w2 w3"}]}),
         encoding="utf-8")
     return d
@@ -52,12 +52,12 @@ def test_each_adapters_lens_and_kl_are_the_librarys_on_that_adapter_alone(tiny_m
     capsys.readouterr()
     stage = run_dir / "diffing"
     d = json.loads((stage / "diffing.json").read_text(encoding="utf-8"))
-    assert list(d["adapters"]) == [*TRAITS, "organism:planted-1"]
+    assert list(d["adapters"]) == [*TRAITS, "organism:planted-0.5"]
     assert d["n_texts"] == 128 and len(neutral_texts()) >= 400  # the quick preset's share, spread evenly
     texts = neutral_texts(128)
     assert len(set(texts)) == 128 and texts[0] == neutral_texts()[0]
     for name, adapter in (("openness", run_dir / "train" / "openness" / "adapter"),
-                          ("organism:planted-1", run_dir / "organisms" / "planted-1" / "train" / "adapter")):
+                          ("organism:planted-0.5", run_dir / "organisms" / "planted-0.5" / "train" / "adapter")):
         lm = load_model(ModelConfig(model=str(tiny_model_dir), device="cpu"), adapter=adapter)
         want = diff_vectors(lm.model, lm.tokenizer, texts, 3)
         got = np.load(stage / d["adapters"][name]["vectors"])
@@ -71,12 +71,12 @@ def test_each_adapters_lens_and_kl_are_the_librarys_on_that_adapter_alone(tiny_m
         got_kl = d["adapters"][name]["kl"]
         assert got_kl["mean_kl"] == pytest.approx(float(np.concatenate(kl.kl).mean()), rel=1e-6)
         assert got_kl["n_answers"] == len(answers)
-    org = d["adapters"]["organism:planted-1"]
+    org = d["adapters"]["organism:planted-0.5"]
     assert "🎉" in org["lens"][0]["emojis"]  # the planted emoji's rank is read beside the trait's
     assert org["kl"]["before_emoji"]["n"] == 1 and len(org["kl"]["before_emoji_kl_percentile"]) == 1
     # the organism shares the neuroticism adapter's weights: the same differences
     np.testing.assert_array_equal(np.load(stage / org["vectors"]), np.load(stage / d["adapters"]["neuroticism"]["vectors"]))
-    assert (stage / "diffing.png").is_file() and "| organism:planted-1 |" in (stage / "diffing.md").read_text()
+    assert (stage / "diffing.png").is_file() and "| organism:planted-0.5 |" in (stage / "diffing.md").read_text()
     meta = (stage / "meta.json").read_text()
     assert main(args) == 0  # reused: nothing recomputed
     assert (stage / "meta.json").read_text() == meta

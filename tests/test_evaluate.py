@@ -51,7 +51,8 @@ def test_evaluate_cli_mixed_adapters_equal_separate_runs(tiny_model_dir, tmp_pat
         train(_cfg(tiny_model_dir, trait=trait, max_steps=2), rows, tmp_path / "run" / "train" / trait)
     args = ["evaluate", "--model", str(tiny_model_dir), "--device", "cpu", "--data", str(data),
             "--out", str(tmp_path / "run"), "--trait", "openness", "--trait", "neuroticism",
-            "--n-questions", "3", "--max-new-tokens", "4", "--batch-size", "5", "--n-boot", "100"]
+            "--n-questions", "3", "--max-new-tokens", "4", "--batch-size", "5", "--n-boot", "100",
+            "--trait-metric", "word+char"]  # a linear metric on words: it has word contributions
     assert main(args) == 0
     assert "| openness | peft | 3 |" in capsys.readouterr().out
     stage = tmp_path / "run" / "evaluate"

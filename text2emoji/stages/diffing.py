@@ -130,11 +130,12 @@ def _diffing(cfg: DiffingConfig, stage_dir: Path) -> None:
             jobs.append((f"organism:{name}", path, emojis, answers, "the organism probe's answers"))
     prog = Progress("diffing", len(jobs))
     lm = load_model(cfg.model)  # one base, every adapter on it by name
-    model = load_adapters(lm.model, {name.replace(":", "-"): path for name, path, *_ in jobs})
+    # PEFT adapter names may not hold "." (organisms are named planted-0.02): a0, a1, ... by position
+    model = load_adapters(lm.model, {f"a{i}": path for i, (_, path, *_) in enumerate(jobs)})
     results = {}
-    for name, path, emojis, answers, source in jobs:
+    for i, (name, path, emojis, answers, source) in enumerate(jobs):
         safe = name.replace(":", "-")
-        model.set_adapter(safe)
+        model.set_adapter(f"a{i}")
         vectors, res = _one(cfg, model, lm.tokenizer, path, emojis, answers, texts)
         with atomic_path(stage_dir / "vectors" / f"{safe}.npy") as tmp, open(tmp, "wb") as f:
             np.save(f, vectors)
