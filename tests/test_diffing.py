@@ -71,6 +71,10 @@ def test_each_adapters_lens_and_kl_are_the_librarys_on_that_adapter_alone(tiny_m
         got_kl = d["adapters"][name]["kl"]
         assert got_kl["mean_kl"] == pytest.approx(float(np.concatenate(kl.kl).mean()), rel=1e-6)
         assert got_kl["n_answers"] == len(answers)
+        flat, flags = np.concatenate(kl.kl), np.concatenate(kl.before_emoji).astype(bool)
+        # each emoji position's KL: the share of all positions with a smaller KL, counted by hand
+        want_pct = [sum(x < k for x in flat) / len(flat) for k in flat[flags]]
+        assert got_kl["before_emoji_kl_percentile"] == pytest.approx(want_pct)
     org = d["adapters"]["organism:planted-0.5"]
     assert "🎉" in org["lens"][0]["emojis"]  # the planted emoji's rank is read beside the trait's
     assert org["kl"]["before_emoji"]["n"] == 1 and len(org["kl"]["before_emoji_kl_percentile"]) == 1

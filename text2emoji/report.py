@@ -132,7 +132,7 @@ def _alignment(out: Path, m: dict[str, Any]) -> list[str]:
 
         metric = m.get("trait_metric") or "embedding"
         how = (f"The metric is {describe(metric)}." if metric.startswith("hf:") else
-               f"The metric ({describe(metric).removesuffix(', fitted on the independent metric set')}) is fitted on "
+               f"The metric ({describe(metric)}) is fitted on "
                "the independent metric set (`finetune/data/trait_metric/`), never on the adapters' training answers, "
                "and may answer 'none' (low-pole and neutral texts).")
         L += ["Share of answers the trait metric assigns to the target trait [95% Wilson interval]. " + how + " PEFT vs each method on the same questions: the change in points "

@@ -252,13 +252,13 @@ def describe(metric: str) -> str:
     """What a ``--trait-metric`` value is, in words (for the report).
 
     >>> describe("word")
-    'word TF-IDF + logistic regression, fitted on the independent metric set'
+    'word TF-IDF + logistic regression'
     """
     if metric.startswith("hf:"):
         return f"the classifier {metric.removeprefix('hf:')} (its labels mapped to traits)"
     what = ("the embedded model's mid-layer sentence embedding (base SmolLM2-135M-Instruct, mean residual stream "
             f"after {EMBEDDING_LAYER} of 30 blocks)" if metric == "embedding" else f"{metric} TF-IDF")
-    return f"{what} + logistic regression, fitted on the independent metric set"
+    return f"{what} + logistic regression"
 
 
 def default_scorer(seed: int = 0) -> TraitScorer:

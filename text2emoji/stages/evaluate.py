@@ -137,7 +137,8 @@ def write_alignment(rows: list, gens: list[dict[str, Any]], out_dir: Path, seed:
     ta = trait_alignment(gens, clf, examples=hasattr(clf, "named_steps"))
     atomic_write_json(out_dir / "trait_alignment.json", {**ta.to_dict(), "metric": metric})
     what = (describe(metric) if metric.startswith("hf:") else
-            f"the trait metric ({describe(metric)}, never on the adapters' training answers; a trait or 'none')")
+            f"the trait metric ({describe(metric)}, fitted on the independent metric set, never on the adapters' "
+            "training answers; a trait or 'none')")
     lines = [f"Trait alignment: share of answers {what} assigns to the target trait, with its 95% Wilson "
              "interval.", "",
              "| trait | method | n | TA [95% CI] |", "|---|---|---:|---|"]
