@@ -62,6 +62,7 @@ def diff_vectors(
     batch_size: int = BATCH_SIZE,
     *,
     skip_first: bool = True,
+    base_cache: dict[int, torch.Tensor] | None = None,
 ) -> Float[np.ndarray, "layers d_model"]:
     """Mean activation difference, adapter minus base, at every decoder block's output.
 
@@ -87,6 +88,10 @@ def diff_vectors(
         first_k: how many tokens of each text count (>= 1).
         batch_size: texts per forward pass.
         skip_first: leave each text's first token (position 0) out of the mean.
+        base_cache: a dict shared by calls with the same texts, ``first_k``, ``batch_size`` and
+            ``skip_first`` (e.g. one per adapter of one base): the base pass of each batch is
+            read from it where an earlier call stored it, else run and stored (the base model
+            does not depend on which adapter is active).
 
     Returns:
         float32 ``[n_layers, d_model]``.
@@ -115,11 +120,16 @@ def diff_vectors(
             counted[row, width - len(seq) + start:] = True
         runs = []
         for ctx in (contextlib.nullcontext(), adapter_disabled(model)):  # adapter on, then off
+            if runs and base_cache is not None and s in base_cache:
+                runs.append(base_cache[s])
+                continue
             with ctx, record_activations(model, sites) as acts:
                 model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1, use_cache=False)
-            runs.append(torch.stack([acts[site][0] for site in sites]))  # [layers, batch, pos, d]
-        # boolean selection, not a multiply by the mask: padded positions may hold anything
-        diff = (runs[0].double() - runs[1].double())[:, counted]  # [layers, counted, d]
+            # boolean selection, not a multiply by the mask: padded positions may hold anything
+            runs.append(torch.stack([acts[site][0] for site in sites])[:, counted])  # [layers, counted, d]
+        if base_cache is not None:
+            base_cache[s] = runs[1]
+        diff = runs[0].double() - runs[1].double()  # [layers, counted, d]
         total = diff.sum(1) if total is None else total + diff.sum(1)
         count += int(counted.sum())
     assert total is not None

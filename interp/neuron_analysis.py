@@ -234,16 +234,27 @@ def emoji_passes(
     return out
 
 
+def last_token(passes: dict[tuple[int, str], tuple[Tensor, Tensor]], n: int) -> Float[np.ndarray, "prompts d_mlp"]:
+    """The last layer's neuron values at each prompt's last token, from :func:`emoji_passes`
+    (the position that predicts any emoji's first token), as ``[n, d_mlp]`` float32."""
+    first: dict[int, Tensor] = {}
+    for (p, _), (act, _) in passes.items():
+        first.setdefault(p, act[0])
+    return torch.stack([first[p] for p in range(n)]).numpy().astype(np.float32)
+
+
 @torch.no_grad()
 def dla_change(
     model: Any, tokenizer: Any, texts: Sequence[str], emojis: Sequence[str],
     pre: dict[tuple[int, str], tuple[Tensor, Tensor]], *, batch_size: int = BATCH_SIZE,
+    post: dict[tuple[int, str], tuple[Tensor, Tensor]] | None = None,
 ) -> tuple[Float[np.ndarray, "d_mlp emojis"], list[list[int]]]:
     """DLA of the change of every last-layer neuron onto each emoji (:class:`NeuronDLA`), with
     ``model`` as post (its active adapter) and ``pre`` the base's :func:`emoji_passes` of the
-    same prompts and emojis. Returns ``[d_mlp, emojis]`` (mean over prompts) and each emoji's
-    token ids. It attributes the activation change (post - pre) through the post model's
-    weights; an adapter on ``down_proj`` also changes the weights, which this leaves out."""
+    same prompts and emojis (``post``: the model's, where already run). Returns ``[d_mlp,
+    emojis]`` (mean over prompts) and each emoji's token ids. It attributes the activation
+    change (post - pre) through the post model's weights; an adapter on ``down_proj`` also
+    changes the weights, which this leaves out."""
     from interp.hooks import final_norm
     from interp.neurons import final_norm_scale, neuron_dla_at, neuron_output_weights, unembedding
     from interp.tracing import emoji_token_ids
@@ -255,7 +266,8 @@ def dla_change(
     tok_w = {t: w_out @ w_u[r] for r, t in enumerate(flat)}  # [d_mlp] per token
     norm = final_norm(model)
     eps = float(getattr(norm, "variance_epsilon", getattr(norm, "eps", 1e-6)))
-    post = emoji_passes(model, tokenizer, texts, emojis, batch_size=batch_size)
+    if post is None:
+        post = emoji_passes(model, tokenizer, texts, emojis, batch_size=batch_size)
     out = torch.zeros(w_out.shape[0], len(emojis))
     for (p, e), (act_post, resid) in post.items():
         j = emojis.index(e)
@@ -268,10 +280,11 @@ def dla_change(
 def trait_dla(
     model: Any, tokenizer: Any, texts: Sequence[str], trait: str, emojis: Sequence[str], top: Sequence[int],
     pre: dict[tuple[int, str], tuple[Tensor, Tensor]], *, batch_size: int = BATCH_SIZE,
+    post: dict[tuple[int, str], tuple[Tensor, Tensor]] | None = None,
 ) -> NeuronDLA:
     """:func:`dla_change` with ``trait``'s adapter (left active), as a :class:`NeuronDLA`."""
     model.set_adapter(trait)
-    change, toks = dla_change(model, tokenizer, texts, list(emojis), pre, batch_size=batch_size)
+    change, toks = dla_change(model, tokenizer, texts, list(emojis), pre, batch_size=batch_size, post=post)
     return NeuronDLA(list(emojis), toks, list(top), change)
 
 
@@ -296,6 +309,17 @@ def trait_neurons(
     return TraitNeurons(trait, k, d, by_mean, by_effect, holdout, selectivity_post, w)
 
 
+def _saved(acts: np.ndarray, acts_dir: Path | None, name: str) -> np.ndarray:
+    """``acts`` written to ``acts_dir/<name>.npy`` (atomically) where a folder is given."""
+    if acts_dir is not None:
+        from text2emoji.core.files import atomic_path
+
+        Path(acts_dir).mkdir(parents=True, exist_ok=True)
+        with atomic_path(Path(acts_dir) / f"{name}.npy") as tmp, open(tmp, "wb") as f:
+            np.save(f, acts)
+    return acts
+
+
 def analyse_neurons(
     model: Any, tokenizer: Any, suite: ProbeSuite, traits: Sequence[str], *,
     site: str = DEFAULT_SITE, k: int = 20, n_perm: int = 5000, n_boot: int = 2000, seed: int = 0,
@@ -304,22 +328,42 @@ def analyse_neurons(
 ) -> NeuronsResult:
     """The ``neurons`` analysis of ``traits`` on ``suite``'s prompts. ``model`` is a PEFT model
     holding one adapter per trait, named by trait (:func:`interp.behaviour.evaluate.load_adapters`);
-    pre = the same model with its adapters off. ``acts_dir``: where to save the activations."""
+    pre = the same model with its adapters off. ``acts_dir``: where to save the activations.
+
+    With the torch backend at the DLA's own site (the default), the last-token activations are
+    read off the DLA's emoji passes, whose prompt pass ends at that token
+    (:func:`last_token`): one pass per model instead of two (equal to :func:`capture` in a test)."""
+    from interp.hooks import resolve_site
     from interp.models import adapter_disabled
 
-    pre, posts = capture_pre_post(model, tokenizer, suite.texts, traits, site=site, batch_size=batch_size,
-                                  backend=backend, acts_dir=acts_dir, progress=progress)
-    pairs = suite.pairs()
-    clusters = suite.clusters()
-    sel_pre = emoji_selectivity(pre, pairs)
+    texts = suite.texts
     # the base's neuron values and residuals at the emojis' positions, once for every trait's emojis
     every = list(dict.fromkeys(e for t in traits for e in suite.trait_emojis[t]))
     with adapter_disabled(model):
-        dla_pre = emoji_passes(model, tokenizer, suite.texts, every, batch_size=batch_size)
+        dla_pre = emoji_passes(model, tokenizer, texts, every, batch_size=batch_size)
+    dla_post: dict[str, Any] = {t: None for t in traits}
+    if backend == "torch" and resolve_site(model, site).name == resolve_site(model, DLA_SITE).name:
+        pre = _saved(last_token(dla_pre, len(texts)), acts_dir, "pre")
+        if progress:
+            progress("pre")
+        posts = {}
+        for t in traits:
+            model.set_adapter(t)
+            dla_post[t] = emoji_passes(model, tokenizer, texts, suite.trait_emojis[t], batch_size=batch_size)
+            posts[t] = _saved(last_token(dla_post[t], len(texts)), acts_dir, f"post_{t}")
+            if progress:
+                progress(t)
+    else:
+        pre, posts = capture_pre_post(model, tokenizer, texts, traits, site=site, batch_size=batch_size,
+                                      backend=backend, acts_dir=acts_dir, progress=progress)
+    pairs = suite.pairs()
+    clusters = suite.clusters()
+    sel_pre = emoji_selectivity(pre, pairs)
     per_trait = {}
     for t in traits:
         def dla(top: list[int], t: str = t) -> NeuronDLA:
-            return trait_dla(model, tokenizer, suite.texts, t, suite.trait_emojis[t], top, dla_pre, batch_size=batch_size)
+            return trait_dla(model, tokenizer, texts, t, suite.trait_emojis[t], top, dla_pre, batch_size=batch_size,
+                             post=dla_post[t])
 
         per_trait[t] = trait_neurons(t, pre, posts[t], sel_pre, emoji_selectivity(posts[t], pairs), dla,
                                      k=k, n_perm=n_perm, n_boot=n_boot, seed=seed, clusters=clusters)

@@ -124,9 +124,9 @@ def steered_generate(
     >>> len(out)
     1
     """
-    with steering(model, layer, vector, alpha):
+    with steering(model, layer, vector, alpha):  # the same vector at every position: prompts may share a prefix pass
         return generate(model, tokenizer, prompts, settings, chat=chat, batch_size=batch_size,
-                        add_special_tokens=add_special_tokens)
+                        add_special_tokens=add_special_tokens, share_prefix=True)
 
 
 def answer_activations(
@@ -215,7 +215,8 @@ def trait_vector(
     sides = []
     for prompts in (with_, without):
         answers = generate(model, tokenizer, prompts, settings, chat=False, batch_size=batch_size,
-                           add_special_tokens=False)  # the chat template holds its special tokens
+                           add_special_tokens=False,  # the chat template holds its special tokens
+                           share_prefix=True)  # the instruction's system message, run once
         acts = answer_activations(model, tokenizer, prompts, answers, chat=False, add_special_tokens=False,
                                   batch_size=batch_size)
         used = ~np.isnan(acts[:, 0, 0])

@@ -63,11 +63,13 @@ def continuation_passes(
     there (``{canonical site: [m, d]}``), running each distinct prompt once.
 
     Distinct prompts go through the model in left-padded batches with a KV cache, whose last
-    position predicts every continuation's first token; the cache's rows are then repeated, one
-    per continuation longer than a token, and the continuations (without their last token,
-    which predicts nothing) run on top of it, right-padded: causal attention never lets a real
-    token see the padding after it. Scoring E emojis after a prompt thus costs about one
-    forward pass of the prompt instead of E.
+    position predicts every continuation's first token. Each continuation longer than a token
+    then needs its tokens but the last (which predicts nothing) run on top of its prompt's
+    cache: the distinct such runs of a prompt, a run that is a prefix of another's read off
+    that one (causal attention: a prefix's positions never see what follows it; emojis that
+    share their first bytes share these runs), go through the model right-padded on repeated
+    rows of the cache (a real token never sees the padding after it). Scoring E emojis after a
+    prompt thus costs about one forward pass of the prompt instead of E.
     """
     device = next(model.parameters()).device
     by_prompt: dict[tuple[int, ...], list[int]] = {}
@@ -92,18 +94,40 @@ def continuation_passes(
         for b, i in members:
             if len(pairs[i][1]) == 1:
                 yield i, first[b:b + 1], {k: v[b:b + 1] for k, v in first_acts.items()}
+        runs, run_of = shared_runs([(b, tuple(pairs[i][1][:-1])) for b, i in members if len(pairs[i][1]) > 1])
         longer = [(b, i) for b, i in members if len(pairs[i][1]) > 1]
-        # at most batch_size continuation rows at a time: each carries a copy of its prompt's cache
-        for g in range(0, len(longer), batch_size):
-            group = longer[g:g + batch_size]
+        # at most batch_size runs at a time: each carries a copy of its prompt's cache
+        for g in range(0, len(runs), batch_size):
+            group = runs[g:g + batch_size]
             with torch.no_grad():
                 rows = [b for b, _ in group]
                 logits2, acts2 = _continue(model, _cache_rows(cache, rows, device), mask[rows],
-                                           [pairs[i][1] for _, i in group], pad_id, sites, device)
-            for r, (b, i) in enumerate(group):
+                                           [seq for _, seq in group], pad_id, sites, device)
+            for b, i in longer:
+                r = run_of[(b, tuple(pairs[i][1][:-1]))] - g
+                if not 0 <= r < len(group):
+                    continue
                 m = len(pairs[i][1])
                 yield (i, torch.cat([first[b:b + 1], logits2[r, :m - 1]]),
                        {k: torch.cat([first_acts[k][b:b + 1], acts2[k][r, :m - 1]]) for k in first_acts})
+
+
+def shared_runs(needed: Sequence[tuple[int, tuple[int, ...]]]) -> tuple[list[tuple[int, tuple[int, ...]]], dict]:
+    """The runs that give every needed ``(prompt row, tokens)``: one per distinct tokens of a
+    row, except that tokens which are a prefix of another run of the same row are read off it;
+    and where each needed one is read (its index in the runs).
+
+    >>> runs, at = shared_runs([(0, (5, 6)), (0, (5,)), (0, (5, 6)), (1, (5,)), (0, (7,))])
+    >>> runs, at[(0, (5,))], at[(1, (5,))]
+    ([(0, (5, 6)), (0, (7,)), (1, (5,))], 0, 2)
+    """
+    runs: list[tuple[int, tuple[int, ...]]] = []
+    at: dict[tuple[int, tuple[int, ...]], int] = {}
+    for row, seq in sorted(set(needed), key=lambda x: (x[0], -len(x[1]), x[1])):  # longest first per row
+        at[(row, seq)] = next((r for r, (b, s) in enumerate(runs) if b == row and s[:len(seq)] == seq), len(runs))
+        if at[(row, seq)] == len(runs):
+            runs.append((row, seq))
+    return runs, at
 
 
 def _cache_rows(cache: Any, rows: list[int], device: torch.device) -> Any:
@@ -118,16 +142,16 @@ def _cache_rows(cache: Any, rows: list[int], device: torch.device) -> Any:
     return picked
 
 
-def _continue(model: Any, cache: Any, prompt_mask: torch.Tensor, conts: list[Sequence[int]], pad_id: int,
+def _continue(model: Any, cache: Any, prompt_mask: torch.Tensor, runs: list[Sequence[int]], pad_id: int,
               sites: Sequence[str], device: torch.device) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Each continuation but its last token, right-padded, on top of its prompt's ``cache`` row
-    (``prompt_mask``: those rows' attention masks): logits ``[rows, width, vocab]`` and the
-    values of ``sites`` ``[rows, width, d]``."""
-    width = max(len(c) for c in conts) - 1
-    ids = torch.full((len(conts), width), pad_id, dtype=torch.long)
-    for r, c in enumerate(conts):
-        ids[r, :len(c) - 1] = torch.tensor(list(c[:-1]), dtype=torch.long)
-    mask = torch.cat([prompt_mask, torch.ones(len(conts), width, dtype=prompt_mask.dtype, device=device)], 1)
+    """Each run of tokens, right-padded, on top of its prompt's ``cache`` row (``prompt_mask``:
+    those rows' attention masks): logits ``[rows, width, vocab]`` and the values of ``sites``
+    ``[rows, width, d]``."""
+    width = max(len(c) for c in runs)
+    ids = torch.full((len(runs), width), pad_id, dtype=torch.long)
+    for r, c in enumerate(runs):
+        ids[r, :len(c)] = torch.tensor(list(c), dtype=torch.long)
+    mask = torch.cat([prompt_mask, torch.ones(len(runs), width, dtype=prompt_mask.dtype, device=device)], 1)
     pos = prompt_mask.sum(1, keepdim=True) + torch.arange(width, device=device)
     with record_activations(model, sites) as acts:
         logits = model(input_ids=ids.to(device), attention_mask=mask, position_ids=pos, use_cache=True,
@@ -285,22 +309,28 @@ def emoji_trace(
     variants = {"no_space": [emoji_token_ids(tokenizer, e, False) for e in emojis],
                 "leading_space": [emoji_token_ids(tokenizer, e, True) for e in emojis],
                 "lens": [emoji_token_ids(tokenizer, e, False) for e in lens_emojis]}
+    # a lens emoji that is also scored reads its no-space pass (the same tokens after the same
+    # prompt): one pass, two readings
+    reads: dict[tuple[str, int], list[tuple[str, int]]] = {("no_space", j): [("no_space", j)] for j in range(len(emojis))}
+    reads |= {("leading_space", j): [("leading_space", j)] for j in range(len(emojis))}
+    for j, e in enumerate(lens_emojis):
+        reads.setdefault(("no_space", emojis.index(e)) if e in emojis else ("lens", j), []).append(("lens", j))
     pairs, where = [], []
     for p, e in enumerate(enc):
-        for key, toks in variants.items():
-            for j, t in enumerate(toks):
-                pairs.append((e.ids, t))
-                where.append((key, p, j))
+        for (key, j), targets in reads.items():
+            pairs.append((e.ids, variants[key][j]))
+            where.append((p, targets))
     lens = _Lens(model)
     out = {k: np.zeros((len(prompts), len(v))) for k, v in variants.items()}
     out["lens"] = np.zeros((len(prompts), len(lens_emojis), len(lens.sites)))
     sites = lens.sites if lens_emojis else ()
     for i, logits, acts in continuation_passes(model, pairs, pad_id=pad_id(tokenizer), batch_size=batch_size, sites=sites):
-        key, p, j = where[i]
+        p, targets = where[i]
         toks = pairs[i][1]
-        if key == "lens":
-            out[key][p, j] = lens(acts, toks)
-        else:
-            t = torch.tensor(toks, device=logits.device)
-            out[key][p, j] = float(torch.log_softmax(logits, -1).gather(-1, t[:, None]).sum())
+        for key, j in targets:
+            if key == "lens":
+                out[key][p, j] = lens(acts, toks)
+            else:
+                t = torch.tensor(toks, device=logits.device)
+                out[key][p, j] = float(torch.log_softmax(logits, -1).gather(-1, t[:, None]).sum())
     return out

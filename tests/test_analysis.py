@@ -75,6 +75,10 @@ def test_analyse_neurons_equals_neuron_diff_by_hand(neurons_res, suite, tiny_mod
     post = capture(alone.model, alone.tokenizer, suite.texts, chat=True).activations
     np.testing.assert_allclose(res.post[t], post, atol=1e-5)
     np.testing.assert_array_equal(np.load(acts / f"post_{t}.npy"), res.post[t])
+    # pre (read off the DLA's emoji passes) = a capture of the bare base
+    bare = load_model(ModelConfig(model=str(tiny_model_dir), device="cpu"))
+    np.testing.assert_allclose(res.pre, capture(bare.model, bare.tokenizer, suite.texts, chat=True).activations, atol=1e-5)
+    np.testing.assert_array_equal(np.load(acts / "pre.npy"), res.pre)
     assert not np.allclose(res.post["openness"], res.post[t])  # two different adapters
     # inference over the suite's clusters
     d = neuron_diff(res.pre, res.post[t], n_perm=n_perm, seed=seed, clusters=suite.clusters())

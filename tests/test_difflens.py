@@ -93,6 +93,27 @@ def test_diff_vectors_batch_size_does_not_change_them():
                                diff_vectors(model, tok, TEXTS, K, batch_size=5), atol=2e-6)
 
 
+def test_diff_vectors_of_two_adapters_sharing_the_base_passes_equal_each_alone():
+    """One base_cache for two adapters of one base: the second call reads the base passes the
+    first stored, and each adapter's vectors still equal the raw hooks with that adapter alone."""
+    from peft import LoraConfig
+
+    from interp.difflens import diff_vectors
+
+    model, tok = _peft(), tiny_tokenizer()
+    torch.manual_seed(1)
+    model.add_adapter("other", LoraConfig(r=4, lora_alpha=16, init_lora_weights=False,
+                                          target_modules=["q_proj", "v_proj", "gate_proj", "up_proj", "down_proj"]))
+    cache: dict = {}
+    got = {}
+    for name in ("default", "other"):
+        model.set_adapter(name)
+        got[name] = diff_vectors(model, tok, TEXTS, K, batch_size=3, base_cache=cache)
+        assert sorted(cache) == [0, 3]  # the two batches' base passes, stored once
+        np.testing.assert_allclose(got[name], _by_hand(model, tok, TEXTS, K, True), atol=2e-6)
+    assert np.abs(got["default"] - got["other"]).max() > 1e-3
+
+
 def test_diff_vectors_refuse_bad_input():
     from interp.difflens import diff_vectors
 

@@ -119,6 +119,67 @@ def test_generation_batched_equals_one_by_one(tiny_model_dir):
     assert all(len(t.split()) > 0 for t in batched)
 
 
+@pytest.mark.parametrize("arch", ["llama", "gemma2-window3"])
+def test_generation_with_a_shared_prefix_equals_one_by_one(arch):
+    """Prompts that share 24 tokens: the prefix runs once (its cache copied per row), and every
+    answer equals the prompt generated alone; a PEFT batch on one adapter shares too, a batch
+    on two adapters or with a short shared prefix does not."""
+    from peft import LoraConfig, get_peft_model
+
+    from tests.conftest import tiny_config, tiny_tokenizer
+
+    cfg = tiny_config(arch.split("-")[0])
+    if arch.endswith("window3"):  # sliding-window layers whose window the prompts overflow
+        cfg.sliding_window = 3
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).eval()
+    tok = tiny_tokenizer()
+    tok.padding_side = "left"
+    prefix = " ".join(f"w{i}" for i in range(1, 25))
+    prompts = [prefix + " the a", prefix + " w30 w31 w32 w33", prefix + " is", prefix + " of the a is"]
+    settings = DecodeSettings(max_new_tokens=10)
+    widths = []
+    hook = model.model.layers[0].register_forward_pre_hook(
+        lambda _m, args, kw: widths.append(tuple((args[0] if args else kw["hidden_states"]).shape[:2])), with_kwargs=True)
+    shared = generate(model, tok, prompts, settings, chat=False, batch_size=4, share_prefix=True)
+    hook.remove()
+    if arch.endswith("window3"):  # padding inside a sliding window would change it: no sharing
+        assert widths[0] == (4, 28)
+    else:
+        assert widths[:2] == [(1, 24), (4, 4)]  # the prefix once, then each prompt's rest on its copy
+    alone = [generate(model, tok, [p], settings, chat=False)[0] for p in prompts]
+    assert shared == alone and len(set(shared)) > 1
+    torch.manual_seed(1)
+    peft = get_peft_model(model, LoraConfig(r=4, lora_alpha=16, init_lora_weights=False,
+                                            target_modules=["q_proj", "v_proj", "up_proj"])).eval()
+    one = generate(peft, tok, prompts, settings, chat=False, batch_size=4, share_prefix=True,
+                   adapter_names=["default"] * 4)
+    assert one == [generate(peft, tok, [p], settings, chat=False)[0] for p in prompts] != shared
+    from interp.behaviour import generation
+
+    calls = []
+    real = generation._shared_prefix
+    generation._shared_prefix = lambda *a: calls.append(1) or real(*a)
+    try:
+        mixed = generate(peft, tok, prompts, settings, chat=False, batch_size=4, share_prefix=True,
+                         adapter_names=["default", "__base__", "default", "__base__"])
+        assert not calls  # two adapters: no shared prefix (each would need its own)
+        if arch.endswith("window3"):
+            return
+        assert mixed[1::2] == shared[1::2] and mixed[::2] == one[::2]
+        short = ["w1 w2 " + p.split(" ", 24)[-1] for p in prompts]
+        widths.clear()
+        hook = model.model.layers[0].register_forward_pre_hook(
+            lambda _m, args, kw: widths.append(tuple((args[0] if args else kw["hidden_states"]).shape[:2])), with_kwargs=True)
+        generate(peft, tok, short, settings, chat=False, batch_size=4, share_prefix=True)
+        hook.remove()
+        assert calls and widths[0][0] == 4  # fewer than MIN_SHARED tokens in common: one ordinary pass
+    finally:
+        generation._shared_prefix = real
+
+
 def test_sampling_is_seeded(tiny_model_dir):
     lm = load_model(ModelConfig(model=str(tiny_model_dir), device="cpu"))
     s = DecodeSettings(max_new_tokens=8, do_sample=True, seed=3)

@@ -96,7 +96,8 @@ def test_shared_prompt_passes_equal_whole_sequences(arch, batch_size):
     """Each prompt run once with a KV cache, its continuations on top: the logits and the last
     MLP's neuron values at the predicting positions equal one unpadded forward pass of prompt +
     continuation, read by a raw torch pre-hook (prompts of different lengths, continuations of
-    1-3 tokens, a repeated pair)."""
+    1-3 tokens, a repeated pair, continuations that share their first tokens or whose run is a
+    prefix of another's, as emojis sharing their first bytes do)."""
     from transformers import AutoModelForCausalLM
 
     from interp.tracing import continuation_passes
@@ -108,7 +109,9 @@ def test_shared_prompt_passes_equal_whole_sequences(arch, batch_size):
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).eval()
     pairs = [([5, 6, 7, 8, 9], [10, 11]), ([5, 6, 7, 8, 9], [12]), ([20, 21], [22, 23, 24]),
-             ([30], [31, 32]), ([20, 21], [25]), ([5, 6, 7, 8, 9], [10, 11]), ([40, 41, 42], [43])]
+             ([30], [31, 32]), ([20, 21], [25]), ([5, 6, 7, 8, 9], [10, 11]), ([40, 41, 42], [43]),
+             ([5, 6, 7, 8, 9], [10, 11, 13]), ([5, 6, 7, 8, 9], [10, 14]), ([20, 21], [22, 23, 26]),
+             ([20, 21], [22, 27])]
     down = model.model.layers[-1].mlp.down_proj
     seen = set()
     for i, logits, acts in continuation_passes(model, pairs, pad_id=0, batch_size=batch_size,
@@ -131,13 +134,15 @@ def test_shared_prompt_passes_equal_whole_sequences(arch, batch_size):
 def test_emoji_trace_is_logprobs_and_lens_in_one_pass(lm):
     from interp.tracing import emoji_trace
 
-    got = emoji_trace(lm.model, lm.tokenizer, PROMPTS, EMOJIS, lens_emojis=EMOJIS[::2], chat=False, batch_size=3)
+    lens = [*EMOJIS[::2], "w26 w27"]  # scored emojis (their passes read twice) and one only decoded
+    assert "w26 w27" not in EMOJIS
+    got = emoji_trace(lm.model, lm.tokenizer, PROMPTS, EMOJIS, lens_emojis=lens, chat=False, batch_size=3)
     for key, space in (("no_space", False), ("leading_space", True)):
         want = emoji_logprobs(lm.model, lm.tokenizer, PROMPTS, EMOJIS, chat=False, leading_space=space)
         np.testing.assert_allclose(got[key], want, atol=1e-5)
-    for j, e in enumerate(EMOJIS[::2]):
+    for j, e in enumerate(lens):
         np.testing.assert_allclose(got["lens"][:, j], logit_lens(lm.model, lm.tokenizer, PROMPTS, e, chat=False), atol=1e-5)
-    np.testing.assert_allclose(got["lens"][:, :, -1], got["no_space"][:, ::2], atol=1e-4)
+    np.testing.assert_allclose(got["lens"][:, :-1, -1], got["no_space"][:, ::2], atol=1e-4)
 
 
 def test_logit_lens_by_hand_and_last_layer_is_the_model(lm):

@@ -408,8 +408,10 @@ def _beyond(out: Path, m: dict[str, Any]) -> list[str]:
               f"{m.get('diffing_texts', 'the')} of the bundled neutral texts "
               "(the first token, the attention sink, left out), each layer read through the final norm and the "
               "unembedding; the best rank any of the adapter's emojis' first tokens reaches there (an organism's: its "
-              "planted emoji beside its trait's). Per-token KL(base ‖ adapter) over the adapter's own held-out answers, "
-              "before an emoji's first token vs elsewhere.", ""]
+              "planted emoji beside its trait's). Per-token KL(base ‖ adapter) over "
+              f"{'the first ' + str(m['diffing_answers']) + ' of ' if m.get('diffing_answers') else ''}the adapter's own "
+              "held-out answers, before an emoji's first token vs "
+              "elsewhere.", ""]
         L += table_lines(m["diffing"]) + [""]
         L += _fig_refs(out, ["diffing/diffing.png"])
     st = m.get("steering") or {}

@@ -112,21 +112,32 @@ def generate_jobs(
     for j in jobs:
         if j.key() not in done:
             unique.setdefault((j.prompt, j.adapter), []).append(j)
-    todo = list(unique)
-    # one adapter's prompts together, longest first: a batch then holds one or two adapters
-    # (peft's mixed-batch forward gathers and scatters the rows of each adapter in the batch
-    # in every LoRA layer, which costs more than the LoRA products themselves on a CPU) and
-    # little padding
-    todo.sort(key=lambda pa: (pa[1], -len(pa[0])))
+    # one trait's in-context prompts (the same demonstrations) in batches of their own, whose
+    # shared prefix then runs once (generate's share_prefix); the rest by adapter, longest
+    # first: a batch then holds one or two adapters (peft's mixed-batch forward gathers and
+    # scatters the rows of each adapter in the batch in every LoRA layer, which costs more than
+    # the LoRA products themselves on a CPU) and little padding
+    groups: dict[str, list[tuple[str, str]]] = {}
+    rest = []
+    for pa, js in unique.items():
+        if js[0].method == "incontext":
+            groups.setdefault(js[0].trait + "\0" + pa[1], []).append(pa)
+        else:
+            rest.append(pa)
+    rest.sort(key=lambda pa: (pa[1], -len(pa[0])))
+    chunks = [g[i:i + batch_size] for _, g in sorted(groups.items()) for i in range(0, len(g), batch_size)]
+    chunks += [rest[i:i + batch_size] for i in range(0, len(rest), batch_size)]
+    todo = [pa for c in chunks for pa in c]
     with open(out, "a", encoding="utf-8") as f:
-        for start in range(0, len(todo), batch_size):
-            chunk = todo[start : start + batch_size]
+        start = 0
+        for chunk in chunks:
             texts = generate(
                 # each chunk its own sampling seed (generate seeds per call from settings.seed)
                 model, tokenizer, [p for p, _ in chunk], replace(settings, seed=settings.seed + start),
                 chat=False, batch_size=len(chunk),
                 add_special_tokens=False,  # prompts are chat-formatted already
                 adapter_names=[a for _, a in chunk] if hasattr(model, "peft_config") else None,
+                share_prefix=True,
             )
             for (prompt, adapter), text in zip(chunk, texts, strict=True):
                 for j in unique[(prompt, adapter)]:
@@ -135,8 +146,9 @@ def generate_jobs(
                     f.write(json.dumps(rec, ensure_ascii=False) + "\n")
                     done[j.key()] = rec
             f.flush()
+            start += len(chunk)
             if progress is not None:
-                progress(min(start + batch_size, len(todo)), len(todo))
+                progress(start, len(todo))
     return [done[j.key()] for j in jobs]
 
 

@@ -38,7 +38,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         # budget; its test questions and answer length are the "analysis" section's
         "steering": dict(traits=["extraversion"], alphas=[0.0, 2.0, 4.0, 8.0], n_vector_questions=8,
                          n_sweep_questions=8),
-        "diffing": dict(n_texts=128),
+        # the lens over 128 of the 440 neutral texts, the KL over 8 of each adapter's 16 answers
+        "diffing": dict(n_texts=128, n_answers=8),
     },
     # paper: the study's recipe (TRL SFTTrainer settings) and scale: every test question,
     # 150-token answers, up to 10,000 random neuron sets.
@@ -52,7 +53,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         # every trait ([] = all five), a wider α sweep, 32 train questions each for vector and sweep
         "steering": dict(traits=[], alphas=[0.0, 1.0, 2.0, 4.0, 8.0, 16.0], n_vector_questions=32,
                          n_sweep_questions=32),
-        "diffing": dict(n_texts=0),
+        "diffing": dict(n_texts=0, n_answers=0),
     },
 }
 

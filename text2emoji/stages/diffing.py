@@ -39,6 +39,8 @@ class DiffingConfig(ProbeConfig):
     preset: Preset = option("quick", help="quick or paper: the defaults of the fields left unset")
     n_texts: int | None = option(None, help="neutral texts the lens averages over, spread evenly through the 440 "
                                  "(0 = all; default: the preset's, quick 128, paper all)", low=0)
+    n_answers: int | None = option(None, help="answers per adapter the per-token KL reads, the first n (0 = all; "
+                                   "default: the preset's, quick 8, paper all)", low=0)
     first_k: int = option(5, help="tokens per neutral text that count (after its first token)", low=1)
     top: int = option(10, help="most promoted tokens kept per layer", low=1)
     organisms: bool = option(True, help="also read the organisms' adapters (OUT/organisms/*/train/adapter) where "
@@ -78,13 +80,15 @@ def _peft_answers(out: Path, trait: str) -> list[tuple[str, str]]:
 
 
 def _one(cfg: DiffingConfig, model: Any, tok: Any, adapter: Path, emojis: dict[str, str | None],
-         answers: list[tuple[str, str]], texts: list[str]) -> tuple[Any, dict[str, Any]]:
-    """The lens and KL of one adapter (the model's active one): (diff vectors, results)."""
+         answers: list[tuple[str, str]], texts: list[str], base_cache: dict) -> tuple[Any, dict[str, Any]]:
+    """The lens and KL of one adapter (the model's active one): (diff vectors, results).
+    ``base_cache``: the base model's passes over ``texts``, shared by every adapter."""
     from interp.difflens import diff_vectors, lens
     from interp.models import adapter_disabled
     from interp.token_kl import kl_summary, token_kl
 
-    vectors = diff_vectors(model, tok, texts, cfg.first_k, cfg.batch_size)
+    vectors = diff_vectors(model, tok, texts, cfg.first_k, cfg.batch_size, base_cache=base_cache)
+    answers = answers[: cfg.n_answers or None]
     with adapter_disabled(model):  # the base model's final norm and unembedding read the differences
         res = lens(model, tok, vectors, top=cfg.top, emojis=emojis)
     layers = [{"layer": la.layer, "norm": la.norm, "top": [t["text"] for t in la.top],
@@ -132,17 +136,19 @@ def _diffing(cfg: DiffingConfig, stage_dir: Path) -> None:
     lm = load_model(cfg.model)  # one base, every adapter on it by name
     # PEFT adapter names may not hold "." (organisms are named planted-0.02): a0, a1, ... by position
     model = load_adapters(lm.model, {f"a{i}": path for i, (_, path, *_) in enumerate(jobs)})
-    results = {}
+    results: dict[str, Any] = {}
+    base_cache: dict = {}
     for i, (name, path, emojis, answers, source) in enumerate(jobs):
         safe = name.replace(":", "-")
         model.set_adapter(f"a{i}")
-        vectors, res = _one(cfg, model, lm.tokenizer, path, emojis, answers, texts)
+        vectors, res = _one(cfg, model, lm.tokenizer, path, emojis, answers, texts, base_cache)
         with atomic_path(stage_dir / "vectors" / f"{safe}.npy") as tmp, open(tmp, "wb") as f:
             np.save(f, vectors)
         results[name] = {**res, "answers_from": source, "vectors": f"vectors/{safe}.npy"}
         prog.step(note=name)
     atomic_write_json(stage_dir / "diffing.json", {
-        "texts": "/".join(NEUTRAL) + " (pole: neutral)", "n_texts": len(texts), "first_k": cfg.first_k,
+        "texts": "/".join(NEUTRAL) + " (pole: neutral)", "n_texts": len(texts), "n_answers": cfg.n_answers or None,
+        "first_k": cfg.first_k,
         "skip_first": True, "site": "blocks.{L}.hook_resid_post", "difference": "adapter minus base",
         "adapters": results})
     atomic_write_text(stage_dir / "diffing.md", "\n".join(table_lines(summary(results))) + "\n")
@@ -216,7 +222,8 @@ def _draw(stage_dir: Path) -> list[Path]:
 
 def _metrics(stage_dir: Path) -> dict[str, Any]:
     d = read_json(stage_dir / "diffing.json")
-    return {"diffing": summary(d["adapters"]), "diffing_texts": d["n_texts"]} if d else {}
+    return ({"diffing": summary(d["adapters"]), "diffing_texts": d["n_texts"], "diffing_answers": d.get("n_answers")}
+            if d else {})
 
 
 def _from_run(run: RunConfig) -> DiffingConfig:
