@@ -6,7 +6,7 @@ one-time conversion included). DESIGN target: at most 20 minutes on 2 CPU cores.
 
 Runs the command line as a user would (a subprocess), then prints JSON: the process's wall
 time, each stage's seconds and share of it (from the run's own ``summary.json``), and the
-ratio of the wall time to the 1,200 s target. Takes as long as the run itself (~19 minutes
+ratio of the wall time to the 1,200 s target. Takes as long as the run itself (~20 minutes
 on 2 cores).
 """
 

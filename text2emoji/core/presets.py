@@ -15,7 +15,7 @@ Preset = Literal["quick", "paper"]
 BATCH_SIZE = 32
 
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    # quick: about 19 minutes for the whole run on 2 CPU cores (bench/quick_run.py). Training: a
+    # quick: about 20 minutes for the whole run on 2 CPU cores (bench/quick_run.py). Training: a
     # usable adapter in minutes (fewer steps, smaller rank, larger micro-batches, no LoRA
     # dropout: on the CPU its masks cost ~5% of a step; fewer held-out evaluations).
     "quick": {
