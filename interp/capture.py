@@ -136,7 +136,8 @@ _NNSIGHT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def nnsight_model(model: Any, tokenizer: Any) -> Any:
-    """nnsight's ``LanguageModel`` around ``model`` (one wrapper per model, reused)."""
+    """nnsight's ``LanguageModel`` around ``model`` (one wrapper per model, reused; a remote
+    model's own wrapper, see :func:`register_nnsight`)."""
     if model not in _NNSIGHT:
         import warnings
 
@@ -150,6 +151,37 @@ def nnsight_model(model: Any, tokenizer: Any) -> Any:
     return _NNSIGHT[model]
 
 
+def register_nnsight(model: Any, lm: Any) -> None:
+    """Make ``lm`` the nnsight wrapper of ``model`` (:func:`interp.remote.remote_model`: the
+    meta-device module of a hub model, whose wrapper carries the id NDIF loads it by)."""
+    _NNSIGHT[model] = lm
+
+
+def is_meta(model: Any) -> bool:
+    """Whether ``model``'s weights are on the meta device (a remote model's local skeleton)."""
+    return next(model.parameters()).device.type == "meta"
+
+
+def input_device(model: Any) -> torch.device:
+    """Where a forward's inputs go: the model's device; CPU for a remote model's meta skeleton
+    (nnsight ships the inputs and the server moves them to its device)."""
+    device = next(model.parameters()).device
+    return torch.device("cpu") if device.type == "meta" else device
+
+
+def check_remote(model: Any, backend: str, remote: bool) -> None:
+    """``remote`` runs the nnsight backend only, and a meta model (no weights here) only remotely.
+
+    Raises:
+        ValueError: either rule is broken (a meta model run locally would make nnsight download
+            every weight of it).
+    """
+    if remote and backend != "nnsight":
+        raise ValueError(f"remote execution runs the nnsight backend, not {backend!r}")
+    if not remote and is_meta(model):
+        raise ValueError("this model has no weights here (a remote model): run it with remote=True")
+
+
 def _envoy(root: Any, path: str) -> Any:
     node = root
     for part in path.split("."):
@@ -157,14 +189,25 @@ def _envoy(root: Any, path: str) -> Any:
     return node
 
 
-def _forward_nnsight(model: Any, ids: Tensor, mask: Tensor, pos: Tensor, site: str, tokenizer: Any = None) -> Tensor:
+def _forward_nnsight(model: Any, ids: Tensor, mask: Tensor, pos: Tensor, site: str, tokenizer: Any = None,
+                     remote: bool = False, last_only: bool = False) -> Tensor:
+    """The site's value ``[batch, pos, d]`` (``[batch, 1, d]``: the last position only, cut where
+    the model runs, when ``last_only``) through nnsight, on NDIF when ``remote``."""
+    from interp.remote import remote_errors
+
     hp = resolve_site(model, site)
     lm = nnsight_model(model, tokenizer)
     prefix = "base_model.model." if is_peft(model) else ""
-    with torch.no_grad(), lm.trace({"input_ids": ids, "attention_mask": mask, "position_ids": pos}):
-        env = _envoy(lm, prefix + hp.module_path)
-        value = (env.input if hp.read == "input" else env.output).save()
-    value = value[0] if isinstance(value, tuple | list) else value
+    env = _envoy(lm, prefix + hp.module_path)
+    read_input = hp.read == "input"
+    batch = {"input_ids": ids, "attention_mask": mask, "position_ids": pos}
+    # the block below is what NDIF runs when remote: envoys, tensors and builtins only (no
+    # function of this package, which the server does not have)
+    with torch.no_grad(), remote_errors(remote):
+        with lm.trace(batch, remote=remote, logits_to_keep=1, use_cache=False):
+            value = env.input if read_input else env.output
+            value = value[0] if isinstance(value, tuple | list) else value
+            value = (value[:, -1:] if last_only else value).save()
     return value.detach()
 
 
@@ -205,22 +248,27 @@ def _forward_tl(bridge: Any, ids: Tensor, mask: Tensor, pos: Tensor, name: str) 
     return cache[name].detach()
 
 
-# the backends that read the model directly; transformer-lens reads through a bridge it opens
+# the backends that read the model directly with (model, ids, mask, pos, site, tokenizer);
+# nnsight also takes remote and last_only; transformer-lens reads through a bridge it opens
 _FORWARD: dict[str, SiteForward] = {"torch": _forward_torch, "nnsight": _forward_nnsight}
 
 
 @contextlib.contextmanager
-def _backend(model: Any, backend: str, site: str, tokenizer: Any) -> Iterator[Callable[[Tensor, Tensor, Tensor], Tensor]]:
-    """``forward(ids, mask, pos)`` -> the site's value ``[batch, pos, d]`` with ``backend``."""
+def _backend(model: Any, backend: str, site: str, tokenizer: Any, remote: bool = False,
+             last_only: bool = False) -> Iterator[Callable[[Tensor, Tensor, Tensor], Tensor]]:
+    """``forward(ids, mask, pos)`` -> the site's value ``[batch, pos, d]`` with ``backend``
+    (nnsight with ``last_only``: ``[batch, 1, d]``, the last position)."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
+    check_remote(model, backend, remote)
     if backend == "transformer-lens":
         name = resolve_site(model, site).name
         with transformer_bridge(model, tokenizer) as bridge:
             yield lambda ids, mask, pos: _forward_tl(bridge, ids, mask, pos, name)
         return
     fn = _FORWARD[backend]
-    yield lambda ids, mask, pos: fn(model, ids, mask, pos, site, tokenizer)
+    extra = (remote, last_only) if backend == "nnsight" else ()
+    yield lambda ids, mask, pos: fn(model, ids, mask, pos, site, tokenizer, *extra)
 
 
 # --- streaming writers ------------------------------------------------------------------------
@@ -347,12 +395,14 @@ def capture(
     answers: Sequence[str] | None = None,
     out: str | Path | None = None,
     progress: Callable[[int, int], None] | None = None,
+    remote: bool = False,
 ) -> Captured:
     """Activations at ``site`` for each prompt, batched, reduced over ``position``.
 
     Args:
         model: a causal LM (plain, 4-bit, PEFT-wrapped or merged). Adapters are used as they
-            stand: wrap the call in :func:`interp.models.adapter_disabled` for the base.
+            stand: wrap the call in :func:`interp.models.adapter_disabled` for the base. With
+            ``remote``: ``remote_model(id).pipeline.model`` (:mod:`interp.remote`).
         tokenizer: its tokenizer (only for text prompts).
         prompts: texts (used verbatim unless ``chat``) or pre-encoded :class:`Encoded` prompts.
         site: a canonical hook site (:mod:`interp.hooks`).
@@ -363,6 +413,8 @@ def capture(
         answers: optional text appended to each prompt; ``mean`` then averages the answer tokens.
         out: a ``.npy`` or ``.safetensors`` path to stream into; in memory when None.
         progress: called as ``progress(done, total)`` after each batch.
+        remote: run each batch's nnsight trace on NDIF (``backend="nnsight"`` only); with
+            ``position="last"`` only the last position's row comes back.
 
     Returns:
         :class:`Captured` with float32 activations (a memory map of ``out`` when given).
@@ -377,7 +429,7 @@ def capture(
     if n == 0:
         raise ValueError("no prompts to capture")
     hp = resolve_site(model, site)
-    device = next(model.parameters()).device
+    device = input_device(model)
     pad = pad_id(tokenizer)
     lengths = [len(e.ids) for e in enc]
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64) if position == "all" else None
@@ -388,7 +440,9 @@ def capture(
     array: np.ndarray | None = None
     done = 0
     try:
-        with _backend(model, backend, site, tokenizer) as forward:
+        # the nnsight backend cuts the last position where the model runs (remote: less to send)
+        last_only = position == "last" and backend == "nnsight"
+        with _backend(model, backend, site, tokenizer, remote, last_only) as forward:
             for start in range(0, n, batch_size):
                 idx = order[start:start + batch_size]
                 ids, mask, pos = pad_left([enc[i].ids for i in idx], pad, device)
@@ -400,7 +454,9 @@ def capture(
                         array = sink.array
                     else:
                         array = np.zeros((rows, d), dtype=np.float32)
-                parts = reduce_positions(x, [lengths[i] for i in idx], [enc[i].span_start for i in idx], position)
+                # a last-position-only value is each prompt's one row (left padding: all end there)
+                n_rows = [1] * len(idx) if last_only else [lengths[i] for i in idx]
+                parts = reduce_positions(x, n_rows, [enc[i].span_start for i in idx], position)
                 for i, v in zip(idx, parts, strict=True):
                     v = v.float().cpu().numpy()
                     if offsets is None:

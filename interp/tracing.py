@@ -206,6 +206,68 @@ def score_continuations(
     return out  # type: ignore[return-value]
 
 
+def score_continuations_nnsight(
+    model: Any,
+    tokenizer: Any,
+    pairs: Sequence[tuple[Sequence[int], Sequence[int]]],
+    *,
+    pad_id: int = 0,
+    batch_size: int = BATCH_SIZE,
+    remote: bool = False,
+) -> list[Scored]:
+    """:func:`score_continuations` through nnsight: one ``trace`` per batch of whole sequences
+    (prompt + continuation, left-padded), on NDIF when ``remote`` (``model``: a remote model's
+    meta module, :mod:`interp.remote`). The log-probabilities are gathered where the model runs,
+    so ``[batch, longest continuation]`` numbers come back, never logits over the vocabulary.
+
+    The same numbers as :func:`score_continuations` (tests: 1e-5), which shares each prompt's
+    pass between its continuations; here each pair is one sequence, which costs more passes
+    and fewer round trips.
+    """
+    from interp.capture import check_remote, input_device, nnsight_model
+    from interp.remote import remote_errors
+
+    check_remote(model, "nnsight", remote)
+    lm = nnsight_model(model, tokenizer)
+    device = input_device(model)
+    out: list[Scored | None] = [None] * len(pairs)
+    order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        if any(not pairs[i][1] for i in idx):
+            raise ValueError("empty continuation")
+        ids, mask, pos = pad_left([list(pairs[i][0]) + list(pairs[i][1]) for i in idx], pad_id, device)
+        keep = max(len(pairs[i][1]) for i in idx) + 1
+        # kept position k (k < keep - 1) predicts the token after it: targets[:, k]
+        targets = ids[:, ids.shape[1] - keep + 1:]
+        batch = {"input_ids": ids, "attention_mask": mask, "position_ids": pos}
+        # the block below is what NDIF runs when remote: envoys, tensors and methods only
+        with torch.no_grad(), remote_errors(remote):
+            with lm.trace(batch, remote=remote, logits_to_keep=keep, use_cache=False):
+                logits = lm.output.logits  # [batch, keep, vocab]
+                logp = logits[:, :-1].float().log_softmax(-1)
+                picked = logp.gather(-1, targets.to(logp.device)[..., None])[..., 0].save()
+        picked = picked.cpu()
+        for row, i in enumerate(idx):
+            # a continuation of m tokens is predicted by the last m kept positions but one
+            lp = picked[row, keep - 1 - len(pairs[i][1]):].tolist()
+            out[i] = Scored(float(sum(lp)), lp)
+    return out  # type: ignore[return-value]
+
+
+def _score(model: Any, tokenizer: Any, pairs: Sequence[tuple[Sequence[int], Sequence[int]]], batch_size: int,
+           backend: str, remote: bool) -> list[Scored]:
+    """Score ``pairs`` with the ``torch`` backend (shared prompt passes) or ``nnsight``."""
+    if backend == "nnsight":
+        return score_continuations_nnsight(model, tokenizer, pairs, pad_id=pad_id(tokenizer),
+                                           batch_size=batch_size, remote=remote)
+    if backend != "torch":
+        raise ValueError(f"unknown backend {backend!r}; valid: torch, nnsight")
+    if remote:
+        raise ValueError("remote execution runs the nnsight backend, not 'torch'")
+    return score_continuations(model, pairs, pad_id=pad_id(tokenizer), batch_size=batch_size)
+
+
 def emoji_pairs(
     tokenizer: Any, prompts: Sequence[str], emojis: Sequence[str], *, chat: bool = True, leading_space: bool = False
 ) -> list[tuple[list[int], list[int]]]:
@@ -224,21 +286,26 @@ def emoji_logprobs(
     chat: bool = True,
     leading_space: bool = False,
     batch_size: int = BATCH_SIZE,
+    backend: str = "torch",
+    remote: bool = False,
 ) -> Float[np.ndarray, "prompts emojis"]:
-    """``[prompts, emojis]`` exact log P(emoji | prompt)."""
+    """``[prompts, emojis]`` exact log P(emoji | prompt); ``backend`` ``torch`` or ``nnsight``
+    (on NDIF when ``remote``: :func:`score_continuations_nnsight`)."""
     pairs = emoji_pairs(tokenizer, prompts, emojis, chat=chat, leading_space=leading_space)
-    scored = score_continuations(model, pairs, pad_id=pad_id(tokenizer), batch_size=batch_size)
+    scored = _score(model, tokenizer, pairs, batch_size, backend, remote)
     return rearrange(np.array([s.total for s in scored]), "(prompt emoji) -> prompt emoji", prompt=len(prompts))
 
 
 def emoji_report(
-    model: Any, tokenizer: Any, prompt: str, emojis: Sequence[str], *, chat: bool = False
+    model: Any, tokenizer: Any, prompt: str, emojis: Sequence[str], *, chat: bool = False,
+    backend: str = "torch", remote: bool = False,
 ) -> list[dict[str, Any]]:
-    """Per emoji: its token ids and exact log-probability, with and without a leading space."""
+    """Per emoji: its token ids and exact log-probability, with and without a leading space
+    (``backend`` and ``remote`` as in :func:`emoji_logprobs`)."""
     variants = (("no_space", False), ("leading_space", True))
     ids = encode(tokenizer, [prompt], chat=chat)[0].ids
     toks = [(e, key, emoji_token_ids(tokenizer, e, space)) for e in emojis for key, space in variants]
-    scored = score_continuations(model, [(ids, t) for _, _, t in toks], pad_id=pad_id(tokenizer))
+    scored = _score(model, tokenizer, [(ids, t) for _, _, t in toks], BATCH_SIZE, backend, remote)
     rows: dict[str, dict[str, Any]] = {e: {"emoji": e} for e in emojis}
     for (e, key, t), s in zip(toks, scored, strict=True):
         rows[e][key] = {

@@ -29,6 +29,25 @@ from text2emoji.stages.base import print_json as _print_json
 
 # --- text2emoji activations -----------------------------------------------------------------
 
+REMOTE_HELP = ("run on NDIF through nnsight (remote execution): --model must be a hub id (owner/name) that NDIF "
+               "hosts (its config and tokenizer come from the hub, no weights are downloaded); the API key is read "
+               "from the environment variable NDIF_API_KEY and never stored; no --adapter or --load-in-4bit (NDIF "
+               "hosts base models), and --device/--dtype do not apply (NDIF's deployment decides)")
+
+
+def check_remote_options(cfg: Any) -> None:
+    """``--remote`` with a hub id only, and without the options that need local weights."""
+    if not cfg.remote:
+        return
+    from interp.remote import require_hub_id
+
+    if getattr(cfg, "adapter", None) is not None:
+        raise ConfigError("adapter: --remote runs on NDIF, which hosts base models; a local PEFT adapter cannot be "
+                          "loaded there (drop --remote to run it here)")
+    if cfg.model.load_in_4bit:
+        raise ConfigError("load_in_4bit: --remote runs NDIF's copy of the model; --load-in-4bit does not apply")
+    require_hub_id(cfg.model.model)
+
 
 @dataclass
 class ActivationsConfig(Config):
@@ -42,11 +61,16 @@ class ActivationsConfig(Config):
         "last", help="last: each prompt's last token; all: every token (ragged, .safetensors); "
         "mean: the mean over the 'answer' tokens where rows have one, else over all tokens")
     chat: bool = option(False, help="wrap each prompt in the chat template (default: verbatim)")
-    backend: Literal["torch", "nnsight", "transformer-lens"] = option("torch", help="capture backend")
+    backend: Literal["torch", "nnsight", "transformer-lens"] | None = option(
+        None, help="capture backend (default: torch; nnsight with --remote)")
+    remote: bool = option(False, help=REMOTE_HELP, hash=False)
     batch_size: int = batch_option()
     out: str = option("", help="output .npy (float32 [n_prompts, d]) or .safetensors (tensor 'activations')")
 
     def validate(self) -> None:
+        if self.remote and self.backend not in (None, "nnsight"):
+            raise ConfigError(f"backend: --remote runs the nnsight backend, not --backend {self.backend}")
+        check_remote_options(self)
         if not self.prompts:
             raise ConfigError("prompts: --prompts FILE is required")
         if not self.out.endswith((".npy", ".safetensors")):
@@ -57,7 +81,6 @@ class ActivationsConfig(Config):
 
 def cmd_activations(cfg: ActivationsConfig) -> None:
     from interp.capture import capture
-    from interp.models import load_model
     from interp.textfiles import read_rows
 
     rows = read_rows(cfg.prompts, field="text")
@@ -69,16 +92,32 @@ def cmd_activations(cfg: ActivationsConfig) -> None:
             if not isinstance(r.get("answer"), str):
                 raise UserError(f"{cfg.prompts}:{r['_line']}: field 'answer' must be a string in every row when one row has it")
         answers = [r["answer"] for r in rows]
-    lm = load_model(cfg.model, adapter=cfg.adapter)
+    backend = cfg.backend or ("nnsight" if cfg.remote else "torch")
+    model, tokenizer = _model_and_tokenizer(cfg)
     prog = Progress("activations", len(rows))
     try:
-        res = capture(lm.model, lm.tokenizer, [r["text"] for r in rows], site=cfg.site, position=cfg.position,
-                      backend=cfg.backend, batch_size=cfg.batch_size, chat=cfg.chat, answers=answers,
-                      out=cfg.out, progress=prog.update)
+        res = capture(model, tokenizer, [r["text"] for r in rows], site=cfg.site, position=cfg.position,
+                      backend=backend, batch_size=cfg.batch_size, chat=cfg.chat, answers=answers,
+                      out=cfg.out, progress=prog.update, remote=cfg.remote)
     except ValueError as e:
         raise UserError(f"{cfg.prompts}: {e}") from e
     print(json.dumps({"out": cfg.out, "shape": list(res.activations.shape), "site": res.site,
-                      "position": cfg.position, "backend": cfg.backend, "n_prompts": len(rows)}))
+                      "position": cfg.position, "backend": backend, "remote": cfg.remote, "n_prompts": len(rows)}))
+
+
+def _model_and_tokenizer(cfg: Any) -> tuple[Any, Any]:
+    """The model to read and its tokenizer: loaded here, or with ``--remote`` NDIF's model (its
+    structure on the meta device) after the API key is checked."""
+    if cfg.remote:
+        from interp.remote import remote_key, remote_model
+
+        remote_key()  # first: without a key nothing else is worth doing
+        lm = remote_model(cfg.model.model)
+        return lm.pipeline.model, lm.tokenizer
+    from interp.models import load_model
+
+    lm = load_model(cfg.model, adapter=cfg.adapter)
+    return lm.model, lm.tokenizer
 
 
 # --- text2emoji emoji-prob ------------------------------------------------------------------
@@ -93,11 +132,15 @@ class EmojiProbConfig(Config):
     prompt: str = option("", help="the prompt text (verbatim unless --chat)")
     emojis: list[str] = option([], help="an emoji to score (repeat the flag for several)", flag="--emoji", metavar="E")
     chat: bool = option(False, help="wrap the prompt in the chat template as one user turn")
-    logit_lens: bool = option(False, help="also decode each emoji's log-prob after every layer")
+    logit_lens: bool = option(False, help="also decode each emoji's log-prob after every layer (not with --remote)")
+    remote: bool = option(False, help=REMOTE_HELP, hash=False)
 
     def validate(self) -> None:
         from interp.emojis import find_emojis
 
+        if self.remote and self.logit_lens:
+            raise ConfigError("logit_lens: --logit-lens does not run remotely yet; drop --remote or --logit-lens")
+        check_remote_options(self)
         if not self.prompt:
             raise ConfigError("prompt: --prompt TEXT is required")
         if not self.emojis:
@@ -108,23 +151,25 @@ class EmojiProbConfig(Config):
 
 
 def emoji_prob(cfg: EmojiProbConfig) -> dict[str, Any]:
-    from interp.models import adapter_disabled, load_model
+    from interp.models import adapter_disabled
     from interp.tracing import emoji_report, logit_lens
 
-    lm = load_model(cfg.model, adapter=cfg.adapter)
+    model, tokenizer = _model_and_tokenizer(cfg)
+    backend = "nnsight" if cfg.remote else "torch"
 
     def one() -> list[dict[str, Any]]:
-        rows = emoji_report(lm.model, lm.tokenizer, cfg.prompt, cfg.emojis, chat=cfg.chat)
+        rows = emoji_report(model, tokenizer, cfg.prompt, cfg.emojis, chat=cfg.chat, backend=backend, remote=cfg.remote)
         if cfg.logit_lens:
             for r in rows:
-                r["logit_lens_logprob"] = logit_lens(lm.model, lm.tokenizer, [cfg.prompt], r["emoji"], chat=cfg.chat)[0].tolist()
+                r["logit_lens_logprob"] = logit_lens(model, tokenizer, [cfg.prompt], r["emoji"], chat=cfg.chat)[0].tolist()
         return rows
 
-    out: dict[str, Any] = {"model": cfg.model.model, "adapter": cfg.adapter, "prompt": cfg.prompt, "chat": cfg.chat}
+    out: dict[str, Any] = {"model": cfg.model.model, "adapter": cfg.adapter, "prompt": cfg.prompt, "chat": cfg.chat,
+                           "remote": cfg.remote}
     if cfg.adapter is None:
         out["base"] = one()
     else:
-        with adapter_disabled(lm.model):
+        with adapter_disabled(model):
             out["base"] = one()
         out["adapter_model"] = one()
     return out
