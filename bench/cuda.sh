@@ -14,6 +14,15 @@ for model in smollm2-135m llama-2-7b; do
   $PY capture.py --model "$model" --device cuda --n-prompts 256 --batch-size 64 \
       $([ "$model" = llama-2-7b ] && echo --skip-cache-all)
 done
+# Data-parallel QLoRA, only where more than one GPU is visible: `text2emoji train` on one GPU vs
+# `--num-processes <gpus>` (DDP, one process per GPU), the same recipe and global batch (64
+# examples a step; 7B: 4 micro-batches of 16), trained tokens/s of each and the loss curves'
+# largest difference
+gpus=$(nvidia-smi -L | wc -l)
+if [ "$gpus" -gt 1 ]; then
+  $PY ddp.py --num-processes "$gpus" --steps 8 --batch-size 64
+  $PY ddp.py --num-processes "$gpus" --shape llama-2-7b --steps 8 --batch-size 16 --grad-accum 4
+fi
 # QLoRA trained tokens/s, ours vs TRL's SFTTrainer with the reference recipe (same steps); last,
 # so that a missing trl (the `bench` extra) stops nothing else
 for model in smollm2-135m llama-2-7b; do

@@ -6,6 +6,12 @@ only. Training is seeded, checkpoints every ``save_every`` optimizer steps (adap
 scheduler, RNG, losses) and resumes from the last complete checkpoint after an interruption.
 A non-finite loss stops training with :class:`TrainingError`, keeping the last good checkpoint.
 
+Started by a launcher in several processes (``text2emoji train --num-processes N``, or
+``accelerate launch``), training is data-parallel (DDP through accelerate, see
+:mod:`finetune.distributed`) with the one-process recipe unchanged: the same optimizer steps,
+the same examples in each, each micro-batch split across the processes, the loss normalised by
+the step's answer tokens of all of them. Only the main process writes.
+
 Output (``<out>/``): ``adapter/`` (``PeftModel.from_pretrained`` loads it), ``losses.csv``
 (train and held-out loss per step), ``checkpoints/step-N/``, and with ``merge`` a merged HF
 model in ``merged/``.
@@ -13,6 +19,7 @@ model in ``merged/``.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -27,6 +34,7 @@ from typing import Any, Literal
 
 import torch
 
+from finetune.distributed import Ranks
 from finetune.sft_data import Example, collate, encode, epoch_batches
 from interp.models import ModelConfig
 from text2emoji.core.config import Config, ConfigError, member, option
@@ -99,7 +107,8 @@ def _set_seed(seed: int) -> None:
 
 
 def load_for_training(cfg: TrainConfig) -> tuple[Any, Any]:
-    """The nf4 base with fresh LoRA adapters on all seven projections, and its tokenizer."""
+    """The nf4 base with fresh LoRA adapters on all seven projections, and its tokenizer (the
+    adapters' initial values depend on ``cfg.seed`` only: the same in every process)."""
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
     from interp.models import load_model
@@ -161,17 +170,30 @@ def _checkpoints(out: Path) -> list[Path]:
     return sorted(done, key=lambda p: int(p.name.split("-")[1]))
 
 
-def _save_checkpoint(out: Path, model: Any, opt: Any, sched: Any, state: dict[str, Any], keep: int = 2) -> Path:
-    """Write ``checkpoints/step-N`` atomically (temp dir, then rename); keep the last ``keep``."""
+def _rng_state() -> dict[str, Any]:
+    """This process's random state (dropout masks draw from it)."""
+    return {"torch": torch.get_rng_state(), "python": random.getstate(),
+            "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None}
+
+
+def _set_rng_state(rng: dict[str, Any]) -> None:
+    torch.set_rng_state(rng["torch"])
+    random.setstate(rng["python"])
+    if rng.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(rng["cuda"])  # dropout on the GPU
+
+
+def _save_checkpoint(out: Path, model: Any, opt: Any, sched: Any, state: dict[str, Any],
+                     rngs: list[dict[str, Any]], keep: int = 2) -> Path:
+    """Write ``checkpoints/step-N`` atomically (temp dir, then rename); keep the last ``keep``.
+    ``rngs``: each process's random state, in rank order."""
     final = out / "checkpoints" / f"step-{state['step']}"
     tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     model.save_pretrained(tmp / "adapter")
-    torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                "torch_rng": torch.get_rng_state(), "python_rng": random.getstate(),
-                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
-               tmp / "trainer.pt")
+    # the optimizer's state is the same in every process (DDP gives each the same gradients)
+    torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": rngs}, tmp / "trainer.pt")
     (tmp / "state.json").write_text(json.dumps(state))
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
@@ -181,17 +203,26 @@ def _save_checkpoint(out: Path, model: Any, opt: Any, sched: Any, state: dict[st
 
 
 @torch.no_grad()
-def held_out_loss(model: Any, examples: list[Example], pad_id: int, batch_size: int) -> float:
-    """Mean loss per answer token over ``examples`` (dropout off)."""
+def held_out_loss(model: Any, examples: list[Example], pad_id: int, batch_size: int, ranks: Ranks | None = None) -> float:
+    """Mean loss per answer token over ``examples`` (dropout off).
+
+    With several processes (``ranks``), each scores every ``world``-th batch of the same batches
+    and the sums are added up: the one-process number up to float summation order.
+    """
+    rank, world = (ranks.rank, ranks.world) if ranks is not None else (0, 1)
     was = model.training
     model.eval()
     total, n = 0.0, 0
     device = next(model.parameters()).device
-    for i in range(0, len(examples), batch_size):
+    for j, i in enumerate(range(0, len(examples), batch_size)):
+        if j % world != rank:
+            continue
         batch = {k: v.to(device) for k, v in collate(examples[i : i + batch_size], pad_id).items()}
         total += _loss_sum(model, batch).item()
         n += int((batch["labels"][:, 1:] != -100).sum())
     model.train(was)
+    if ranks is not None and world > 1:
+        total, n = ranks.sum(torch.tensor([total, n], dtype=torch.float64, device=device)).tolist()
     return total / max(n, 1)
 
 
@@ -217,26 +248,36 @@ def _loss_sum(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
 def train(cfg: TrainConfig, rows: list[Row], out: str | Path) -> dict[str, Any]:
     """Train one trait's adapter on its train rows; held-out loss on its test rows.
 
+    Every process of a launched group calls this with the same arguments (see the module's
+    docstring); the main process writes, and each returns the same summary.
+
     Args:
         cfg: the run's config (presets are resolved here).
         rows: the dataset (every trait; only ``cfg.trait``'s rows are used).
         out: output directory (resumes from its last checkpoint if one exists).
 
     Returns:
-        A summary: steps, tokens, final train and held-out loss, seconds, trained tokens/s.
+        A summary: steps, tokens, final train and held-out loss, seconds, trained tokens/s, the
+        number of processes (``world_size``).
     """
     from transformers import get_cosine_schedule_with_warmup
 
     cfg = cfg.resolved()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     if cfg.trait not in TRAITS:
         raise ConfigError(f"trait: unknown {cfg.trait!r}")
     train_rows = [r for r in rows if r.trait == cfg.trait and r.split == "train"]
     test_rows = [r for r in rows if r.trait == cfg.trait and r.split == "test"]
     if not train_rows:
         raise UserError(f"no train rows for trait {cfg.trait}")
-    model, tok = load_for_training(cfg)
+    ranks = Ranks(cfg.model.device)
+    if ranks.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        if ranks.world > cfg.batch_size:
+            _log(f"train {cfg.trait}: {ranks.world} processes share micro-batches of {cfg.batch_size} examples: "
+                 f"{ranks.world - cfg.batch_size} of them idle at every micro-batch")
+    model, tok = load_for_training(cfg.replace(model=cfg.model.replace(device=ranks.device(cfg.model.device))))
+    ranks.seed(cfg.seed)  # after the adapters' initialisation, which must be the same everywhere
     device = next(model.parameters()).device
     train_ex = [encode(tok, r, cfg.max_length) for r in train_rows]
     eval_ex = [encode(tok, r, cfg.max_length) for r in test_rows][: cfg.eval_rows or None]
@@ -245,11 +286,13 @@ def train(cfg: TrainConfig, rows: list[Row], out: str | Path) -> dict[str, Any]:
     params = [p for p in model.parameters() if p.requires_grad]
     opt = _optimizer(cfg, params, device)
     sched = get_cosine_schedule_with_warmup(opt, math.ceil(0.03 * total_steps), total_steps)
-    state = _resume(out, model, opt, sched, cfg.trait)
+    state = _resume(out, model, opt, sched, cfg, ranks)
+    ddp = ranks.prepare(model)  # after resuming: every process starts from the same weights
     pad = tok.pad_token_id
     if not state["history"] and eval_ex:  # the starting point of the held-out curve
-        state["history"].append({"step": 0, "eval_loss": round(held_out_loss(model, eval_ex, pad, cfg.batch_size), 5)})
-    model.train()
+        state["history"].append({"step": 0, "eval_loss": round(held_out_loss(model, eval_ex, pad, cfg.batch_size,
+                                                                             ranks), 5)})
+    ddp.train()
     micro_per_epoch = math.ceil(len(train_ex) / cfg.batch_size)
     t_start = time.perf_counter() - state["seconds"]
     while state["step"] < total_steps:
@@ -261,7 +304,7 @@ def train(cfg: TrainConfig, rows: list[Row], out: str | Path) -> dict[str, Any]:
             group.append(batch)
             if len(group) < cfg.grad_accum and k < micro_per_epoch - 1:
                 continue
-            loss_total = _accumulate(model, group, pad, device, state, out, cfg.trait)
+            loss_total = _accumulate(ddp, group, pad, device, state, out, cfg.trait, ranks)
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
@@ -272,21 +315,29 @@ def train(cfg: TrainConfig, rows: list[Row], out: str | Path) -> dict[str, Any]:
                                       "lr": sched.get_last_lr()[0], "tokens": state["tokens"]}
             last_step = state["step"] == total_steps
             if eval_ex and (state["step"] % cfg.eval_every == 0 or last_step):
-                record["eval_loss"] = round(held_out_loss(model, eval_ex, pad, cfg.batch_size), 5)
+                record["eval_loss"] = round(held_out_loss(model, eval_ex, pad, cfg.batch_size, ranks), 5)
             state["history"].append(record)
             state["seconds"] = time.perf_counter() - t_start
-            _log(f"train {cfg.trait}: step {state['step']}/{total_steps} loss {loss_total:.3f}"
-                 + (f" held-out {record['eval_loss']:.3f}" if "eval_loss" in record else ""))
+            if ranks.is_main:
+                _log(f"train {cfg.trait}: step {state['step']}/{total_steps} loss {loss_total:.3f}"
+                     + (f" held-out {record['eval_loss']:.3f}" if "eval_loss" in record else ""))
             if state["step"] % cfg.save_every == 0 or last_step:
-                _save_checkpoint(out, model, opt, sched, state)
+                rngs = ranks.gather(_rng_state())
+                if ranks.is_main:
+                    _save_checkpoint(out, model, opt, sched, state, rngs)
             if last_step:
                 break
-    return _finish(out, model, state, cfg, len(train_ex), len(eval_ex))
+    return _finish(out, model, state, cfg, len(train_ex), len(eval_ex), ranks)
 
 
-def _resume(out: Path, model: Any, opt: Any, sched: Any, trait: str) -> dict[str, Any]:
+def _resume(out: Path, model: Any, opt: Any, sched: Any, cfg: TrainConfig, ranks: Ranks) -> dict[str, Any]:
     """The training state of the last complete checkpoint under ``out`` (adapter weights,
-    optimizer, scheduler and RNG restored into the objects given), or a fresh one."""
+    optimizer, scheduler and this process's RNG restored into the objects given), or a fresh one.
+
+    Every process reads the same checkpoint. One written by another number of processes resumes
+    too (steps, examples and weights do not depend on it); the processes' random streams are
+    then seeded afresh from the seed, the step and the rank.
+    """
     ckpts = _checkpoints(out)
     if not ckpts:
         return {"step": 0, "micro": 0, "tokens": 0, "seconds": 0.0, "history": []}
@@ -298,44 +349,59 @@ def _resume(out: Path, model: Any, opt: Any, sched: Any, trait: str) -> dict[str
     blob = torch.load(last / "trainer.pt", weights_only=False)
     opt.load_state_dict(blob["optimizer"])
     sched.load_state_dict(blob["scheduler"])
-    torch.set_rng_state(blob["torch_rng"])
-    if blob.get("cuda_rng") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(blob["cuda_rng"])  # dropout on the GPU
-    random.setstate(blob["python_rng"])
-    _log(f"train {trait}: resuming from {last.name}")
-    return json.loads((last / "state.json").read_text())
+    state = json.loads((last / "state.json").read_text())
+    # checkpoints written before several processes were possible hold one process's state
+    rngs = blob.get("rng") or [{"torch": blob["torch_rng"], "python": blob["python_rng"], "cuda": None}]
+    if len(rngs) == ranks.world:
+        _set_rng_state(rngs[ranks.rank])
+        if (cuda_all := blob.get("cuda_rng")) is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(cuda_all)  # an older checkpoint's dropout state on the GPU
+    else:
+        _set_seed(cfg.seed + 1000 * state["step"] + ranks.rank)
+    if ranks.is_main:
+        _log(f"train {cfg.trait}: resuming from {last.name}"
+             + (f" (written by {len(rngs)} processes, now {ranks.world})" if len(rngs) != ranks.world else ""))
+    return state
 
 
 def _accumulate(model: Any, group: list[list[Example]], pad: int, device: torch.device, state: dict[str, Any],
-                out: Path, trait: str) -> float:
+                out: Path, trait: str, ranks: Ranks) -> float:
     """Backward over one optimizer step's micro-batches (loss per answer token of the whole
-    group); returns the step's training loss. A non-finite loss stops with TrainingError."""
+    group); returns the step's training loss. A non-finite loss stops with TrainingError.
+
+    Each process takes its share of every micro-batch (:meth:`Ranks.shard`) and divides its
+    summed loss by the answer tokens of the whole group, on every process (each walks the same
+    batches, so this count needs no communication), times the number of processes: DDP averages
+    the processes' gradients, and the average of these is the one-process gradient. A process
+    whose share is empty runs the micro-batch's first example with weight 0, so that DDP's
+    all-reduce still meets every process.
+    """
     n_target = sum(e.n_target for b in group for e in b) or 1
     loss_total = 0.0
-    for b in group:
-        tensors = {key: v.to(device) for key, v in collate(b, pad).items()}
-        loss = _loss_sum(model, tensors) / n_target
-        if not torch.isfinite(loss):
-            last = _checkpoints(out)
-            raise TrainingError(
-                f"non-finite training loss at step {state['step'] + 1} (trait {trait}); "
-                f"last good checkpoint: {last[-1] if last else 'none'}"
-            )
-        loss.backward()
-        loss_total += loss.item()
+    for i, b in enumerate(group):
+        mine = ranks.shard(b)
+        tensors = {key: v.to(device) for key, v in collate(mine or b[:1], pad).items()}
+        # gradients are all-reduced once per optimizer step, after its last micro-batch
+        with ranks.no_sync(model) if i < len(group) - 1 else contextlib.nullcontext():
+            loss = _loss_sum(model, tensors) / n_target * (ranks.world if mine else 0)
+            step_loss = ranks.sum(loss.detach() / ranks.world)  # this micro-batch's share of the step's loss
+            if not torch.isfinite(step_loss):  # the same on every process: all of them stop
+                last = _checkpoints(out)
+                raise TrainingError(
+                    f"non-finite training loss at step {state['step'] + 1} (trait {trait}); "
+                    f"last good checkpoint: {last[-1] if last else 'none'}"
+                )
+            loss.backward()
+        loss_total += step_loss.item()
         state["tokens"] += sum(len(e) for e in b)
     return loss_total
 
 
-def _finish(out: Path, model: Any, state: dict[str, Any], cfg: TrainConfig, n_train: int, n_eval: int) -> dict[str, Any]:
-    """Write losses.csv, the adapter (atomically replaced) and train_summary.json."""
-    _write_losses(out / "losses.csv", state["history"])
+def _finish(out: Path, model: Any, state: dict[str, Any], cfg: TrainConfig, n_train: int, n_eval: int,
+            ranks: Ranks) -> dict[str, Any]:
+    """Write losses.csv, the adapter (atomically replaced) and train_summary.json (main process
+    only); every process returns the summary."""
     adapter_dir = out / "adapter"
-    tmp = out / "adapter.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    shutil.rmtree(adapter_dir, ignore_errors=True)
-    tmp.rename(adapter_dir)
     evals = [h["eval_loss"] for h in state["history"] if "eval_loss" in h]
     summary = {
         "trait": cfg.trait, "steps": state["step"], "tokens": state["tokens"],
@@ -345,9 +411,18 @@ def _finish(out: Path, model: Any, state: dict[str, Any], cfg: TrainConfig, n_tr
         "final_held_out_loss": evals[-1] if evals else None,
         "seconds": round(state["seconds"], 2),
         "trained_tokens_per_s": round(state["tokens"] / max(state["seconds"], 1e-9), 2),
+        "world_size": ranks.world,
         "adapter": str(adapter_dir), "resolved_config": cfg.to_dict(),
     }
-    atomic_write_json(out / "train_summary.json", summary)
+    if ranks.is_main:
+        _write_losses(out / "losses.csv", state["history"])
+        tmp = out / "adapter.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(tmp)
+        shutil.rmtree(adapter_dir, ignore_errors=True)
+        tmp.rename(adapter_dir)
+        atomic_write_json(out / "train_summary.json", summary)
+    ranks.wait()  # the adapter is there before any process returns
     return summary
 
 
