@@ -41,7 +41,9 @@ directory on this machine cannot be loaded there (the commands refuse ``--adapte
    should carry many prompts (an nnsight ``session`` of several traces).
 
 >>> from interp.remote import remote_model                                 # doctest: +SKIP
+>>> from interp.capture import capture, register_nnsight                   # doctest: +SKIP
 >>> lm = remote_model("meta-llama/Llama-3.1-8B")                            # doctest: +SKIP
+>>> register_nnsight(lm.pipeline.model, lm)                                 # doctest: +SKIP
 >>> capture(lm.pipeline.model, lm.tokenizer, ["Hi"], backend="nnsight", remote=True)  # doctest: +SKIP
 """
 
@@ -117,7 +119,9 @@ def remote_model(model_id: str) -> Any:
 
     nnsight builds the model's structure on the meta device from its config (the tokenizer is
     loaded too: prompts are tokenized here); a trace with ``remote=True`` runs on NDIF's copy.
-    The Hugging Face module is ``lm.pipeline.model`` (on the meta device): give it to
+    The Hugging Face module is ``lm.pipeline.model`` (on the meta device): register the pair
+    with :func:`interp.capture.register_nnsight` (so that the nnsight backends trace this
+    wrapper, not a new one around the module), then give the module to
     :func:`interp.capture.capture` or :func:`interp.tracing.emoji_logprobs` with
     ``backend="nnsight", remote=True``.
 
@@ -129,7 +133,6 @@ def remote_model(model_id: str) -> Any:
 
     from nnsight import LanguageModel
 
-    from interp.capture import register_nnsight
     from interp.models import load_tokenizer
 
     require_hub_id(model_id)
@@ -149,7 +152,6 @@ def remote_model(model_id: str) -> Any:
     except Exception as e:  # no network, unknown or gated repo: all end here the same way
         raise UserError(f"model {model_id}: the Hugging Face hub must confirm the id for NDIF and did not "
                         f"({_first_line(e)})") from e
-    register_nnsight(lm.pipeline.model, lm)
     return lm
 
 

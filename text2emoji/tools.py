@@ -112,7 +112,10 @@ def _model_and_tokenizer(cfg: Any) -> tuple[Any, Any]:
         from interp.remote import remote_key, remote_model
 
         remote_key()  # first: without a key nothing else is worth doing
+        from interp.capture import register_nnsight
+
         lm = remote_model(cfg.model.model)
+        register_nnsight(lm.pipeline.model, lm)  # the backends then trace this wrapper
         return lm.pipeline.model, lm.tokenizer
     from interp.models import load_model
 
