@@ -109,10 +109,6 @@ class Ranks:
         self._accelerator = Accelerator(cpu=self.cpu, mixed_precision="no")
         return self._accelerator.prepare_model(model)
 
-    def unwrap(self, model: Any) -> Any:
-        """The model inside its DDP wrapper (to save, or to evaluate without synchronising)."""
-        return self._accelerator.unwrap_model(model) if self._accelerator is not None else model
-
     def no_sync(self, model: Any) -> contextlib.AbstractContextManager:
         """Backward without DDP's gradient all-reduce (every micro-batch of a step but the last)."""
         return self._accelerator.no_sync(model) if self._accelerator is not None else contextlib.nullcontext()

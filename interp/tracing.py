@@ -94,8 +94,11 @@ def continuation_passes(
         for b, i in members:
             if len(pairs[i][1]) == 1:
                 yield i, first[b:b + 1], {k: v[b:b + 1] for k, v in first_acts.items()}
-        runs, run_of = shared_runs([(b, tuple(pairs[i][1][:-1])) for b, i in members if len(pairs[i][1]) > 1])
         longer = [(b, i) for b, i in members if len(pairs[i][1]) > 1]
+        runs, run_of = shared_runs([(b, tuple(pairs[i][1][:-1])) for b, i in longer])
+        readers: dict[int, list[tuple[int, int]]] = {}  # run index -> the (row, pair) read off it
+        for b, i in longer:
+            readers.setdefault(run_of[(b, tuple(pairs[i][1][:-1]))], []).append((b, i))
         # at most batch_size runs at a time: each carries a copy of its prompt's cache
         for g in range(0, len(runs), batch_size):
             group = runs[g:g + batch_size]
@@ -103,13 +106,11 @@ def continuation_passes(
                 rows = [b for b, _ in group]
                 logits2, acts2 = _continue(model, _cache_rows(cache, rows, device), mask[rows],
                                            [seq for _, seq in group], pad_id, sites, device)
-            for b, i in longer:
-                r = run_of[(b, tuple(pairs[i][1][:-1]))] - g
-                if not 0 <= r < len(group):
-                    continue
-                m = len(pairs[i][1])
-                yield (i, torch.cat([first[b:b + 1], logits2[r, :m - 1]]),
-                       {k: torch.cat([first_acts[k][b:b + 1], acts2[k][r, :m - 1]]) for k in first_acts})
+            for r in range(len(group)):
+                for b, i in readers[g + r]:
+                    m = len(pairs[i][1])
+                    yield (i, torch.cat([first[b:b + 1], logits2[r, :m - 1]]),
+                           {k: torch.cat([first_acts[k][b:b + 1], acts2[k][r, :m - 1]]) for k in first_acts})
 
 
 def shared_runs(needed: Sequence[tuple[int, tuple[int, ...]]]) -> tuple[list[tuple[int, tuple[int, ...]]], dict]:

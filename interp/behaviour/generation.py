@@ -93,6 +93,8 @@ def generate(
         if names is not None:
             extra["adapter_names"] = names
         if share_prefix and (names is None or len(set(names)) == 1) and not _windowed(model):
+            from interp.tracing import _cache_name
+
             batch, cache = _shared_prefix(model, batch, tokenizer.pad_token_id, extra)
             if cache is not None:
                 extra[_cache_name()] = cache
@@ -112,7 +114,7 @@ def _shared_prefix(model: Any, batch: Any, pad: int, extra: dict[str, Any]) -> t
     prefix's KV cache repeated once per row (None, and the batch as it was, where the prompts
     share fewer than ``MIN_SHARED`` tokens). Positions come from the attention mask (padding
     counts no position), so every prompt sees exactly its own tokens at their own positions."""
-    from interp.tracing import _cache_rows
+    from interp.tracing import _cache_name, _cache_rows
 
     ids, mask = batch["input_ids"], batch["attention_mask"]
     rows = [ids[r][mask[r].bool()].tolist() for r in range(ids.shape[0])]
@@ -143,9 +145,3 @@ def _windowed(model: Any) -> bool:
     cfg = base_config(model)
     cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
     return getattr(cfg, "sliding_window", None) is not None or "sliding_attention" in (getattr(cfg, "layer_types", None) or [])
-
-
-def _cache_name() -> str:
-    from interp.tracing import _cache_name as name
-
-    return name()
