@@ -101,34 +101,46 @@ def any_lens(lens: Float[np.ndarray, "prompts emojis layers"]) -> Float[np.ndarr
     return (m + np.log(np.exp(lens - m).sum(1, keepdims=True)))[:, 0]
 
 
+Measure = Callable[[str | None, list[str], list[str]], dict[str, np.ndarray]]
+
+
 def _measure(model: Any, tokenizer: Any, texts: Sequence[str], emojis: list[str], lens_emojis: list[str],
-             batch_size: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+             batch_size: int) -> dict[str, np.ndarray]:
     """Per variant ``[prompts, emojis]`` log-probs and the lens ``[prompts, lens emojis, layers]``."""
     from interp.tracing import emoji_trace
 
-    got = emoji_trace(model, tokenizer, texts, emojis, lens_emojis=lens_emojis, chat=True, batch_size=batch_size)
-    return {k: got[k] for k in VARIANTS}, got["lens"]
+    return emoji_trace(model, tokenizer, texts, emojis, lens_emojis=lens_emojis, chat=True, batch_size=batch_size)
 
 
 def trace_emojis(
     model: Any, tokenizer: Any, suite: ProbeSuite, traits: Sequence[str], *, lens_emojis: int = 1,
     batch_size: int = BATCH_SIZE, n_boot: int = 2000, n_perm: int = 10000, seed: int = 0,
-    progress: Callable[[str], None] | None = None,
+    progress: Callable[[str], None] | None = None, measure: Measure | None = None,
 ) -> TraceResult:
     """Each trait's emojis pre vs post on ``suite``'s prompts (chat template). ``model`` is a
     PEFT model holding one adapter per trait, named by trait; the logit lens decodes each
     trait's first ``lens_emojis`` emojis. The base model runs once for every trait's emojis
     (without its adapter nothing depends on the trait). The change's interval (``n_boot``
     resamples) and p (``n_perm`` sign flips) are over the suite's clusters. ``progress(note)``
-    after each pass."""
+    after each pass. ``measure(adapter, emojis, lens emojis)``: how the prompts are measured
+    with a trait's adapter (None: the base), as :func:`interp.tracing.emoji_trace` returns it
+    (default: ``model`` with the adapter toggled; :func:`interp.remote_probe.emoji_trace_nnsight`
+    runs it elsewhere)."""
     from interp.models import adapter_disabled
 
     texts = suite.texts
+    if measure is None:
+        def measure(adapter: str | None, emojis: list[str], lens: list[str]) -> dict[str, np.ndarray]:
+            if adapter is None:
+                with adapter_disabled(model):
+                    return _measure(model, tokenizer, texts, emojis, lens, batch_size)
+            model.set_adapter(adapter)
+            return _measure(model, tokenizer, texts, emojis, lens, batch_size)
     clusters = suite.clusters()
     every = list(dict.fromkeys(e for t in traits for e in suite.trait_emojis[t]))
     every_lens = list(dict.fromkeys(e for t in traits for e in suite.trait_emojis[t][:lens_emojis]))
-    with adapter_disabled(model):
-        base_lp, base_lens = _measure(model, tokenizer, texts, every, every_lens, batch_size)
+    base = measure(None, every, every_lens)
+    base_lp, base_lens = {k: base[k] for k in VARIANTS}, base["lens"]
     if progress:
         progress("base model")
     out = {}
@@ -137,8 +149,8 @@ def trace_emojis(
         lens = emojis[:lens_emojis]
         cols, lens_cols = [every.index(e) for e in emojis], [every_lens.index(e) for e in lens]
         pre_lp = {k: v[:, cols] for k, v in base_lp.items()}
-        model.set_adapter(t)
-        post_lp, post_lens = _measure(model, tokenizer, texts, emojis, lens, batch_size)
+        post = measure(t, emojis, lens)
+        post_lp, post_lens = {k: post[k] for k in VARIANTS}, post["lens"]
         any_pre = any_emoji_logprob(pre_lp["no_space"])
         any_post = any_emoji_logprob(post_lp["no_space"])
         change = (any_post - any_pre)[:, None]

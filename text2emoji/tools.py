@@ -109,14 +109,9 @@ def _model_and_tokenizer(cfg: Any) -> tuple[Any, Any]:
     """The model to read and its tokenizer: loaded here, or with ``--remote`` NDIF's model (its
     structure on the meta device) after the API key is checked."""
     if cfg.remote:
-        from interp.remote import remote_key, remote_model
+        from interp.remote_probe import open_remote
 
-        remote_key()  # first: without a key nothing else is worth doing
-        from interp.capture import register_nnsight
-
-        lm = remote_model(cfg.model.model)
-        register_nnsight(lm.pipeline.model, lm)  # the backends then trace this wrapper
-        return lm.pipeline.model, lm.tokenizer
+        return open_remote(cfg.model.model)
     from interp.models import load_model
 
     lm = load_model(cfg.model, adapter=cfg.adapter)

@@ -17,6 +17,7 @@ from typing import Any
 from interp.hooks import DEFAULT_SITE
 from interp.models import ModelConfig
 from text2emoji.core.config import Config, ConfigError, member, option
+from text2emoji.core.errors import UserError
 from text2emoji.core.files import atomic_write_text, file_hash
 from text2emoji.core.runs import RunDir, batch_option, seed_option
 from text2emoji.stages.base import adapter_dirs, adapter_hashes, check_traits
@@ -63,6 +64,37 @@ def probe_inputs(cfg: ProbeConfig) -> dict[str, str]:
     hashes = adapter_hashes(cfg.adapter_paths())
     hashes["probes"] = suite_hash(cfg.probes)
     return hashes
+
+
+REMOTE_HELP = ("run on NDIF through nnsight (remote execution): --model must be a hub id (owner/name) that NDIF "
+               "hosts (no weights are downloaded here); each trait's adapter travels with every request as an "
+               "intervention (its LoRA update added to each adapted projection); the API key is read from the "
+               "environment variable NDIF_API_KEY and never stored")
+
+
+def check_remote_probe(cfg: Any) -> None:
+    """``--remote`` on a mechanistic stage: a hub id, and none of the options that need local weights."""
+    if not getattr(cfg, "remote", False):
+        return
+    from interp.remote import require_hub_id
+
+    if cfg.model.load_in_4bit:
+        raise ConfigError("load_in_4bit: --remote runs NDIF's copy of the model; --load-in-4bit does not apply")
+    require_hub_id(cfg.model.model)
+
+
+def remote_peft(cfg: ProbeConfig) -> tuple[Any, Any, dict[str, Any]]:
+    """With ``--remote``: the hub model's meta-device module, its tokenizer, and each trait's
+    adapter as :class:`interp.remote_probe.LoraPatch` es (read and checked here, before any
+    request)."""
+    from interp.remote_probe import open_remote, read_lora
+
+    paths = cfg.adapter_paths()
+    for name, path in paths.items():
+        if not (path / "adapter_config.json").is_file():
+            raise UserError(f"adapter for {name} not found at {path}; run `text2emoji train --all-traits` first")
+    model, tokenizer = open_remote(cfg.model.model)
+    return model, tokenizer, {t: read_lora(p, model) for t, p in paths.items()}
 
 
 def load_peft(cfg: ProbeConfig) -> Any:

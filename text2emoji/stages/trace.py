@@ -5,13 +5,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from text2emoji.core.config import option
 from text2emoji.core.files import atomic_write_json, atomic_write_text
 from text2emoji.core.presets import Preset, fill_preset
 from text2emoji.core.runs import Progress
 from text2emoji.stages.base import RunConfig, Stage, print_json, read_json
-from text2emoji.stages.probing import ProbeConfig, load_peft, load_suite, probe_inputs
+from text2emoji.stages.probing import (
+    REMOTE_HELP,
+    ProbeConfig,
+    check_remote_probe,
+    load_peft,
+    load_suite,
+    probe_inputs,
+    remote_peft,
+)
 
 
 @dataclass
@@ -21,18 +30,35 @@ class TraceConfig(ProbeConfig):
     preset: Preset = option("quick", help="quick: one lens emoji per trait; paper: three")
     lens_emojis: int | None = option(None, help="how many of each trait's emojis the logit lens decodes (its first n; "
                                      "each costs a vocabulary projection per layer and prompt; default: the preset's)", low=1)
+    remote: bool = option(False, help=REMOTE_HELP)
+
+    def validate(self) -> None:
+        super().validate()
+        check_remote_probe(self)
 
 
 def _trace(cfg: TraceConfig, out: Path) -> None:
     from interp.trace_analysis import trace_emojis
 
     suite = load_suite(cfg)
-    lm = load_peft(cfg)
     traits = cfg.trait_list()
     texts = suite.texts
+    measure = None
+    if cfg.remote:
+        from interp.remote_probe import emoji_trace_nnsight
+
+        model, tokenizer, patches = remote_peft(cfg)
+
+        def measure(adapter: str | None, emojis: list[str], lens: list[str]) -> dict[str, Any]:
+            return emoji_trace_nnsight(model, tokenizer, texts, emojis, lens_emojis=lens, chat=True,
+                                       patches=patches[adapter] if adapter else (), batch_size=cfg.batch_size,
+                                       remote=True)
+    else:
+        lm = load_peft(cfg)
+        model, tokenizer = lm.model, lm.tokenizer
     prog = Progress("trace", len(traits) + 1)
-    res = trace_emojis(lm.model, lm.tokenizer, suite, traits, lens_emojis=cfg.lens_emojis, batch_size=cfg.batch_size,
-                       n_boot=cfg.n_boot, seed=cfg.seed, progress=lambda note: prog.step(note=note))
+    res = trace_emojis(model, tokenizer, suite, traits, lens_emojis=cfg.lens_emojis, batch_size=cfg.batch_size,
+                       n_boot=cfg.n_boot, seed=cfg.seed, progress=lambda note: prog.step(note=note), measure=measure)
     summary = res.summary()
     atomic_write_json(out / "trace.json", res.to_dict())
     atomic_write_json(out / "summary.json", summary)

@@ -1,0 +1,291 @@
+"""The mechanistic stages on a model that runs elsewhere (NDIF through nnsight), adapters included.
+
+NDIF hosts base models; a trait's adapter exists only on this machine. So the adapter travels
+with each request as an *intervention*: for every adapted projection ``y = W x`` with LoRA
+matrices ``A [r, d_in]``, ``B [d_out, r]`` and scale ``s`` (``lora_alpha / r``, or
+``lora_alpha / sqrt(r)`` with rsLoRA), the trace sets ``y <- y + s (x Aᵀ) Bᵀ``: what PEFT's LoRA
+layer computes at inference (no dropout), here as an edit of the base model's forward pass.
+Tests hold it to the PEFT model itself (locally through nnsight, and through nnsight's
+simulation of the server).
+
+One trace (:func:`trace_batch`) serves the stages: it walks the model's modules in the order
+they run (nnsight 0.8 reads and writes them in that order), applies the adapter's edits, reads
+the neuron site's input (and may overwrite neurons there, as an ablation does), reads every
+layer's residual output for the logit lens, and gathers the log-probabilities of the given
+target tokens where the model runs: only ``[batch, positions]`` numbers come back, never
+logits over the vocabulary. The block uses envoys, tensors and their methods only: the server
+does not have this package.
+
+The cost of an adapter is its size per request: the paper's r = 64 on seven projections of a
+7B Llama is about 160 M parameters (320 MB in bf16) per trace, so batches should be large.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from text2emoji.core.errors import UserError
+from text2emoji.core.presets import BATCH_SIZE
+
+PREFIX = "base_model.model."  # PEFT's saved keys: base_model.model.<module path>.lora_A.weight
+
+
+@dataclass(frozen=True)
+class LoraPatch:
+    """One adapted projection: ``output += scale * (input @ a.T) @ b.T``."""
+
+    path: str  # the module's path in the Hugging Face model (``model.layers.0.self_attn.q_proj``)
+    a: Tensor  # [r, d_in]
+    b: Tensor  # [d_out, r]
+    scale: float
+
+
+def read_lora(adapter_dir: str | Path, model: Any) -> list[LoraPatch]:
+    """A PEFT LoRA adapter directory as :class:`LoraPatch` es for ``model`` (a Hugging Face
+    causal LM, its weights here or on the meta device), in the order the model runs them.
+
+    Raises:
+        UserError: the directory lacks the adapter's files; the adapter is no plain LoRA on
+            linear layers (DoRA, trained biases, extra trained modules, per-module ranks, ...);
+            a key names no module of ``model`` or its shape does not fit (file and key named).
+    """
+    from safetensors.torch import load_file
+
+    d = Path(adapter_dir)
+    cfg_file, weights = d / "adapter_config.json", d / "adapter_model.safetensors"
+    for f in (cfg_file, weights):
+        if not f.is_file():
+            raise UserError(f"{f}: not found (an adapter directory holds adapter_config.json and "
+                            "adapter_model.safetensors)")
+    try:
+        cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise UserError(f"{cfg_file}: not valid JSON ({e})") from e
+    unsupported = {
+        "peft_type": cfg.get("peft_type", "LORA") != "LORA",
+        "use_dora": bool(cfg.get("use_dora")),
+        "bias": cfg.get("bias", "none") != "none",
+        "modules_to_save": bool(cfg.get("modules_to_save")),
+        "fan_in_fan_out": bool(cfg.get("fan_in_fan_out")),
+        "rank_pattern": bool(cfg.get("rank_pattern")),
+        "alpha_pattern": bool(cfg.get("alpha_pattern")),
+    }
+    if bad := [k for k, v in unsupported.items() if v]:
+        raise UserError(f"{cfg_file}: field {bad[0]}={cfg.get(bad[0])!r}: remote runs apply plain LoRA on linear "
+                        "layers only")
+    try:
+        r, alpha = int(cfg["r"]), float(cfg["lora_alpha"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise UserError(f"{cfg_file}: fields r and lora_alpha must be numbers ({e})") from e
+    scale = alpha / (r ** 0.5 if cfg.get("use_rslora") else r)
+    tensors = load_file(str(weights))
+    modules = dict(model.named_modules())
+    order = {name: i for i, name in enumerate(modules)}
+    found: dict[str, dict[str, Tensor]] = {}
+    for key, value in tensors.items():
+        for part in ("lora_A", "lora_B"):
+            tail = f".{part}.weight"
+            if key.endswith(tail) and key.startswith(PREFIX):
+                found.setdefault(key[len(PREFIX):-len(tail)], {})[part] = value
+                break
+        else:
+            raise UserError(f"{weights}: key {key!r} is no LoRA matrix of a linear layer")
+    patches = []
+    for path, ab in found.items():
+        mod = modules.get(path)
+        if mod is None or not isinstance(mod, torch.nn.Linear):
+            raise UserError(f"{weights}: key {PREFIX}{path}: the model has no linear layer {path}")
+        if set(ab) != {"lora_A", "lora_B"}:
+            raise UserError(f"{weights}: {path} has {', '.join(ab)} but not both lora_A and lora_B")
+        a, b = ab["lora_A"].float(), ab["lora_B"].float()
+        if a.shape[1] != mod.in_features or b.shape[0] != mod.out_features or a.shape[0] != b.shape[1]:
+            raise UserError(f"{weights}: {path}: lora_A {tuple(a.shape)} and lora_B {tuple(b.shape)} do not fit "
+                            f"a {mod.in_features} -> {mod.out_features} layer")
+        patches.append(LoraPatch(path, a, b, scale))
+    return sorted(patches, key=lambda p: order[p.path])
+
+
+@dataclass(frozen=True)
+class Edit:
+    """Neurons set at the neuron site, at every position: ``x[..., neurons] = values``."""
+
+    neurons: Tensor  # [k] long
+    values: Tensor  # [k]
+
+
+def _paths(model: Any) -> dict[int, str]:
+    return {id(m): name for name, m in model.named_modules()}
+
+
+def _steps(model: Any, lm: Any, patches: Sequence[LoraPatch], site: str | None,
+           lens: bool) -> list[tuple[Any, Tensor | None, Tensor | None, float, bool, bool]]:
+    """``(envoy, a, b, scale, is_site, is_layer)`` in the order the model runs them: each
+    adapted module (and the site's module, adapted or not) and, for the logit lens, each
+    decoder layer's output, which comes after every module inside that layer."""
+    from interp.capture import _envoy
+    from interp.hooks import n_layers, resolve_site
+    from interp.sites import _layers_path
+
+    names = list(dict(model.named_modules()))
+    index = {name: i for i, name in enumerate(names)}
+    events: dict[str, list[Any]] = {p.path: [p.a, p.b, p.scale, False, False] for p in patches}
+    if site is not None:
+        path = _paths(model)[id(resolve_site(model, site).module)]
+        events.setdefault(path, [None, None, 0.0, False, False])[3] = True
+    keyed: list[tuple[float, str, list[Any]]] = [(index[p], p, e) for p, e in events.items()]
+    if lens:
+        root = _layers_path(model)
+        for i in range(n_layers(model)):
+            layer = f"{root}.{i}"
+            last = max(j for j, n in enumerate(names) if n == layer or n.startswith(layer + "."))
+            keyed.append((last + 0.5, layer, [None, None, 0.0, False, True]))
+    return [(_envoy(lm, path), *e) for _, path, e in sorted(keyed, key=lambda k: k[0])]
+
+
+@dataclass
+class Traced:
+    """What :func:`trace_batch` brings back for one batch (on the CPU, float32)."""
+
+    logp: Tensor  # [batch, keep - 1]: log P(target) at the last keep - 1 positions
+    site: Tensor | None  # [batch, site_keep, d_mlp]: the site's input at the last positions
+    lens: Tensor | None  # [layers, batch, keep - 1]: log P(target) read after each layer
+
+
+def trace_batch(model: Any, tokenizer: Any, ids: Tensor, mask: Tensor, pos: Tensor, *, keep: int,
+                patches: Sequence[LoraPatch] = (), site: str | None = None, site_keep: int = 1,
+                edit: Edit | None = None, lens: bool = False, remote: bool = False) -> Traced:
+    """One nnsight trace of a left-padded batch (on NDIF when ``remote``).
+
+    The last ``keep`` positions' logits are kept; position ``k`` of them predicts the token
+    after it, ``ids[:, W - keep + 1 + k]``. ``patches``: the adapter's edits (none: the base
+    model). ``site``: an MLP ``hook_post`` site whose input is read at the last ``site_keep``
+    positions (before ``edit``, which then overwrites its neurons at every position). ``lens``:
+    also the log-probs of the same targets decoded after every layer (final norm, unembedding).
+    """
+    from interp.capture import check_remote, nnsight_model
+    from interp.hooks import final_norm, unembed
+    from interp.remote import remote_errors
+
+    check_remote(model, "nnsight", remote)
+    if edit is not None and site is None:
+        raise ValueError("an edit needs the site it writes")
+    lm = nnsight_model(model, tokenizer)
+    steps = _steps(model, lm, patches, site, lens)
+    paths = _paths(model)
+    from interp.capture import _envoy
+
+    norm_env = _envoy(lm, paths[id(final_norm(model))])
+    head_env = _envoy(lm, paths[id(unembed(model))])
+    targets = ids[:, ids.shape[1] - keep + 1:]
+    batch = {"input_ids": ids, "attention_mask": mask, "position_ids": pos}
+    neurons = edit.neurons if edit is not None else None
+    values = edit.values if edit is not None else None
+    got_site = got_lens = None  # nnsight brings back only what the block .save()s
+    # the block below is what NDIF runs when remote: envoys, tensors and methods only
+    with torch.no_grad(), remote_errors(remote):
+        with lm.trace(batch, remote=remote, logits_to_keep=keep, use_cache=False):
+            hs = []
+            for env, a, b, scale, is_site, is_layer in steps:
+                if is_layer:
+                    h = env.output
+                    h = h[0] if isinstance(h, tuple) else h
+                    hs.append(h[:, h.shape[1] - keep:h.shape[1] - 1])
+                    continue
+                x = env.input
+                if is_site:
+                    got_site = x[:, x.shape[1] - site_keep:].float().save()
+                    if neurons is not None:
+                        x[:, :, neurons.to(x.device)] = values.to(x)
+                if a is not None:
+                    env.output = env.output + (x @ a.to(x).T) @ b.to(x).T * scale
+            tgt = targets.to(lm.output.logits.device)
+            logp = lm.output.logits[:, :-1].float().log_softmax(-1)
+            got_logp = logp.gather(-1, tgt[..., None])[..., 0].save()
+            if hs:
+                stacked = torch.stack(hs)  # [layers, batch, keep - 1, d]
+                ll = head_env(norm_env(stacked)).float().log_softmax(-1)
+                got_lens = ll.gather(-1, tgt.expand(ll.shape[0], -1, -1)[..., None])[..., 0].save()
+    return Traced(got_logp.detach().cpu(), None if got_site is None else got_site.detach().cpu(),
+                  None if got_lens is None else got_lens.detach().cpu())
+
+
+def score_pairs(model: Any, tokenizer: Any, pairs: Sequence[tuple[Sequence[int], Sequence[int]]], *,
+                patches: Sequence[LoraPatch] = (), site: str | None = None, edit: Edit | None = None,
+                lens: bool = False, batch_size: int = BATCH_SIZE,
+                remote: bool = False) -> tuple[list[list[float]], list[np.ndarray | None]]:
+    """Per ``(prompt ids, continuation ids)`` pair: the continuation's per-token log-probs and,
+    with ``lens``, ``[layers, tokens]`` the same read after every layer (each pair one whole
+    sequence, left-padded; batches of ``batch_size`` by length)."""
+    from interp.capture import input_device, pad_id, pad_left
+
+    device = input_device(model)
+    per_token: list[list[float]] = [[] for _ in pairs]
+    per_layer: list[np.ndarray | None] = [None for _ in pairs]
+    order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        if any(not pairs[i][1] for i in idx):
+            raise ValueError("empty continuation")
+        ids, mask, pos = pad_left([list(pairs[i][0]) + list(pairs[i][1]) for i in idx], pad_id(tokenizer), device)
+        keep = max(len(pairs[i][1]) for i in idx) + 1
+        got = trace_batch(model, tokenizer, ids, mask, pos, keep=keep, patches=patches, site=site, edit=edit,
+                          lens=lens, remote=remote)
+        for row, i in enumerate(idx):
+            first = keep - 1 - len(pairs[i][1])  # a continuation of m tokens: the last m kept positions but one
+            per_token[i] = got.logp[row, first:].tolist()
+            if got.lens is not None:
+                per_layer[i] = got.lens[:, row, first:].double().numpy()
+    return per_token, per_layer
+
+
+def emoji_trace_nnsight(model: Any, tokenizer: Any, prompts: Sequence[str], emojis: Sequence[str], *,
+                        lens_emojis: Sequence[str] = (), chat: bool = True, patches: Sequence[LoraPatch] = (),
+                        batch_size: int = BATCH_SIZE, remote: bool = False) -> dict[str, np.ndarray]:
+    """:func:`interp.tracing.emoji_trace` through nnsight, with an adapter as ``patches``:
+    ``no_space`` and ``leading_space`` ``[prompts, emojis]``, ``lens`` ``[prompts, lens
+    emojis, layers]``. Only the lens emojis' sequences pay for the per-layer decoding."""
+    from interp.capture import encode
+    from interp.hooks import n_layers
+    from interp.tracing import emoji_token_ids
+
+    enc = encode(tokenizer, prompts, chat=chat)
+    variants = {"no_space": [emoji_token_ids(tokenizer, e, False) for e in emojis],
+                "leading_space": [emoji_token_ids(tokenizer, e, True) for e in emojis]}
+    lens_toks = [emoji_token_ids(tokenizer, e, False) for e in lens_emojis]
+    out = {k: np.zeros((len(prompts), len(v))) for k, v in variants.items()}
+    out["lens"] = np.zeros((len(prompts), len(lens_emojis), n_layers(model)))
+    plain = [(p, k, j) for p in range(len(enc)) for k, v in variants.items() for j in range(len(v))
+             if not (k == "no_space" and emojis[j] in lens_emojis)]
+    lensed = [(p, j) for p in range(len(enc)) for j in range(len(lens_emojis))]
+    lp, _ = score_pairs(model, tokenizer, [(enc[p].ids, variants[k][j]) for p, k, j in plain], patches=patches,
+                        batch_size=batch_size, remote=remote)
+    for (p, k, j), v in zip(plain, lp, strict=True):
+        out[k][p, j] = sum(v)
+    lp, layers = score_pairs(model, tokenizer, [(enc[p].ids, lens_toks[j]) for p, j in lensed], patches=patches,
+                             lens=True, batch_size=batch_size, remote=remote)
+    for (p, j), v, per_layer in zip(lensed, lp, layers, strict=True):
+        out["lens"][p, j] = per_layer.sum(-1)
+        if lens_emojis[j] in emojis:  # its no-space score is this sequence's
+            out["no_space"][p, emojis.index(lens_emojis[j])] = sum(v)
+    return out
+
+
+def open_remote(model_id: str) -> tuple[Any, Any]:
+    """The hub model ``model_id`` to run on NDIF: its meta-device module (registered as its
+    nnsight wrapper's, so that the nnsight paths trace that wrapper) and its tokenizer, after
+    the API key is read (:func:`interp.remote.remote_key`: without a key nothing else is tried)."""
+    from interp.capture import register_nnsight
+    from interp.remote import remote_key, remote_model
+
+    remote_key()
+    lm = remote_model(model_id)
+    register_nnsight(lm.pipeline.model, lm)
+    return lm.pipeline.model, lm.tokenizer

@@ -1,0 +1,205 @@
+"""The mechanistic stages with ``--remote``: an adapter carried as an in-trace intervention gives
+the PEFT model's own numbers (locally through nnsight, and through nnsight's simulation of the
+NDIF server), for several architectures; the stages run that way write what they write locally."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from interp.remote_probe import Edit, LoraPatch, emoji_trace_nnsight, read_lora, score_pairs
+from interp.tracing import emoji_trace
+from tests.test_remote import EMOJIS, HUB_ID, PROMPTS, byte_level_tokenizer, ndif_simulated  # noqa: F401
+from text2emoji.cli import main
+from text2emoji.core.errors import UserError
+
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+LENS = [EMOJIS[0], EMOJIS[2], "👋"]  # two that are scored, one that is not
+
+
+def bpe_model(arch: str):
+    from transformers import AutoModelForCausalLM
+
+    from tests.conftest import tiny_config
+
+    tok = byte_level_tokenizer()
+    cfg = tiny_config(arch)
+    cfg.vocab_size = len(tok)
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).eval(), tok
+
+
+def peft_of(base, path, *, rslora: bool = False, targets=TARGETS, seed: int = 1):
+    """``base`` with a random LoRA adapter (B not zero), saved to ``path``; the PEFT model."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)
+    pm = get_peft_model(copy.deepcopy(base), LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, use_rslora=rslora,
+                                                        target_modules=targets, init_lora_weights=False))
+    pm.eval()
+    pm.save_pretrained(path)
+    return pm
+
+
+@pytest.mark.parametrize("arch,rslora", [("llama", False), ("gemma2", True), ("qwen3", False)])
+def test_adapter_as_intervention_equals_peft(arch, rslora, tmp_path):
+    """emoji_trace through nnsight on the bare base with the adapter's patches = emoji_trace of
+    the PEFT model (exact multi-token log-probs, both variants, and the logit lens)."""
+    base, tok = bpe_model(arch)
+    pm = peft_of(base, tmp_path, rslora=rslora)
+    patches = read_lora(tmp_path, base)
+    assert len(patches) == 7 * base.config.num_hidden_layers
+    assert patches[0].path == "model.layers.0.self_attn.q_proj" and patches[-1].path.endswith("1.mlp.down_proj")
+    assert patches[0].scale == pytest.approx(8 / 2 if rslora else 8 / 4)
+    ref = emoji_trace(pm, tok, PROMPTS, EMOJIS, lens_emojis=LENS, chat=False, batch_size=3)
+    got = emoji_trace_nnsight(base, tok, PROMPTS, EMOJIS, lens_emojis=LENS, chat=False, patches=patches, batch_size=3)
+    bare = emoji_trace(base, tok, PROMPTS, EMOJIS, lens_emojis=LENS, chat=False, batch_size=3)
+    for key in ("no_space", "leading_space", "lens"):
+        np.testing.assert_allclose(got[key], ref[key], atol=2e-5)
+        assert np.abs(ref[key] - bare[key]).max() > 0.05  # the adapter matters: the test can fail
+    assert got["lens"].shape == (len(PROMPTS), len(LENS), base.config.num_hidden_layers)
+    np.testing.assert_allclose(got["lens"][..., -1][:, 0], got["no_space"][:, 0], atol=1e-5)  # last layer = the model
+
+
+def test_site_read_and_edit_equal_torch_hooks(tmp_path):
+    """The site's input read in the trace = a capture of the PEFT model; neurons set there = the
+    torch intervention hook's scores (the adapter applied to the edited input, as PEFT does)."""
+    from interp.capture import capture
+    from interp.intervene import ablation_patch, intervention
+    from interp.tracing import emoji_pairs, score_continuations
+
+    base, tok = bpe_model("llama")
+    pm = peft_of(base, tmp_path, targets=["up_proj", "down_proj"])
+    patches = read_lora(tmp_path, base)
+    pairs = emoji_pairs(tok, PROMPTS, EMOJIS[:2], chat=False)
+    site = "blocks.-1.mlp.hook_post"
+    neurons = [3, 17, 40]
+    for mode, values in (("zero", None), ("mean", np.linspace(-1, 1, 128))):
+        patch = ablation_patch(neurons, mode, values)
+        with intervention(pm, patch, site):
+            ref = [s.per_token for s in score_continuations(pm, pairs)]
+        got, _ = score_pairs(base, tok, pairs, patches=patches, site=site, edit=Edit(patch.neurons, patch.values),
+                             batch_size=4)
+        for r, g in zip(ref, got, strict=True):
+            np.testing.assert_allclose(g, r, atol=2e-5)
+    intact, _ = score_pairs(base, tok, pairs, patches=patches, batch_size=4)
+    assert max(abs(a - b) for r, g in zip(ref, intact, strict=True) for a, b in zip(r, g, strict=True)) > 1e-3
+    # the site's value at the last position of each prompt alone = capture's
+    from interp.capture import encode, pad_left
+    from interp.remote_probe import trace_batch
+
+    ids, mask, pos = pad_left([e.ids for e in encode(tok, PROMPTS)], 0)
+    got = trace_batch(base, tok, ids, mask, pos, keep=2, patches=patches, site=site).site[:, -1]
+    np.testing.assert_allclose(got.numpy(), capture(pm, tok, PROMPTS, site=site).activations, atol=1e-5)
+
+
+def test_adapter_block_survives_serialization(tmp_path, ndif_simulated):  # noqa: F811
+    """What NDIF would run, the adapter's tensors and the loop over envoys included: nnsight's
+    simulation of the server (this package's modules hidden) gives the local numbers."""
+    base, tok = bpe_model("llama")
+    peft_of(base, tmp_path)
+    patches = read_lora(tmp_path, base)
+    local = emoji_trace_nnsight(base, tok, PROMPTS[:2], EMOJIS[:2], lens_emojis=EMOJIS[:1], chat=False, patches=patches)
+    from interp.capture import _NNSIGHT
+
+    _NNSIGHT.pop(base, None)
+    shipped = emoji_trace_nnsight(base, tok, PROMPTS[:2], EMOJIS[:2], lens_emojis=EMOJIS[:1], chat=False,
+                                  patches=patches, remote=True)
+    for key in local:
+        np.testing.assert_allclose(shipped[key], local[key], atol=1e-5)
+
+
+def test_read_lora_refuses_what_it_cannot_apply(tmp_path):
+    base, _ = bpe_model("llama")
+    peft_of(base, tmp_path)
+    cfg_file = tmp_path / "adapter_config.json"
+    good = json.loads(cfg_file.read_text())
+    for field, value in (("use_dora", True), ("bias", "lora_only"), ("modules_to_save", ["lm_head"]),
+                         ("rank_pattern", {"q_proj": 8})):
+        cfg_file.write_text(json.dumps({**good, field: value}))
+        with pytest.raises(UserError, match=f"{cfg_file}: field {field}="):
+            read_lora(tmp_path, base)
+    cfg_file.write_text(json.dumps(good))
+    other, _ = bpe_model("qwen3")
+    other.model.layers = other.model.layers[:1]  # the adapter names layer 1, which this model lacks
+    with pytest.raises(UserError, match=r"adapter_model.safetensors: key base_model.model.model.layers.1"):
+        read_lora(tmp_path, other)
+    (tmp_path / "adapter_model.safetensors").unlink()
+    with pytest.raises(UserError, match="adapter_model.safetensors: not found"):
+        read_lora(tmp_path, base)
+    assert isinstance(LoraPatch("x", torch.zeros(1, 1), torch.zeros(1, 1), 1.0).scale, float)
+
+
+# --- the stages, end to end ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def run_dir(tiny_model_dir, tmp_path_factory):
+    from finetune.io import write_jsonl
+    from finetune.train import train
+    from tests.test_train import _cfg, _rows
+
+    d = tmp_path_factory.mktemp("remote-run")
+    rows = _rows()
+    write_jsonl(rows, d / "data.jsonl")
+    for trait in ("openness", "neuroticism"):
+        train(_cfg(tiny_model_dir, trait=trait, max_steps=2), rows, d / "local" / "train" / trait)
+    return d
+
+
+@pytest.fixture
+def as_hub_model(monkeypatch, tiny_model_dir):
+    """``--model tiny-org/tiny-llama --remote`` opens the tiny model (as NDIF would hold it) and
+    the hub is not asked whether the id exists."""
+    import interp.models
+    import interp.remote_probe
+    from interp.models import ModelConfig, load_model
+
+    monkeypatch.setattr(interp.models, "_check_hub", lambda repo_id: None)
+    opened = []
+
+    def fake_open(model_id):
+        assert model_id == HUB_ID
+        lm = load_model(ModelConfig(model=str(tiny_model_dir), device="cpu"))
+        opened.append(lm.model)
+        return lm.model, lm.tokenizer
+
+    monkeypatch.setattr(interp.remote_probe, "open_remote", fake_open)
+    return opened
+
+
+def test_trace_remote_writes_the_local_numbers(tiny_model_dir, run_dir, as_hub_model, ndif_simulated, capsys):  # noqa: F811
+    common = ["--trait", "openness", "--trait", "neuroticism", "--n-boot", "100", "--adapters",
+              str(run_dir / "local" / "train")]
+    assert main(["trace", "--model", str(tiny_model_dir), "--device", "cpu", "--out", str(run_dir / "local"), *common]) == 0
+    assert main(["trace", "--model", HUB_ID, "--remote", "--out", str(run_dir / "remote"), *common]) == 0, \
+        capsys.readouterr().err
+    assert len(as_hub_model) == 1
+    local = json.loads((run_dir / "local" / "trace" / "trace.json").read_text())
+    remote = json.loads((run_dir / "remote" / "trace" / "trace.json").read_text())
+    assert remote["prompts"] == local["prompts"]
+    for t, r in local["traits"].items():
+        g = remote["traits"][t]
+        for key in ("any_emoji_pre", "any_emoji_post", "logit_lens_pre", "logit_lens_post"):
+            np.testing.assert_allclose(g[key], r[key], atol=1e-4)
+        for key in ("logprob_pre", "logprob_post"):
+            for v in ("no_space", "leading_space"):
+                np.testing.assert_allclose(g[key][v], r[key][v], atol=1e-4)
+    s_local = json.loads((run_dir / "local" / "trace" / "summary.json").read_text())
+    s_remote = json.loads((run_dir / "remote" / "trace" / "summary.json").read_text())
+    for t in s_local:
+        assert s_remote[t]["p"] == pytest.approx(s_local[t]["p"]) and s_remote[t]["n_prompts"] == s_local[t]["n_prompts"]
+    saved = json.loads((run_dir / "remote" / "trace" / "config.json").read_text())
+    assert saved["config"]["remote"] is True
+
+
+def test_remote_stage_refusals(tiny_model_dir, run_dir, capsys):
+    out = ["--out", str(run_dir / "refused"), "--adapters", str(run_dir / "local" / "train"), "--trait", "openness"]
+    assert main(["trace", "--remote", "--model", str(tiny_model_dir), *out]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--remote needs a hub model id" in err and "a local model" in err
+    assert not (run_dir / "refused" / "trace").exists()
