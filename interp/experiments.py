@@ -23,6 +23,7 @@ from interp.hooks import DEFAULT_SITE
 from interp.intervene import (
     LastLayerScorer,
     Patch,
+    Scorer,
     ablation_patch,
     any_emoji_logprob,
     intervention,
@@ -70,7 +71,7 @@ def placebo_set(magnitude: Float[np.ndarray, "d"], k: int) -> list[int]:  # noqa
     return sorted(int(n) for n in np.argsort(-np.asarray(magnitude), kind="stable")[:k])
 
 
-def ablation_runner(model: Any, tokenizer: Any, prompts: Sequence[str], emojis: Sequence[str], scorer: LastLayerScorer, *,
+def ablation_runner(model: Any, tokenizer: Any, prompts: Sequence[str], emojis: Sequence[str], scorer: Scorer, *,
                     mode: str = "zero", means: np.ndarray | None = None, chat: bool = True, site: str = DEFAULT_SITE,
                     batch_size: int = BATCH_SIZE) -> tuple[np.ndarray, Callable[[Sequence[int]], np.ndarray]]:
     """The intact model's per-prompt log P(any emoji) and ``run(neurons)``: the per-prompt
@@ -107,7 +108,7 @@ def ablation_experiment(
     site: str = DEFAULT_SITE,
     n_boot: int = 2000,
     batch_size: int = BATCH_SIZE,
-    scorer: LastLayerScorer | None = None,
+    scorer: Scorer | None = None,
     placebo: bool = True,
 ) -> AblationResult:
     """Change in ``log P(any candidate emoji)`` when ``neurons`` are ablated, against up to
@@ -157,7 +158,7 @@ def ablation_experiment(
         plac = SetTest(ns, Effect.of(effect, n_boot, seed), effect.tolist(), pc, alone)
     return AblationResult(
         mode=mode, k=len(neurons), neurons=[int(n) for n in neurons], emojis=list(emojis),
-        method="cached last layer (exact)" if scorer.exact else "full forward passes",
+        method=getattr(scorer, "method", "cached last layer (exact)" if scorer.exact else "full forward passes"),
         n_prompts=len(prompts), baseline_logprob=Effect.of(base, n_boot, seed),
         candidate_delta=Effect.of(cand, n_boot, seed), per_prompt_delta=cand.tolist(),
         random_control=control, placebo=plac, tested=tested, excluded=excluded,
@@ -278,15 +279,21 @@ def ablate_trait(
     generation: DecodeSettings | None = None,
     n_random_generation: int = QUICK["n_random_generation"],
     n_generation_questions: int = QUICK["n_generation_questions"],
+    scorer: Any = None,
 ) -> TraitAblation:
     """One trait's ablations as the ``ablate`` stage runs them, on the model as it stands (the
     trait's adapter active): :func:`ablation_experiment` in each of ``modes`` (one cached
     forward pass serves them all; ``mean`` takes each neuron's mean at the scored positions) and,
     with ``generation`` settings, :func:`ablation_generation` in the first mode on the first
-    ``n_generation_questions`` questions (0 = all)."""
+    ``n_generation_questions`` questions (0 = all). ``scorer``: one of ``emoji_pairs(tokenizer,
+    questions, emojis)`` built elsewhere (:class:`interp.remote_probe.RemoteScorer`; no
+    generation then: it needs the model here)."""
     qs = list(questions)
-    scorer = LastLayerScorer(model, emoji_pairs(tokenizer, qs, emojis), pad_id=pad_id(tokenizer),
-                             batch_size=batch_size, site=site)
+    if scorer is not None and generation is not None:
+        raise ValueError("ablated generation runs the model here; a scorer from elsewhere measures log-probs only")
+    if scorer is None:
+        scorer = LastLayerScorer(model, emoji_pairs(tokenizer, qs, emojis), pad_id=pad_id(tokenizer),
+                                 batch_size=batch_size, site=site)
     x = scorer.activations()
     means = x.float().mean(0).cpu().numpy() if "mean" in modes else None
     results = {mode: ablation_experiment(model, tokenizer, qs, emojis, candidates, mode=mode, means=means,

@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -46,6 +46,20 @@ class Patch:
     neurons: torch.Tensor
     values: torch.Tensor | None = None  # [k] broadcast over batch and positions
     per_row: torch.Tensor | None = None  # [batch, pos, k], aligned with the padded batch
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """What the ablation experiments ask of a scorer of ``(prompt, emoji)`` pairs: the neurons'
+    values at the scored positions, and the pairs' log-probs with a :class:`Patch` written (where
+    ``exact``). Besides ``activations`` and ``ablated`` it has ``n_pairs``, ``applicable`` and
+    ``exact``, and ``reference`` (the intact log-probs) where ``applicable``:
+    :class:`LastLayerScorer` here, :class:`interp.remote_probe.RemoteScorer` for a model
+    measured elsewhere."""
+
+    def activations(self) -> Tensor: ...
+
+    def ablated(self, patch: Patch) -> np.ndarray: ...
 
 
 def _neuron_site(model: Any, site: str) -> str:

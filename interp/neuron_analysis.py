@@ -19,6 +19,7 @@ their estimates are already independent of the selection.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -211,6 +212,7 @@ def capture_pre_post(
 
 
 DLA_SITE = "blocks.-1.mlp.hook_post"
+Passes = Callable[[str | None, list[str]], dict[tuple[int, str], tuple[Tensor, Tensor]]]
 RESID_FINAL = "blocks.-1.hook_resid_post"  # what the final norm normalises
 
 
@@ -248,27 +250,33 @@ def dla_change(
     model: Any, tokenizer: Any, texts: Sequence[str], emojis: Sequence[str],
     pre: dict[tuple[int, str], tuple[Tensor, Tensor]], *, batch_size: int = BATCH_SIZE,
     post: dict[tuple[int, str], tuple[Tensor, Tensor]] | None = None,
+    token_weights: Callable[[list[int]], Tensor] | None = None,
 ) -> tuple[Float[np.ndarray, "d_mlp emojis"], list[list[int]]]:
     """DLA of the change of every last-layer neuron onto each emoji (:class:`NeuronDLA`), with
     ``model`` as post (its active adapter) and ``pre`` the base's :func:`emoji_passes` of the
     same prompts and emojis (``post``: the model's, where already run). Returns ``[d_mlp,
     emojis]`` (mean over prompts) and each emoji's token ids. It attributes the activation
     change (post - pre) through the post model's weights; an adapter on ``down_proj`` also
-    changes the weights, which this leaves out."""
+    changes the weights, which this leaves out. ``token_weights(tokens)``: ``[d_mlp, tokens]``
+    ``(W_out ⊙ γ) · W_U[t]`` computed elsewhere (a remote model's weights are not here)."""
     from interp.hooks import final_norm
     from interp.neurons import final_norm_scale, neuron_dla_at, neuron_output_weights, unembedding
     from interp.tracing import emoji_token_ids
 
     toks = [emoji_token_ids(tokenizer, e) for e in emojis]
     flat = sorted({t for ts in toks for t in ts})
-    w_out = (neuron_output_weights(model) * final_norm_scale(model)).cpu()  # [d_mlp, d_model], post weights
-    w_u = unembedding(model)[flat].cpu()  # only the emojis' rows
-    tok_w = {t: w_out @ w_u[r] for r, t in enumerate(flat)}  # [d_mlp] per token
+    if token_weights is None:
+        w_out = (neuron_output_weights(model) * final_norm_scale(model)).cpu()  # [d_mlp, d_model], post weights
+        w_u = unembedding(model)[flat].cpu()  # only the emojis' rows
+        tok_w = {t: w_out @ w_u[r] for r, t in enumerate(flat)}  # [d_mlp] per token
+    else:
+        given = token_weights(flat)
+        tok_w = {t: given[:, r] for r, t in enumerate(flat)}
     norm = final_norm(model)
     eps = float(getattr(norm, "variance_epsilon", getattr(norm, "eps", 1e-6)))
     if post is None:
         post = emoji_passes(model, tokenizer, texts, emojis, batch_size=batch_size)
-    out = torch.zeros(w_out.shape[0], len(emojis))
+    out = torch.zeros(len(tok_w[flat[0]]), len(emojis))
     for (p, e), (act_post, resid) in post.items():
         j = emojis.index(e)
         delta = act_post - pre[(p, e)][0]  # [m, d_mlp]
@@ -281,10 +289,14 @@ def trait_dla(
     model: Any, tokenizer: Any, texts: Sequence[str], trait: str, emojis: Sequence[str], top: Sequence[int],
     pre: dict[tuple[int, str], tuple[Tensor, Tensor]], *, batch_size: int = BATCH_SIZE,
     post: dict[tuple[int, str], tuple[Tensor, Tensor]] | None = None,
+    token_weights: Callable[[list[int]], Tensor] | None = None,
 ) -> NeuronDLA:
-    """:func:`dla_change` with ``trait``'s adapter (left active), as a :class:`NeuronDLA`."""
-    model.set_adapter(trait)
-    change, toks = dla_change(model, tokenizer, texts, list(emojis), pre, batch_size=batch_size, post=post)
+    """:func:`dla_change` with ``trait``'s adapter (left active; with ``token_weights``, the
+    weights come from there and ``model`` is not switched), as a :class:`NeuronDLA`."""
+    if token_weights is None:
+        model.set_adapter(trait)
+    change, toks = dla_change(model, tokenizer, texts, list(emojis), pre, batch_size=batch_size, post=post,
+                              token_weights=token_weights)
     return NeuronDLA(list(emojis), toks, list(top), change)
 
 
@@ -324,7 +336,8 @@ def analyse_neurons(
     model: Any, tokenizer: Any, suite: ProbeSuite, traits: Sequence[str], *,
     site: str = DEFAULT_SITE, k: int = 20, n_perm: int = 5000, n_boot: int = 2000, seed: int = 0,
     batch_size: int = BATCH_SIZE, backend: str = "torch", acts_dir: Path | None = None,
-    progress: Callable[[str], None] | None = None,
+    progress: Callable[[str], None] | None = None, passes: Passes | None = None,
+    token_weights: Callable[[str, list[int]], Tensor] | None = None,
 ) -> NeuronsResult:
     """The ``neurons`` analysis of ``traits`` on ``suite``'s prompts. ``model`` is a PEFT model
     holding one adapter per trait, named by trait (:func:`interp.behaviour.evaluate.load_adapters`);
@@ -332,24 +345,40 @@ def analyse_neurons(
 
     With the torch backend at the DLA's own site (the default), the last-token activations are
     read off the DLA's emoji passes, whose prompt pass ends at that token
-    (:func:`last_token`): one pass per model instead of two (equal to :func:`capture` in a test)."""
+    (:func:`last_token`): one pass per model instead of two (equal to :func:`capture` in a test).
+
+    ``passes(adapter, emojis)`` and ``token_weights(adapter, tokens)``: the model measured
+    elsewhere (:func:`interp.remote_probe.emoji_passes_nnsight`,
+    :func:`interp.remote_probe.dla_token_weights_nnsight`; adapter None: the base), as
+    :func:`emoji_passes` and :func:`dla_change`'s weights give them; both or neither, at the
+    DLA's own site."""
     from interp.hooks import resolve_site
     from interp.models import adapter_disabled
 
     texts = suite.texts
+    elsewhere = passes is not None
+    if elsewhere != (token_weights is not None):
+        raise ValueError("passes and token_weights come together")
+    if elsewhere and resolve_site(model, site).name != resolve_site(model, DLA_SITE).name:
+        raise ValueError(f"a model measured elsewhere is read at the DLA's site {DLA_SITE}, not {site}")
+    if passes is None:
+        def passes(adapter: str | None, emojis: list[str]) -> dict[tuple[int, str], tuple[Tensor, Tensor]]:
+            if adapter is None:
+                with adapter_disabled(model):
+                    return emoji_passes(model, tokenizer, texts, emojis, batch_size=batch_size)
+            model.set_adapter(adapter)
+            return emoji_passes(model, tokenizer, texts, emojis, batch_size=batch_size)
     # the base's neuron values and residuals at the emojis' positions, once for every trait's emojis
     every = list(dict.fromkeys(e for t in traits for e in suite.trait_emojis[t]))
-    with adapter_disabled(model):
-        dla_pre = emoji_passes(model, tokenizer, texts, every, batch_size=batch_size)
+    dla_pre = passes(None, every)
     dla_post: dict[str, Any] = {t: None for t in traits}
-    if backend == "torch" and resolve_site(model, site).name == resolve_site(model, DLA_SITE).name:
+    if elsewhere or (backend == "torch" and resolve_site(model, site).name == resolve_site(model, DLA_SITE).name):
         pre = _saved(last_token(dla_pre, len(texts)), acts_dir, "pre")
         if progress:
             progress("pre")
         posts = {}
         for t in traits:
-            model.set_adapter(t)
-            dla_post[t] = emoji_passes(model, tokenizer, texts, suite.trait_emojis[t], batch_size=batch_size)
+            dla_post[t] = passes(t, list(suite.trait_emojis[t]))
             posts[t] = _saved(last_token(dla_post[t], len(texts)), acts_dir, f"post_{t}")
             if progress:
                 progress(t)
@@ -362,8 +391,9 @@ def analyse_neurons(
     per_trait = {}
     for t in traits:
         def dla(top: list[int], t: str = t) -> NeuronDLA:
+            weights = None if token_weights is None else functools.partial(token_weights, t)
             return trait_dla(model, tokenizer, texts, t, suite.trait_emojis[t], top, dla_pre, batch_size=batch_size,
-                             post=dla_post[t])
+                             post=dla_post[t], token_weights=weights)
 
         per_trait[t] = trait_neurons(t, pre, posts[t], sel_pre, emoji_selectivity(posts[t], pairs), dla,
                                      k=k, n_perm=n_perm, n_boot=n_boot, seed=seed, clusters=clusters)

@@ -18,27 +18,11 @@ number differs from a local one only by the server's hardware and dtype.
 * Only hub ids (``owner/name``) can run remotely: NDIF loads the model itself, by its id. The
   embedded model, a local directory or a GGUF file with ``--remote`` is one error line.
 
-What cannot run remotely yet: **a local PEFT adapter**. NDIF hosts base models; an adapter
-directory on this machine cannot be loaded there (the commands refuse ``--adapter`` with
-``--remote``). Two ways the later stages (``neurons``, ``trace``, ``ablate``) could get one:
-
-1. *Adapter on the hub.* nnsight 0.8 names a hub-hosted adapter per request
-   (``TransformersModel(repo_id, peft="owner/adapter")``: the request's ``env`` carries
-   ``{"peft": id}`` and the server attaches it); whether an NDIF deployment accepts it is the
-   server's choice.
-2. *LoRA as an in-trace intervention*, which needs nothing from the server: for every adapted
-   projection (``q_proj`` ... ``down_proj`` of each layer), with ``A [r, d_in]``,
-   ``B [d_out, r]`` and ``scale = lora_alpha / r`` read from ``adapter_model.safetensors``::
-
-       with lm.trace(batch, remote=True):
-           for proj, A, B in adapted:      # envoys and the adapter's tensors
-               x = proj.input
-               proj.output = proj.output + scale * (x @ A.T.to(x)) @ B.T.to(x)
-
-   (no dropout at inference). Pre = the block without the loop, post = with it, in one request
-   or two. The cost is shipping the adapter with every request: the paper's r = 64 on seven
-   projections of a 7B Llama is about 160 M parameters (320 MB in bf16) per request, so requests
-   should carry many prompts (an nnsight ``session`` of several traces).
+Adapters: NDIF hosts base models, so a trait's local LoRA adapter travels with each request as
+an in-trace intervention (:mod:`interp.remote_probe`, which the ``neurons``, ``trace`` and
+``ablate`` stages use with ``--remote``). ``activations`` and ``emoji-prob`` read the base model
+remotely (``--adapter`` with ``--remote`` is refused there). nnsight 0.8 can also name a
+hub-hosted adapter per request (``peft=``), where a deployment accepts it; that is not used.
 
 >>> from interp.remote import remote_model                                 # doctest: +SKIP
 >>> from interp.capture import capture, register_nnsight                   # doctest: +SKIP

@@ -23,7 +23,7 @@ The cost of an adapter is its size per request: the paper's r = 64 on seven proj
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,10 +126,10 @@ def _paths(model: Any) -> dict[int, str]:
 
 
 def _steps(model: Any, lm: Any, patches: Sequence[LoraPatch], site: str | None,
-           lens: bool) -> list[tuple[Any, Tensor | None, Tensor | None, float, bool, bool]]:
+           layers: Sequence[int]) -> list[tuple[Any, Tensor | None, Tensor | None, float, bool, bool]]:
     """``(envoy, a, b, scale, is_site, is_layer)`` in the order the model runs them: each
-    adapted module (and the site's module, adapted or not) and, for the logit lens, each
-    decoder layer's output, which comes after every module inside that layer."""
+    adapted module (and the site's module, adapted or not) and the output of each decoder
+    layer in ``layers``, which comes after every module inside that layer."""
     from interp.capture import _envoy
     from interp.hooks import n_layers, resolve_site
     from interp.sites import _layers_path
@@ -141,12 +141,11 @@ def _steps(model: Any, lm: Any, patches: Sequence[LoraPatch], site: str | None,
         path = _paths(model)[id(resolve_site(model, site).module)]
         events.setdefault(path, [None, None, 0.0, False, False])[3] = True
     keyed: list[tuple[float, str, list[Any]]] = [(index[p], p, e) for p, e in events.items()]
-    if lens:
-        root = _layers_path(model)
-        for i in range(n_layers(model)):
-            layer = f"{root}.{i}"
-            last = max(j for j, n in enumerate(names) if n == layer or n.startswith(layer + "."))
-            keyed.append((last + 0.5, layer, [None, None, 0.0, False, True]))
+    root = _layers_path(model)
+    for i in layers:
+        layer = f"{root}.{i % n_layers(model)}"
+        last = max(j for j, n in enumerate(names) if n == layer or n.startswith(layer + "."))
+        keyed.append((last + 0.5, layer, [None, None, 0.0, False, True]))
     return [(_envoy(lm, path), *e) for _, path, e in sorted(keyed, key=lambda k: k[0])]
 
 
@@ -157,11 +156,12 @@ class Traced:
     logp: Tensor  # [batch, keep - 1]: log P(target) at the last keep - 1 positions
     site: Tensor | None  # [batch, site_keep, d_mlp]: the site's input at the last positions
     lens: Tensor | None  # [layers, batch, keep - 1]: log P(target) read after each layer
+    resid: Tensor | None  # [batch, keep - 1, d_model]: the last layer's output (the final norm's input)
 
 
 def trace_batch(model: Any, tokenizer: Any, ids: Tensor, mask: Tensor, pos: Tensor, *, keep: int,
                 patches: Sequence[LoraPatch] = (), site: str | None = None, site_keep: int = 1,
-                edit: Edit | None = None, lens: bool = False, remote: bool = False) -> Traced:
+                edit: Edit | None = None, lens: bool = False, resid: bool = False, remote: bool = False) -> Traced:
     """One nnsight trace of a left-padded batch (on NDIF when ``remote``).
 
     The last ``keep`` positions' logits are kept; position ``k`` of them predicts the token
@@ -169,16 +169,18 @@ def trace_batch(model: Any, tokenizer: Any, ids: Tensor, mask: Tensor, pos: Tens
     model). ``site``: an MLP ``hook_post`` site whose input is read at the last ``site_keep``
     positions (before ``edit``, which then overwrites its neurons at every position). ``lens``:
     also the log-probs of the same targets decoded after every layer (final norm, unembedding).
+    ``resid``: the last layer's output at the positions that predict the targets.
     """
     from interp.capture import check_remote, nnsight_model
-    from interp.hooks import final_norm, unembed
+    from interp.hooks import final_norm, n_layers, unembed
     from interp.remote import remote_errors
 
     check_remote(model, "nnsight", remote)
     if edit is not None and site is None:
         raise ValueError("an edit needs the site it writes")
     lm = nnsight_model(model, tokenizer)
-    steps = _steps(model, lm, patches, site, lens)
+    n = n_layers(model)
+    steps = _steps(model, lm, patches, site, range(n) if lens else [n - 1] if resid else [])
     paths = _paths(model)
     from interp.capture import _envoy
 
@@ -188,7 +190,7 @@ def trace_batch(model: Any, tokenizer: Any, ids: Tensor, mask: Tensor, pos: Tens
     batch = {"input_ids": ids, "attention_mask": mask, "position_ids": pos}
     neurons = edit.neurons if edit is not None else None
     values = edit.values if edit is not None else None
-    got_site = got_lens = None  # nnsight brings back only what the block .save()s
+    got_site = got_lens = got_resid = None  # nnsight brings back only what the block .save()s
     # the block below is what NDIF runs when remote: envoys, tensors and methods only
     with torch.no_grad(), remote_errors(remote):
         with lm.trace(batch, remote=remote, logits_to_keep=keep, use_cache=False):
@@ -209,41 +211,53 @@ def trace_batch(model: Any, tokenizer: Any, ids: Tensor, mask: Tensor, pos: Tens
             tgt = targets.to(lm.output.logits.device)
             logp = lm.output.logits[:, :-1].float().log_softmax(-1)
             got_logp = logp.gather(-1, tgt[..., None])[..., 0].save()
-            if hs:
+            if resid:
+                got_resid = hs[-1].float().save()
+            if lens:
                 stacked = torch.stack(hs)  # [layers, batch, keep - 1, d]
                 ll = head_env(norm_env(stacked)).float().log_softmax(-1)
                 got_lens = ll.gather(-1, tgt.expand(ll.shape[0], -1, -1)[..., None])[..., 0].save()
-    return Traced(got_logp.detach().cpu(), None if got_site is None else got_site.detach().cpu(),
-                  None if got_lens is None else got_lens.detach().cpu())
+    return Traced(*(None if t is None else t.detach().cpu() for t in (got_logp, got_site, got_lens, got_resid)))
 
 
-def score_pairs(model: Any, tokenizer: Any, pairs: Sequence[tuple[Sequence[int], Sequence[int]]], *,
-                patches: Sequence[LoraPatch] = (), site: str | None = None, edit: Edit | None = None,
-                lens: bool = False, batch_size: int = BATCH_SIZE,
-                remote: bool = False) -> tuple[list[list[float]], list[np.ndarray | None]]:
-    """Per ``(prompt ids, continuation ids)`` pair: the continuation's per-token log-probs and,
-    with ``lens``, ``[layers, tokens]`` the same read after every layer (each pair one whole
-    sequence, left-padded; batches of ``batch_size`` by length)."""
+def _batches(model: Any, tokenizer: Any, pairs: Sequence[tuple[Sequence[int], Sequence[int]]],
+             batch_size: int) -> Iterator[tuple[list[int], tuple[Tensor, Tensor, Tensor], int]]:
+    """Batches of whole sequences (prompt + continuation), by length: the pairs' indices, the
+    left-padded ``(ids, mask, positions)``, and how many last positions to keep (the longest
+    continuation's, plus one)."""
     from interp.capture import input_device, pad_id, pad_left
 
-    device = input_device(model)
-    per_token: list[list[float]] = [[] for _ in pairs]
-    per_layer: list[np.ndarray | None] = [None for _ in pairs]
     order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
         if any(not pairs[i][1] for i in idx):
             raise ValueError("empty continuation")
-        ids, mask, pos = pad_left([list(pairs[i][0]) + list(pairs[i][1]) for i in idx], pad_id(tokenizer), device)
-        keep = max(len(pairs[i][1]) for i in idx) + 1
-        got = trace_batch(model, tokenizer, ids, mask, pos, keep=keep, patches=patches, site=site, edit=edit,
-                          lens=lens, remote=remote)
+        seqs = [list(pairs[i][0]) + list(pairs[i][1]) for i in idx]
+        yield idx, pad_left(seqs, pad_id(tokenizer), input_device(model)), max(len(pairs[i][1]) for i in idx) + 1
+
+
+def score_pairs(model: Any, tokenizer: Any, pairs: Sequence[tuple[Sequence[int], Sequence[int]]], *,
+                patches: Sequence[LoraPatch] = (), site: str | None = None, edit: Edit | None = None,
+                lens: bool = False, batch_size: int = BATCH_SIZE, remote: bool = False,
+                ) -> tuple[list[list[float]], list[np.ndarray | None], list[Tensor | None]]:
+    """Per ``(prompt ids, continuation ids)`` pair: the continuation's per-token log-probs;
+    with ``lens``, ``[layers, tokens]`` the same read after every layer; with ``site``, the
+    site's input ``[tokens, d]`` at the positions that predict the tokens (read before
+    ``edit``). Each pair is one whole sequence, left-padded; batches of ``batch_size`` by length."""
+    per_token: list[list[float]] = [[] for _ in pairs]
+    per_layer: list[np.ndarray | None] = [None for _ in pairs]
+    at_site: list[Tensor | None] = [None for _ in pairs]
+    for idx, (ids, mask, pos), keep in _batches(model, tokenizer, pairs, batch_size):
+        got = trace_batch(model, tokenizer, ids, mask, pos, keep=keep, patches=patches, site=site, site_keep=keep,
+                          edit=edit, lens=lens, remote=remote)
         for row, i in enumerate(idx):
             first = keep - 1 - len(pairs[i][1])  # a continuation of m tokens: the last m kept positions but one
             per_token[i] = got.logp[row, first:].tolist()
             if got.lens is not None:
                 per_layer[i] = got.lens[:, row, first:].double().numpy()
-    return per_token, per_layer
+            if got.site is not None:
+                at_site[i] = got.site[row, first:keep - 1].clone()
+    return per_token, per_layer, at_site
 
 
 def emoji_trace_nnsight(model: Any, tokenizer: Any, prompts: Sequence[str], emojis: Sequence[str], *,
@@ -265,12 +279,12 @@ def emoji_trace_nnsight(model: Any, tokenizer: Any, prompts: Sequence[str], emoj
     plain = [(p, k, j) for p in range(len(enc)) for k, v in variants.items() for j in range(len(v))
              if not (k == "no_space" and emojis[j] in lens_emojis)]
     lensed = [(p, j) for p in range(len(enc)) for j in range(len(lens_emojis))]
-    lp, _ = score_pairs(model, tokenizer, [(enc[p].ids, variants[k][j]) for p, k, j in plain], patches=patches,
+    lp, _, _ = score_pairs(model, tokenizer, [(enc[p].ids, variants[k][j]) for p, k, j in plain], patches=patches,
                         batch_size=batch_size, remote=remote)
     for (p, k, j), v in zip(plain, lp, strict=True):
         out[k][p, j] = sum(v)
-    lp, layers = score_pairs(model, tokenizer, [(enc[p].ids, lens_toks[j]) for p, j in lensed], patches=patches,
-                             lens=True, batch_size=batch_size, remote=remote)
+    lp, layers, _ = score_pairs(model, tokenizer, [(enc[p].ids, lens_toks[j]) for p, j in lensed], patches=patches,
+                                lens=True, batch_size=batch_size, remote=remote)
     for (p, j), v, per_layer in zip(lensed, lp, layers, strict=True):
         out["lens"][p, j] = per_layer.sum(-1)
         if lens_emojis[j] in emojis:  # its no-space score is this sequence's
@@ -289,3 +303,108 @@ def open_remote(model_id: str) -> tuple[Any, Any]:
     lm = remote_model(model_id)
     register_nnsight(lm.pipeline.model, lm)
     return lm.pipeline.model, lm.tokenizer
+
+
+def emoji_passes_nnsight(model: Any, tokenizer: Any, texts: Sequence[str], emojis: Sequence[str], *,
+                         patches: Sequence[LoraPatch] = (), batch_size: int = BATCH_SIZE, remote: bool = False,
+                         ) -> dict[tuple[int, str], tuple[Tensor, Tensor]]:
+    """:func:`interp.neuron_analysis.emoji_passes` through nnsight, with an adapter as
+    ``patches``: per ``(prompt index, emoji)``, the last layer's neuron values ``[m, d_mlp]``
+    and the final residual ``[m, d_model]`` at the ``m`` positions that predict the emoji's
+    tokens (chat template, no leading space)."""
+    from interp.neuron_analysis import DLA_SITE
+    from interp.tracing import emoji_pairs
+
+    pairs = emoji_pairs(tokenizer, texts, emojis, chat=True)
+    out = {}
+    for idx, (ids, mask, pos), keep in _batches(model, tokenizer, pairs, batch_size):
+        got = trace_batch(model, tokenizer, ids, mask, pos, keep=keep, patches=patches, site=DLA_SITE, site_keep=keep,
+                          resid=True, remote=remote)
+        assert got.site is not None and got.resid is not None
+        for row, i in enumerate(idx):
+            first = keep - 1 - len(pairs[i][1])
+            p, e = divmod(i, len(emojis))
+            out[(p, emojis[e])] = (got.site[row, first:keep - 1].clone(), got.resid[row, first:].clone())
+    return out
+
+
+def dla_token_weights_nnsight(model: Any, tokenizer: Any, tokens: Sequence[int], *,
+                              patches: Sequence[LoraPatch] = (), remote: bool = False,
+                              chunk: int = 1024) -> Tensor:
+    """``[d_mlp, tokens]``: ``(W_out[n] ⊙ γ) · W_U[t]`` for every last-layer neuron ``n``, as
+    :func:`interp.neurons.neuron_token_dla` computes it locally, from the weights where the
+    model runs: ``W_out`` by running the last ``down_proj`` on the identity (plus the adapter's
+    ``s A^T B^T`` where it adapts that projection), ``γ`` by the final norm of a constant
+    vector, the unembedding of ``chunk`` neurons' rows at a time (only the tokens' columns come
+    back)."""
+    from interp.capture import _envoy, check_remote, nnsight_model
+    from interp.hooks import final_norm, resolve_site, unembed
+    from interp.models import base_config
+    from interp.neuron_analysis import DLA_SITE
+    from interp.neurons import n_neurons
+    from interp.remote import remote_errors
+
+    check_remote(model, "nnsight", remote)
+    lm = nnsight_model(model, tokenizer)
+    paths = _paths(model)
+    down_path = paths[id(resolve_site(model, DLA_SITE).module)]
+    down_env = _envoy(lm, down_path)
+    norm_env = _envoy(lm, paths[id(final_norm(model))])
+    head_env = _envoy(lm, paths[id(unembed(model))])
+    lora = [(p.a, p.b, p.scale) for p in patches if p.path == down_path]
+    d_mlp = n_neurons(model, DLA_SITE)
+    d_model = base_config(model).get_text_config().hidden_size
+    norm = final_norm(model)
+    eps = float(getattr(norm, "variance_epsilon", getattr(norm, "eps", 0.0)))
+    c = 1e3
+    rescale = (c**2 + eps) ** 0.5 / c
+    toks = torch.tensor(list(tokens), dtype=torch.long)
+    got = None
+    # the block below is what NDIF runs when remote: envoys, tensors and methods only; the
+    # forward pass (one token) is only the occasion, the weights are read after it
+    with torch.no_grad(), remote_errors(remote):
+        with lm.trace(torch.tensor([[0]]), remote=remote, logits_to_keep=1, use_cache=False):
+            ref = lm.output.logits
+            gamma = norm_env(torch.full((1, d_model), c, device=ref.device, dtype=ref.dtype))[0].float() * rescale
+            parts = []
+            for start in range(0, d_mlp, chunk):
+                rows = torch.arange(start, min(start + chunk, d_mlp), device=ref.device)
+                eye = torch.nn.functional.one_hot(rows, d_mlp).to(ref.dtype)  # these neurons at 1
+                w = (down_env(eye) - down_env(torch.zeros_like(eye[:1]))).float()
+                for a, b, scale in lora:
+                    w = w + (eye.float() @ a.to(w).T) @ b.to(w).T * scale
+                zero = torch.zeros((1, d_model), device=ref.device, dtype=ref.dtype)
+                logits = head_env((w * gamma).to(ref.dtype)) - head_env(zero)
+                parts.append(logits[:, toks.to(ref.device)].float())
+            got = torch.cat(parts).save()
+    return got.detach().cpu()
+
+
+class RemoteScorer:
+    """:class:`interp.intervene.LastLayerScorer`'s interface for a model measured elsewhere, so
+    that :func:`interp.experiments.ablation_experiment` runs unchanged: the intact scores and
+    the neurons' values at the scored positions from one pass, then every intervention one
+    more pass over all pairs (:func:`score_pairs` with an :class:`Edit`; the adapter's
+    ``patches`` in each)."""
+
+    applicable = True  # the intact scores come from this scorer's own pass
+    exact = True  # ablated() gives the model's own numbers (full forward passes, nothing rebuilt)
+    method = "full forward passes through nnsight (remote)"
+
+    def __init__(self, model: Any, tokenizer: Any, pairs: Sequence[tuple[Sequence[int], Sequence[int]]], *,
+                 patches: Sequence[LoraPatch] = (), site: str, batch_size: int = BATCH_SIZE, remote: bool = False):
+        self._args = (model, tokenizer, pairs)
+        self._kw: dict[str, Any] = {"patches": patches, "site": site, "batch_size": batch_size, "remote": remote}
+        self.n_pairs = len(pairs)
+        per_token, _, at_site = score_pairs(model, tokenizer, pairs, **self._kw)
+        self.reference = np.array([float(sum(v)) for v in per_token])
+        self.x = torch.cat([a for a in at_site if a is not None])  # [rows, d_mlp], pair by pair
+
+    def activations(self) -> Tensor:
+        """The neurons' values at the scored positions, every pair's rows in pair order."""
+        return self.x
+
+    def ablated(self, patch: Any) -> np.ndarray:
+        """Per pair log P(continuation) with ``patch`` (neurons and ``[k]`` values) written at the site."""
+        per_token, _, _ = score_pairs(*self._args, edit=Edit(patch.neurons, patch.values), **self._kw)
+        return np.array([float(sum(v)) for v in per_token])

@@ -13,7 +13,14 @@ import torch
 
 from interp.remote_probe import Edit, LoraPatch, emoji_trace_nnsight, read_lora, score_pairs
 from interp.tracing import emoji_trace
-from tests.test_remote import EMOJIS, HUB_ID, PROMPTS, byte_level_tokenizer, ndif_simulated  # noqa: F401
+from tests.test_remote import (  # noqa: F401
+    EMOJIS,
+    HUB_ID,
+    PROMPTS,
+    byte_level_tokenizer,
+    hub_cache,
+    ndif_simulated,
+)
 from text2emoji.cli import main
 from text2emoji.core.errors import UserError
 
@@ -82,11 +89,11 @@ def test_site_read_and_edit_equal_torch_hooks(tmp_path):
         patch = ablation_patch(neurons, mode, values)
         with intervention(pm, patch, site):
             ref = [s.per_token for s in score_continuations(pm, pairs)]
-        got, _ = score_pairs(base, tok, pairs, patches=patches, site=site, edit=Edit(patch.neurons, patch.values),
+        got, _, _ = score_pairs(base, tok, pairs, patches=patches, site=site, edit=Edit(patch.neurons, patch.values),
                              batch_size=4)
         for r, g in zip(ref, got, strict=True):
             np.testing.assert_allclose(g, r, atol=2e-5)
-    intact, _ = score_pairs(base, tok, pairs, patches=patches, batch_size=4)
+    intact, _, _ = score_pairs(base, tok, pairs, patches=patches, batch_size=4)
     assert max(abs(a - b) for r, g in zip(ref, intact, strict=True) for a, b in zip(r, g, strict=True)) > 1e-3
     # the site's value at the last position of each prompt alone = capture's
     from interp.capture import encode, pad_left
@@ -160,6 +167,10 @@ def as_hub_model(monkeypatch, tiny_model_dir):
     from interp.models import ModelConfig, load_model
 
     monkeypatch.setattr(interp.models, "_check_hub", lambda repo_id: None)
+    real = interp.models.load_tokenizer
+    # the dataset stage checks answer lengths with the model's tokenizer (from the hub, which this test lacks)
+    monkeypatch.setattr(interp.models, "load_tokenizer",
+                        lambda name, *a, **k: real(str(tiny_model_dir) if name == HUB_ID else name, *a, **k))
     opened = []
 
     def fake_open(model_id):
@@ -203,3 +214,119 @@ def test_remote_stage_refusals(tiny_model_dir, run_dir, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--remote needs a hub model id" in err and "a local model" in err
     assert not (run_dir / "refused" / "trace").exists()
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma2"])
+def test_dla_pieces_equal_the_peft_model(arch, tmp_path):
+    """The neurons stage's pieces through nnsight: the emoji passes (last-layer neurons and final
+    residual at the emoji's positions) and the DLA weights (W_out ⊙ γ) · W_U[t], with the
+    adapter on down_proj counted, equal those of the PEFT model."""
+    from interp.neuron_analysis import emoji_passes
+    from interp.neurons import neuron_token_dla
+    from interp.remote_probe import dla_token_weights_nnsight, emoji_passes_nnsight
+
+    base, tok = bpe_model(arch)
+    tok.chat_template = "{% for m in messages %}{{ m['content'] }} {% endfor %}"
+    pm = peft_of(base, tmp_path)
+    patches = read_lora(tmp_path, base)
+    ref = emoji_passes(pm, tok, PROMPTS, EMOJIS[:3], batch_size=4)
+    got = emoji_passes_nnsight(base, tok, PROMPTS, EMOJIS[:3], patches=patches, batch_size=4)
+    assert got.keys() == ref.keys()
+    for key, (act, resid) in ref.items():
+        np.testing.assert_allclose(got[key][0].numpy(), act.numpy(), atol=2e-5)
+        np.testing.assert_allclose(got[key][1].numpy(), resid.numpy(), atol=2e-5)
+    tokens = [5, 17, 60, len(tok) - 1]
+    want = neuron_token_dla(pm, tokens)
+    have = dla_token_weights_nnsight(base, tok, tokens, patches=patches, chunk=48)  # chunks that do not divide d_mlp
+    np.testing.assert_allclose(have.numpy(), want.numpy(), rtol=1e-4, atol=1e-5)
+    assert np.abs(want.numpy() - neuron_token_dla(base, tokens).numpy()).max() > 1e-3  # down_proj's adapter counts
+
+
+def test_neurons_remote_writes_the_local_numbers(tiny_model_dir, run_dir, as_hub_model, ndif_simulated, capsys):  # noqa: F811
+    common = ["--trait", "openness", "--trait", "neuroticism", "--n-boot", "100", "--n-perm", "200", "--k", "5",
+              "--adapters", str(run_dir / "local" / "train")]
+    assert main(["neurons", "--model", str(tiny_model_dir), "--device", "cpu", "--out", str(run_dir / "local"), *common]) == 0
+    assert main(["neurons", "--model", HUB_ID, "--remote", "--out", str(run_dir / "remote"), *common]) == 0, \
+        capsys.readouterr().err
+    local, remote = run_dir / "local" / "neurons", run_dir / "remote" / "neurons"
+    for name in ("pre", "post_openness", "post_neuroticism"):
+        np.testing.assert_allclose(np.load(remote / "activations" / f"{name}.npy"),
+                                   np.load(local / "activations" / f"{name}.npy"), atol=1e-5)
+    for t in ("openness", "neuroticism"):
+        np.testing.assert_allclose(np.load(remote / f"dla_change_{t}.npy"), np.load(local / f"dla_change_{t}.npy"),
+                                   rtol=1e-4, atol=1e-6)
+    tops_l = json.loads((local / "top_neurons.json").read_text())
+    tops_r = json.loads((remote / "top_neurons.json").read_text())
+    assert [r["neuron"] for r in tops_r["openness"]["by_mean"]] == [r["neuron"] for r in tops_l["openness"]["by_mean"]]
+    assert main(["neurons", "--model", HUB_ID, "--remote", "--site", "blocks.0.mlp.hook_post",
+                 "--out", str(run_dir / "remote2"), *common]) == 1
+    assert "site: --remote reads the last layer's neurons" in capsys.readouterr().err
+
+
+def test_remote_scorer_equals_the_last_layer_cache(tmp_path):
+    """Ablation through RemoteScorer (a full pass per intervention, the adapter as patches) =
+    the PEFT model's LastLayerScorer: intact scores, the neurons' values, zero and mean ablation."""
+    from interp.intervene import LastLayerScorer, ablation_patch
+    from interp.remote_probe import RemoteScorer
+    from interp.tracing import emoji_pairs
+
+    base, tok = bpe_model("llama")
+    tok.chat_template = "{% for m in messages %}{{ m['content'] }} {% endfor %}"
+    pm = peft_of(base, tmp_path)
+    pairs = emoji_pairs(tok, PROMPTS, EMOJIS[:3])
+    ref = LastLayerScorer(pm, pairs, site="blocks.-1.mlp.hook_post")
+    got = RemoteScorer(base, tok, pairs, patches=read_lora(tmp_path, base), site="blocks.-1.mlp.hook_post", batch_size=4)
+    assert ref.exact and got.n_pairs == ref.n_pairs
+    np.testing.assert_allclose(got.reference, ref.reference, atol=2e-5)
+    np.testing.assert_allclose(got.activations().mean(0).numpy(), ref.activations().mean(0).numpy(), atol=1e-5)
+    means = ref.activations().mean(0).numpy()
+    for mode in ("zero", "mean"):
+        patch = ablation_patch([1, 7, 99], mode, means)
+        np.testing.assert_allclose(got.ablated(patch), ref.ablated(patch), atol=2e-5)
+        assert np.abs(got.ablated(patch) - got.reference).max() > 1e-4
+
+
+def test_ablate_remote_writes_the_local_numbers(tiny_model_dir, run_dir, as_hub_model, ndif_simulated, capsys):  # noqa: F811
+    common = ["--trait", "openness", "--n-boot", "100", "--adapters", str(run_dir / "local" / "train")]
+    for where, model in (("local", ["--model", str(tiny_model_dir), "--device", "cpu"]),
+                         ("remote", ["--model", HUB_ID, "--remote"])):
+        out = ["--out", str(run_dir / f"{where}-ablate")]
+        assert main(["neurons", *model, *out, *common, "--n-perm", "50", "--k", "4"]) == 0
+        assert main(["ablate", *model, *out, *common, "--data", str(run_dir / "data.jsonl"), "--k", "3",
+                     "--n-random", "5", "--n-questions", "3", "--no-generation"]) == 0, capsys.readouterr().err
+    local = json.loads((run_dir / "local-ablate" / "ablate" / "ablation.json").read_text())["openness"]
+    remote = json.loads((run_dir / "remote-ablate" / "ablate" / "ablation.json").read_text())["openness"]
+    assert remote["candidates"] == local["candidates"] and remote["questions"] == local["questions"]
+    for mode in ("zero", "mean"):
+        lo, re_ = local[mode], remote[mode]
+        assert re_["method"] == "full forward passes through nnsight (remote)"
+        np.testing.assert_allclose(re_["per_prompt_delta"], lo["per_prompt_delta"], atol=1e-4)
+        assert re_["random_control"]["n_draws"] == lo["random_control"]["n_draws"] == 5
+        np.testing.assert_allclose(re_["random_control"]["p"], lo["random_control"]["p"])
+        np.testing.assert_allclose(re_["placebo"]["delta"]["mean"], lo["placebo"]["delta"]["mean"], atol=1e-4)
+    assert main(["ablate", "--model", HUB_ID, "--remote", "--out", str(run_dir / "remote-ablate"), *common,
+                 "--data", str(run_dir / "data.jsonl")]) == 1
+    assert "add --no-generation" in capsys.readouterr().err
+
+
+def test_remote_stages_without_ndif_are_one_line_and_never_the_key(run_dir, tmp_path, hub_cache):  # noqa: F811
+    """The real path up to the request (the hub model's skeleton on the meta device, the adapters
+    read against it, the envoys resolved), then NDIF unreachable: one line, no key anywhere."""
+    from tests.test_remote import SECRET, assert_key_nowhere, closed_port, run_cli
+
+    host = f"http://127.0.0.1:{closed_port()}"
+    common = ["--model", HUB_ID, "--remote", "--out", str(tmp_path / "run"), "--trait", "openness",
+              "--adapters", str(run_dir / "local" / "train")]
+    for argv in (["trace", *common], ["neurons", *common],
+                 ["ablate", *common, "--data", str(run_dir / "data.jsonl"), "--no-generation"]):
+        if argv[0] == "ablate":  # it reads the neurons stage's ranking first
+            (tmp_path / "run" / "neurons").mkdir(parents=True, exist_ok=True)
+            (tmp_path / "run" / "neurons" / "top_neurons.json").write_text(json.dumps(
+                {"openness": {"by_mean": [{"neuron": n} for n in range(10)]}}))
+        proc = run_cli(argv, tmp_path, hub_cache, key=SECRET, host=host)
+        assert proc.returncode == 1, proc.stderr
+        last = proc.stderr.strip().splitlines()[-1]
+        assert last.startswith(f"text2emoji: error: NDIF at {host} is unreachable"), proc.stderr
+        assert "Traceback" not in proc.stderr
+        assert_key_nowhere(proc, tmp_path)
+    assert not list((tmp_path / "run").glob("*/summary.json"))

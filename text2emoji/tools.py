@@ -42,8 +42,8 @@ def check_remote_options(cfg: Any) -> None:
     from interp.remote import require_hub_id
 
     if getattr(cfg, "adapter", None) is not None:
-        raise ConfigError("adapter: --remote runs on NDIF, which hosts base models; a local PEFT adapter cannot be "
-                          "loaded there (drop --remote to run it here)")
+        raise ConfigError("adapter: this command reads the base model on NDIF; an adapter travels there only in the "
+                          "neurons, trace and ablate stages (drop --remote to run it here)")
     if cfg.model.load_in_4bit:
         raise ConfigError("load_in_4bit: --remote runs NDIF's copy of the model; --load-in-4bit does not apply")
     require_hub_id(cfg.model.model)

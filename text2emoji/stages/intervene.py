@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from interp.hooks import DEFAULT_SITE
 from text2emoji.core.config import ConfigError, option
 from text2emoji.core.errors import UserError
 from text2emoji.core.files import atomic_write_json, atomic_write_text, file_hash
@@ -28,7 +29,15 @@ from text2emoji.stages.base import (
     share,
 )
 from text2emoji.stages.data import dataset, held_out_questions
-from text2emoji.stages.probing import ProbeConfig, load_peft, load_suite, probe_inputs
+from text2emoji.stages.probing import (
+    REMOTE_HELP,
+    ProbeConfig,
+    check_remote_probe,
+    load_peft,
+    load_suite,
+    probe_inputs,
+    remote_peft,
+)
 
 
 @dataclass
@@ -61,11 +70,19 @@ class AblateConfig(InterveneConfig):
     n_generation_questions: int | None = option(None, help="questions answered intact and ablated (0 = all "
                                                 "--n-questions; default: the preset's)", low=0)
     max_new_tokens: int | None = option(None, help="tokens per generated answer (default: the preset's)", low=1)
+    remote: bool = option(False, help=REMOTE_HELP + "; each ablation is one more request over all the questions' "
+                          "emoji sequences (no cache of the last layer there); needs --no-generation")
 
     def validate(self) -> None:
         super().validate()
         if bad := [m for m in self.modes if m not in ("zero", "mean")]:
             raise ConfigError(f"modes: unknown {', '.join(bad)}; valid: zero, mean")
+        if self.remote and self.generation:
+            raise ConfigError("generation: ablated generation does not run remotely yet (it needs the model here); "
+                              "add --no-generation to measure emoji log-probabilities only")
+        if self.remote and self.site != DEFAULT_SITE:
+            raise ConfigError(f"site: --remote ablates the last layer's neurons ({DEFAULT_SITE}); got {self.site!r}")
+        check_remote_probe(self)
 
 
 @dataclass
@@ -96,11 +113,18 @@ def _ablate(cfg: AblateConfig, out: Path) -> None:
     traits = cfg.trait_list()
     settings = DecodeSettings(max_new_tokens=cfg.max_new_tokens) if cfg.generation else None
 
-    def one(model: Any, tok: Any, t: str, qs: list[str], cand: list[int]) -> dict[str, Any]:
+    def one(model: Any, tok: Any, t: str, qs: list[str], cand: list[int], patches: Any = None) -> dict[str, Any]:
+        scorer = None
+        if patches is not None:  # --remote
+            from interp.remote_probe import RemoteScorer
+            from interp.tracing import emoji_pairs
+
+            scorer = RemoteScorer(model, tok, emoji_pairs(tok, qs, suite.trait_emojis[t]), patches=patches,
+                                  site=cfg.site, batch_size=cfg.batch_size, remote=True)
         return ablate_trait(model, tok, qs, suite.trait_emojis[t], cand, modes=cfg.modes, n_random=cfg.n_random,
                             seed=cfg.seed, site=cfg.site, n_boot=cfg.n_boot, batch_size=cfg.batch_size,
                             generation=settings, n_random_generation=cfg.n_random_generation,
-                            n_generation_questions=cfg.n_generation_questions).to_dict()
+                            n_generation_questions=cfg.n_generation_questions, scorer=scorer).to_dict()
 
     # the file holds every trait done so far (an interrupted stage resumes): read back, typed
     done = _per_trait(cfg, out / "ablation.json", "ablate", one)
@@ -160,18 +184,26 @@ def _excluded_lines(results: dict[tuple[str, str], Any], verb: str) -> list[str]
 
 def _per_trait(cfg: InterveneConfig, path: Path, what: str, one: Any) -> dict[str, Any]:
     """``one(model, tokenizer, trait, questions, candidates)`` for each trait with the trait's
-    adapter active; ``path`` is rewritten after every trait, and traits already in it are kept
-    (an interrupted stage resumes)."""
+    adapter active (with ``--remote``: the remote model, and the trait's adapter as the sixth
+    argument, :class:`interp.remote_probe.LoraPatch` es); ``path`` is rewritten after every
+    trait, and traits already in it are kept (an interrupted stage resumes)."""
     results = read_json(path) or {}
     todo = [t for t in cfg.trait_list() if t not in results]
+    remote = getattr(cfg, "remote", False)
     if todo:
-        lm = load_peft(cfg)
+        if remote:
+            model, tokenizer, patches = remote_peft(cfg)
+        else:
+            lm = load_peft(cfg)
+            model, tokenizer = lm.model, lm.tokenizer
         questions = held_out_questions(cfg)
     prog = Progress(what, len(cfg.trait_list()))
     for t in cfg.trait_list():
         if t in todo:
-            lm.model.set_adapter(t)
-            results[t] = one(lm.model, lm.tokenizer, t, questions[t], _candidates(cfg, t))
+            extra = (patches[t],) if remote else ()
+            if not remote:
+                model.set_adapter(t)
+            results[t] = one(model, tokenizer, t, questions[t], _candidates(cfg, t), *extra)
             atomic_write_json(path, results)
         prog.step(note=t)
     return results

@@ -8,11 +8,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from text2emoji.core.config import option
+from interp.hooks import DEFAULT_SITE
+from text2emoji.core.config import ConfigError, option
 from text2emoji.core.files import atomic_path, atomic_write_json, atomic_write_text
 from text2emoji.core.runs import Progress
 from text2emoji.stages.base import RunConfig, Stage, print_json, read_json
-from text2emoji.stages.probing import ProbeConfig, load_peft, load_suite, probe_inputs, write_csv
+from text2emoji.stages.probing import (
+    REMOTE_HELP,
+    ProbeConfig,
+    check_remote_probe,
+    load_peft,
+    load_suite,
+    probe_inputs,
+    remote_peft,
+    write_csv,
+)
 
 
 @dataclass
@@ -22,6 +32,16 @@ class NeuronsConfig(ProbeConfig):
     k: int = option(20, help="top neurons listed per trait and ranking", low=1)
     n_perm: int = option(5000, help="sign-flip permutations (of whole prompt clusters) per trait", low=1)
     backend: Literal["torch", "nnsight", "transformer-lens"] = option("torch", help="capture backend", hash=False)
+    remote: bool = option(False, help=REMOTE_HELP + "; reads the last layer's neurons (the default --site)")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.remote and self.site != DEFAULT_SITE:
+            raise ConfigError(f"site: --remote reads the last layer's neurons ({DEFAULT_SITE}), where the DLA of the "
+                              f"change is computed; got {self.site!r}")
+        if self.remote and self.backend == "transformer-lens":
+            raise ConfigError("backend: --remote runs the nnsight backend, not --backend transformer-lens")
+        check_remote_probe(self)
 
 
 def _neurons(cfg: NeuronsConfig, out: Path) -> None:
@@ -31,12 +51,28 @@ def _neurons(cfg: NeuronsConfig, out: Path) -> None:
 
     suite = load_suite(cfg)
     traits = cfg.trait_list()
-    lm = load_peft(cfg)
+    elsewhere: dict[str, Any] = {}
+    if cfg.remote:
+        from interp.remote_probe import dla_token_weights_nnsight, emoji_passes_nnsight
+
+        model, tokenizer, patches = remote_peft(cfg)
+
+        def passes(adapter: str | None, emojis: list[str]) -> Any:
+            return emoji_passes_nnsight(model, tokenizer, suite.texts, emojis, patches=patches[adapter] if adapter else (),
+                                        batch_size=cfg.batch_size, remote=True)
+
+        def token_weights(adapter: str, tokens: list[int]) -> Any:
+            return dla_token_weights_nnsight(model, tokenizer, tokens, patches=patches[adapter], remote=True)
+
+        elsewhere = {"passes": passes, "token_weights": token_weights}
+    else:
+        lm = load_peft(cfg)
+        model, tokenizer = lm.model, lm.tokenizer
     atomic_write_json(out / "prompts.json", [vars(p) for p in suite.prompts])
     prog = Progress("neurons: capture", 1 + len(traits))
-    res = analyse_neurons(lm.model, lm.tokenizer, suite, traits, site=cfg.site, k=cfg.k, n_perm=cfg.n_perm,
+    res = analyse_neurons(model, tokenizer, suite, traits, site=cfg.site, k=cfg.k, n_perm=cfg.n_perm,
                           n_boot=cfg.n_boot, seed=cfg.seed, batch_size=cfg.batch_size, backend=cfg.backend,
-                          acts_dir=out / "activations", progress=lambda note: prog.step(note=note))
+                          acts_dir=out / "activations", progress=lambda note: prog.step(note=note), **elsewhere)
     files = res.to_dict()
     for name in ("top_neurons", "overlap", "dla", "selectivity", "summary"):
         atomic_write_json(out / f"{name}.json", files[name])
