@@ -8,6 +8,7 @@ which holds the hooks and the cached last-layer scorer they use.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
@@ -46,6 +47,8 @@ from interp.results import (
 )
 from interp.tracing import emoji_logprobs, emoji_pairs, score_continuations
 from text2emoji.core.presets import BATCH_SIZE, PRESETS
+
+RowDecode = Callable[[list[str], torch.Tensor, torch.Tensor, DecodeSettings], list[str]]
 
 # library defaults = what `text2emoji ablate` / `patch` use in the quick preset
 QUICK = PRESETS["quick"]["analysis"]
@@ -179,6 +182,7 @@ def ablation_generation(
     site: str = DEFAULT_SITE,
     batch_size: int = BATCH_SIZE,
     magnitude: Float[np.ndarray, "d_mlp"] | None = None,  # noqa: F821
+    decode: RowDecode | None = None,
 ) -> GenerationAblation:
     """Emoji rate and ESR of generated answers: as is, with ``neurons`` ablated, and with
     ``n_random`` random sets of as many neurons ablated (generation is costly: few draws),
@@ -186,7 +190,9 @@ def ablation_generation(
     size), else drawn uniformly from the layer.
 
     All conditions share batches: each row of a batch carries its own ablation (a row-wise
-    hook), so the intact, ablated and random answers decode together.
+    hook), so the intact, ablated and random answers decode together. ``decode(questions, mask,
+    fill, settings)``: one batch decoded elsewhere with those row ablations
+    (:func:`interp.remote_probe.generate_nnsight`; default: ``model`` here).
     """
     d = n_neurons(model, site)
     settings = settings or DecodeSettings(max_new_tokens=48)
@@ -209,13 +215,17 @@ def ablation_generation(
             mask[r, patch.neurons] = True
             fill[r, patch.neurons] = patch.values  # type: ignore[index]
     texts: list[str] = []
-    with row_ablation(model, site) as current:
+    with contextlib.ExitStack() as stack:
+        if decode is None:
+            current = stack.enter_context(row_ablation(model, site))
+
+            def decode(qs: list[str], m: torch.Tensor, f: torch.Tensor, s: DecodeSettings) -> list[str]:
+                current(m, f)
+                return generate(model, tokenizer, qs, s, batch_size=batch_size)
         for start in range(0, len(rows), batch_size):
             chunk = slice(start, start + batch_size)
-            current(mask[chunk], fill[chunk])
             # each batch its own sampling seed (generate seeds a call from settings.seed)
-            texts += generate(model, tokenizer, [q for _, q in rows[chunk]], replace(settings, seed=settings.seed + start),
-                              batch_size=batch_size)
+            texts += decode([q for _, q in rows[chunk]], mask[chunk], fill[chunk], replace(settings, seed=settings.seed + start))
     per_set = [texts[i * len(questions):(i + 1) * len(questions)] for i in range(len(sets))]
     intact, ablated = per_set[0], per_set[1]
 
@@ -280,17 +290,16 @@ def ablate_trait(
     n_random_generation: int = QUICK["n_random_generation"],
     n_generation_questions: int = QUICK["n_generation_questions"],
     scorer: Any = None,
+    decode: RowDecode | None = None,
 ) -> TraitAblation:
     """One trait's ablations as the ``ablate`` stage runs them, on the model as it stands (the
     trait's adapter active): :func:`ablation_experiment` in each of ``modes`` (one cached
     forward pass serves them all; ``mean`` takes each neuron's mean at the scored positions) and,
     with ``generation`` settings, :func:`ablation_generation` in the first mode on the first
-    ``n_generation_questions`` questions (0 = all). ``scorer``: one of ``emoji_pairs(tokenizer,
-    questions, emojis)`` built elsewhere (:class:`interp.remote_probe.RemoteScorer`; no
-    generation then: it needs the model here)."""
+    ``n_generation_questions`` questions (0 = all). ``scorer`` and ``decode``: the model measured
+    elsewhere (:class:`interp.remote_probe.RemoteScorer` on ``emoji_pairs(tokenizer, questions,
+    emojis)``; :func:`ablation_generation`'s ``decode``)."""
     qs = list(questions)
-    if scorer is not None and generation is not None:
-        raise ValueError("ablated generation runs the model here; a scorer from elsewhere measures log-probs only")
     if scorer is None:
         scorer = LastLayerScorer(model, emoji_pairs(tokenizer, qs, emojis), pad_id=pad_id(tokenizer),
                                  batch_size=batch_size, site=site)
@@ -305,7 +314,7 @@ def ablate_trait(
         magnitude, _ = _magnitude(x, means if modes[0] == "mean" else None)
         gen = ablation_generation(model, tokenizer, qs[: n_generation_questions or None], candidates, mode=modes[0],
                                   means=means, n_random=n_random_generation, seed=seed, settings=generation,
-                                  site=site, batch_size=batch_size, magnitude=magnitude)
+                                  site=site, batch_size=batch_size, magnitude=magnitude, decode=decode)
     return TraitAblation(qs, list(candidates), results, gen)
 
 

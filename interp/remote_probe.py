@@ -23,6 +23,7 @@ The cost of an adapter is its size per request: the paper's r = 64 on seven proj
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,13 +162,15 @@ class Traced:
 
 def trace_batch(model: Any, tokenizer: Any, ids: Tensor, mask: Tensor, pos: Tensor, *, keep: int,
                 patches: Sequence[LoraPatch] = (), site: str | None = None, site_keep: int = 1,
-                edit: Edit | None = None, lens: bool = False, resid: bool = False, remote: bool = False) -> Traced:
+                read_site: bool = True, edit: Edit | None = None, lens: bool = False, resid: bool = False,
+                remote: bool = False) -> Traced:
     """One nnsight trace of a left-padded batch (on NDIF when ``remote``).
 
     The last ``keep`` positions' logits are kept; position ``k`` of them predicts the token
     after it, ``ids[:, W - keep + 1 + k]``. ``patches``: the adapter's edits (none: the base
     model). ``site``: an MLP ``hook_post`` site whose input is read at the last ``site_keep``
-    positions (before ``edit``, which then overwrites its neurons at every position). ``lens``:
+    positions (unless not ``read_site``; before ``edit``, which then overwrites its neurons at
+    every position). ``lens``:
     also the log-probs of the same targets decoded after every layer (final norm, unembedding).
     ``resid``: the last layer's output at the positions that predict the targets.
     """
@@ -202,8 +205,10 @@ def trace_batch(model: Any, tokenizer: Any, ids: Tensor, mask: Tensor, pos: Tens
                     hs.append(h[:, h.shape[1] - keep:h.shape[1] - 1])
                     continue
                 x = env.input
+                if is_site and read_site:
+                    # a copy: the edit below writes into x (and .float() of float32 is x itself)
+                    got_site = x[:, x.shape[1] - site_keep:].float().clone().save()
                 if is_site:
-                    got_site = x[:, x.shape[1] - site_keep:].float().save()
                     if neurons is not None:
                         x[:, :, neurons.to(x.device)] = values.to(x)
                 if a is not None:
@@ -238,18 +243,18 @@ def _batches(model: Any, tokenizer: Any, pairs: Sequence[tuple[Sequence[int], Se
 
 def score_pairs(model: Any, tokenizer: Any, pairs: Sequence[tuple[Sequence[int], Sequence[int]]], *,
                 patches: Sequence[LoraPatch] = (), site: str | None = None, edit: Edit | None = None,
-                lens: bool = False, batch_size: int = BATCH_SIZE, remote: bool = False,
+                lens: bool = False, read_site: bool = True, batch_size: int = BATCH_SIZE, remote: bool = False,
                 ) -> tuple[list[list[float]], list[np.ndarray | None], list[Tensor | None]]:
     """Per ``(prompt ids, continuation ids)`` pair: the continuation's per-token log-probs;
-    with ``lens``, ``[layers, tokens]`` the same read after every layer; with ``site``, the
-    site's input ``[tokens, d]`` at the positions that predict the tokens (read before
-    ``edit``). Each pair is one whole sequence, left-padded; batches of ``batch_size`` by length."""
+    with ``lens``, ``[layers, tokens]`` the same read after every layer; with ``site`` (and
+    ``read_site``), the site's input ``[tokens, d]`` at the positions that predict the tokens
+    (read before ``edit``). Each pair is one whole sequence, left-padded; batches of ``batch_size`` by length."""
     per_token: list[list[float]] = [[] for _ in pairs]
     per_layer: list[np.ndarray | None] = [None for _ in pairs]
     at_site: list[Tensor | None] = [None for _ in pairs]
     for idx, (ids, mask, pos), keep in _batches(model, tokenizer, pairs, batch_size):
         got = trace_batch(model, tokenizer, ids, mask, pos, keep=keep, patches=patches, site=site, site_keep=keep,
-                          edit=edit, lens=lens, remote=remote)
+                          read_site=read_site, edit=edit, lens=lens, remote=remote)
         for row, i in enumerate(idx):
             first = keep - 1 - len(pairs[i][1])  # a continuation of m tokens: the last m kept positions but one
             per_token[i] = got.logp[row, first:].tolist()
@@ -337,7 +342,7 @@ def dla_token_weights_nnsight(model: Any, tokenizer: Any, tokens: Sequence[int],
     ``s A^T B^T`` where it adapts that projection), ``γ`` by the final norm of a constant
     vector, the unembedding of ``chunk`` neurons' rows at a time (only the tokens' columns come
     back)."""
-    from interp.capture import _envoy, check_remote, nnsight_model
+    from interp.capture import _envoy, check_remote, input_device, nnsight_model
     from interp.hooks import final_norm, resolve_site, unembed
     from interp.models import base_config
     from interp.neuron_analysis import DLA_SITE
@@ -363,7 +368,7 @@ def dla_token_weights_nnsight(model: Any, tokenizer: Any, tokens: Sequence[int],
     # the block below is what NDIF runs when remote: envoys, tensors and methods only; the
     # forward pass (one token) is only the occasion, the weights are read after it
     with torch.no_grad(), remote_errors(remote):
-        with lm.trace(torch.tensor([[0]]), remote=remote, logits_to_keep=1, use_cache=False):
+        with lm.trace(torch.tensor([[0]], device=input_device(model)), remote=remote, logits_to_keep=1, use_cache=False):
             ref = lm.output.logits
             gamma = norm_env(torch.full((1, d_model), c, device=ref.device, dtype=ref.dtype))[0].float() * rescale
             parts = []
@@ -406,5 +411,50 @@ class RemoteScorer:
 
     def ablated(self, patch: Any) -> np.ndarray:
         """Per pair log P(continuation) with ``patch`` (neurons and ``[k]`` values) written at the site."""
-        per_token, _, _ = score_pairs(*self._args, edit=Edit(patch.neurons, patch.values), **self._kw)
+        per_token, _, _ = score_pairs(*self._args, edit=Edit(patch.neurons, patch.values), read_site=False, **self._kw)
         return np.array([float(sum(v)) for v in per_token])
+
+
+def generate_nnsight(model: Any, tokenizer: Any, prompts: Sequence[str], settings: Any, *,
+                     patches: Sequence[LoraPatch] = (), site: str | None = None, mask: Tensor | None = None,
+                     fill: Tensor | None = None, remote: bool = False) -> list[str]:
+    """Greedy answers to ``prompts`` (one batch, chat template) through nnsight's ``generate``,
+    with the adapter's ``patches`` and, at ``site``, row ``r``'s neurons where ``mask[r]`` set
+    to ``fill[r]`` (``[batch, d_mlp]`` each) at every position of every step: what
+    :func:`interp.intervene.row_ablation` around :func:`interp.behaviour.generation.generate`
+    does to a local model. ``settings``: a :class:`interp.behaviour.generation.DecodeSettings`
+    (greedy only: a server's sampling cannot be seeded from here)."""
+    from interp.capture import check_remote, input_device, nnsight_model
+    from interp.chat import format_chat
+    from interp.remote import remote_errors
+
+    check_remote(model, "nnsight", remote)
+    if settings.do_sample:
+        raise ValueError("generation through nnsight is greedy here (a server's sampling cannot be seeded)")
+    if (mask is None) != (fill is None) or (mask is not None and site is None):
+        raise ValueError("a row ablation needs mask, fill and the site")
+    lm = nnsight_model(model, tokenizer)
+    steps = _steps(model, lm, patches, site if mask is not None else None, [])
+    texts = [format_chat(tokenizer, p) for p in prompts]
+    enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    batch = {"input_ids": enc["input_ids"].to(input_device(model)),
+             "attention_mask": enc["attention_mask"].to(input_device(model))}
+    ids = None
+    # the block below is what NDIF runs when remote: envoys, tensors and methods only
+    with torch.no_grad(), remote_errors(remote), warnings.catch_warnings():
+        # the open loop ends by asking for one step more than the run makes: by design
+        warnings.filterwarnings("ignore", message=".*was never reached: the loop asked for a step")
+        with lm.generate(remote=remote, **settings.generate_kwargs(), pad_token_id=tokenizer.pad_token_id) as tracer:
+            with tracer.invoke(batch):
+                for _ in tracer.all():  # every step: the prompt's pass, then each new token's
+                    for env, a, b, scale, is_site, _layer in steps:
+                        x = env.input
+                        if is_site:
+                            m = mask.to(x.device)[:, None]
+                            x.copy_(torch.where(m, fill.to(x)[:, None], x))
+                        if a is not None:
+                            env.output = env.output + (x @ a.to(x).T) @ b.to(x).T * scale
+            with tracer.invoke():  # the whole batch, after the open loop above
+                ids = tracer.result.save()
+    new = ids[:, batch["input_ids"].shape[1]:].cpu()
+    return tokenizer.batch_decode(new, skip_special_tokens=True)

@@ -102,6 +102,11 @@ def test_site_read_and_edit_equal_torch_hooks(tmp_path):
     ids, mask, pos = pad_left([e.ids for e in encode(tok, PROMPTS)], 0)
     got = trace_batch(base, tok, ids, mask, pos, keep=2, patches=patches, site=site).site[:, -1]
     np.testing.assert_allclose(got.numpy(), capture(pm, tok, PROMPTS, site=site).activations, atol=1e-5)
+    # read before the edit writes there (in place)
+    edited = trace_batch(base, tok, ids, mask, pos, keep=2, patches=patches, site=site,
+                         edit=Edit(torch.tensor([3]), torch.tensor([50.0])))
+    np.testing.assert_array_equal(edited.site[:, -1].numpy(), got.numpy())
+    assert np.abs(edited.logp.numpy() - trace_batch(base, tok, ids, mask, pos, keep=2, patches=patches).logp.numpy()).max() > 1e-3
 
 
 def test_adapter_block_survives_serialization(tmp_path, ndif_simulated):  # noqa: F811
@@ -293,7 +298,8 @@ def test_ablate_remote_writes_the_local_numbers(tiny_model_dir, run_dir, as_hub_
         out = ["--out", str(run_dir / f"{where}-ablate")]
         assert main(["neurons", *model, *out, *common, "--n-perm", "50", "--k", "4"]) == 0
         assert main(["ablate", *model, *out, *common, "--data", str(run_dir / "data.jsonl"), "--k", "3",
-                     "--n-random", "5", "--n-questions", "3", "--no-generation"]) == 0, capsys.readouterr().err
+                     "--n-random", "5", "--n-questions", "3", "--n-random-generation", "2", "--max-new-tokens", "5",
+                     "--batch-size", "4"]) == 0, capsys.readouterr().err
     local = json.loads((run_dir / "local-ablate" / "ablate" / "ablation.json").read_text())["openness"]
     remote = json.loads((run_dir / "remote-ablate" / "ablate" / "ablation.json").read_text())["openness"]
     assert remote["candidates"] == local["candidates"] and remote["questions"] == local["questions"]
@@ -304,9 +310,9 @@ def test_ablate_remote_writes_the_local_numbers(tiny_model_dir, run_dir, as_hub_
         assert re_["random_control"]["n_draws"] == lo["random_control"]["n_draws"] == 5
         np.testing.assert_allclose(re_["random_control"]["p"], lo["random_control"]["p"])
         np.testing.assert_allclose(re_["placebo"]["delta"]["mean"], lo["placebo"]["delta"]["mean"], atol=1e-4)
-    assert main(["ablate", "--model", HUB_ID, "--remote", "--out", str(run_dir / "remote-ablate"), *common,
-                 "--data", str(run_dir / "data.jsonl")]) == 1
-    assert "add --no-generation" in capsys.readouterr().err
+    # ablated generation on the server: the same greedy answers, intact, ablated and random sets
+    assert remote["generation"] == local["generation"]
+    assert len(local["generation"]["random"]) == 2 and local["generation"]["examples"]
 
 
 def test_remote_stages_without_ndif_are_one_line_and_never_the_key(run_dir, tmp_path, hub_cache):  # noqa: F811
@@ -330,3 +336,33 @@ def test_remote_stages_without_ndif_are_one_line_and_never_the_key(run_dir, tmp_
         assert "Traceback" not in proc.stderr
         assert_key_nowhere(proc, tmp_path)
     assert not list((tmp_path / "run").glob("*/summary.json"))
+
+
+def test_generation_with_row_ablation_equals_the_local_hooks(tiny_model_dir, tmp_path):
+    """Greedy answers through nnsight's generate, the adapter as patches and each row's own
+    neurons set at every step = the PEFT model under the row-wise ablation hook."""
+    from interp.behaviour.generation import DecodeSettings, generate
+    from interp.intervene import row_ablation
+    from interp.models import ModelConfig, load_model
+    from interp.remote_probe import generate_nnsight
+
+    lm = load_model(ModelConfig(model=str(tiny_model_dir), device="cpu"))
+    base, tok = lm.model, lm.tokenizer
+    pm = peft_of(base, tmp_path)
+    patches = read_lora(tmp_path, base)
+    site = "blocks.-1.mlp.hook_post"
+    qs = ["what are your thoughts on w3", "the a is", "i w1 w2 w3 w4 w5", "you", "w9 w8 w7"]
+    mask, fill = torch.zeros(len(qs), 128, dtype=torch.bool), torch.zeros(len(qs), 128)
+    mask[1, [3, 17]] = True
+    mask[2, :64], fill[2, :64] = True, 2.0
+    mask[4, 64:], fill[4, 64:] = True, -1.0
+    settings = DecodeSettings(max_new_tokens=6)
+    with row_ablation(pm, site) as current:
+        current(mask, fill)
+        ref = generate(pm, tok, qs, settings)
+    got = generate_nnsight(base, tok, qs, settings, patches=patches, site=site, mask=mask, fill=fill)
+    assert got == ref
+    assert generate_nnsight(base, tok, qs, settings, patches=patches) == generate(pm, tok, qs, settings)
+    assert generate_nnsight(base, tok, qs, settings, patches=patches)[2] != got[2]  # the ablation changes answers
+    with pytest.raises(ValueError, match="greedy"):
+        generate_nnsight(base, tok, qs, DecodeSettings(do_sample=True))

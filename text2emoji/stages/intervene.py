@@ -70,16 +70,13 @@ class AblateConfig(InterveneConfig):
     n_generation_questions: int | None = option(None, help="questions answered intact and ablated (0 = all "
                                                 "--n-questions; default: the preset's)", low=0)
     max_new_tokens: int | None = option(None, help="tokens per generated answer (default: the preset's)", low=1)
-    remote: bool = option(False, help=REMOTE_HELP + "; each ablation is one more request over all the questions' "
-                          "emoji sequences (no cache of the last layer there); needs --no-generation")
+    remote: bool = option(False, help=REMOTE_HELP + "; each ablated set is one more request over all the questions' "
+                          "emoji sequences (no cache of the last layer there), and generation is greedy on the server")
 
     def validate(self) -> None:
         super().validate()
         if bad := [m for m in self.modes if m not in ("zero", "mean")]:
             raise ConfigError(f"modes: unknown {', '.join(bad)}; valid: zero, mean")
-        if self.remote and self.generation:
-            raise ConfigError("generation: ablated generation does not run remotely yet (it needs the model here); "
-                              "add --no-generation to measure emoji log-probabilities only")
         if self.remote and self.site != DEFAULT_SITE:
             raise ConfigError(f"site: --remote ablates the last layer's neurons ({DEFAULT_SITE}); got {self.site!r}")
         check_remote_probe(self)
@@ -114,17 +111,21 @@ def _ablate(cfg: AblateConfig, out: Path) -> None:
     settings = DecodeSettings(max_new_tokens=cfg.max_new_tokens) if cfg.generation else None
 
     def one(model: Any, tok: Any, t: str, qs: list[str], cand: list[int], patches: Any = None) -> dict[str, Any]:
-        scorer = None
+        scorer = decode = None
         if patches is not None:  # --remote
-            from interp.remote_probe import RemoteScorer
+            from interp.remote_probe import RemoteScorer, generate_nnsight
             from interp.tracing import emoji_pairs
 
             scorer = RemoteScorer(model, tok, emoji_pairs(tok, qs, suite.trait_emojis[t]), patches=patches,
                                   site=cfg.site, batch_size=cfg.batch_size, remote=True)
+
+            def decode(prompts: list[str], mask: Any, fill: Any, settings: Any) -> list[str]:
+                return generate_nnsight(model, tok, prompts, settings, patches=patches, site=cfg.site, mask=mask,
+                                        fill=fill, remote=True)
         return ablate_trait(model, tok, qs, suite.trait_emojis[t], cand, modes=cfg.modes, n_random=cfg.n_random,
                             seed=cfg.seed, site=cfg.site, n_boot=cfg.n_boot, batch_size=cfg.batch_size,
                             generation=settings, n_random_generation=cfg.n_random_generation,
-                            n_generation_questions=cfg.n_generation_questions, scorer=scorer).to_dict()
+                            n_generation_questions=cfg.n_generation_questions, scorer=scorer, decode=decode).to_dict()
 
     # the file holds every trait done so far (an interrupted stage resumes): read back, typed
     done = _per_trait(cfg, out / "ablation.json", "ablate", one)
