@@ -20,8 +20,8 @@ number differs from a local one only by the server's hardware and dtype.
 
 Adapters: NDIF hosts base models, so a trait's local LoRA adapter travels with each request as
 an in-trace intervention (:mod:`interp.remote_probe`, which the ``neurons``, ``trace`` and
-``ablate`` stages use with ``--remote``). ``activations`` and ``emoji-prob`` read the base model
-remotely (``--adapter`` with ``--remote`` is refused there). nnsight 0.8 can also name a
+``ablate`` stages and ``emoji-prob`` use with ``--remote``). ``activations`` reads the base
+model remotely (``--adapter`` with ``--remote`` is refused there). nnsight 0.8 can also name a
 hub-hosted adapter per request (``peft=``), where a deployment accepts it; that is not used.
 
 >>> from interp.remote import remote_model                                 # doctest: +SKIP

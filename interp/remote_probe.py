@@ -458,3 +458,22 @@ def generate_nnsight(model: Any, tokenizer: Any, prompts: Sequence[str], setting
                 ids = tracer.result.save()
     new = ids[:, batch["input_ids"].shape[1]:].cpu()
     return tokenizer.batch_decode(new, skip_special_tokens=True)
+
+
+def emoji_report_nnsight(model: Any, tokenizer: Any, prompt: str, emojis: Sequence[str], *, chat: bool = False,
+                         patches: Sequence[LoraPatch] = (), lens: bool = False,
+                         remote: bool = False) -> list[dict[str, Any]]:
+    """:func:`interp.tracing.emoji_report` through nnsight with an adapter as ``patches``; with
+    ``lens``, each row's ``logit_lens_logprob`` (per layer, no leading space) as
+    :func:`interp.tracing.logit_lens` gives it, decoded where the model runs."""
+    from interp.tracing import Scored, report_pairs, report_rows
+
+    ids, toks = report_pairs(tokenizer, prompt, emojis, chat=chat)
+    per_token, per_layer, _ = score_pairs(model, tokenizer, [(ids, t) for _, _, t in toks], patches=patches,
+                                          lens=lens, remote=remote)
+    rows = report_rows(tokenizer, emojis, toks, [Scored(float(sum(v)), v) for v in per_token])
+    if lens:
+        for r in rows:
+            j = next(i for i, (e, key, _) in enumerate(toks) if e == r["emoji"] and key == "no_space")
+            r["logit_lens_logprob"] = per_layer[j].sum(-1).tolist()  # type: ignore[union-attr]
+    return rows

@@ -303,10 +303,23 @@ def emoji_report(
 ) -> list[dict[str, Any]]:
     """Per emoji: its token ids and exact log-probability, with and without a leading space
     (``backend`` and ``remote`` as in :func:`emoji_logprobs`)."""
+    ids, toks = report_pairs(tokenizer, prompt, emojis, chat=chat)
+    scored = _score(model, tokenizer, [(ids, t) for _, _, t in toks], BATCH_SIZE, backend, remote)
+    return report_rows(tokenizer, emojis, toks, scored)
+
+
+def report_pairs(tokenizer: Any, prompt: str, emojis: Sequence[str], *,
+                 chat: bool = False) -> tuple[list[int], list[tuple[str, str, list[int]]]]:
+    """:func:`emoji_report`'s inputs: the prompt's ids and ``(emoji, variant, token ids)`` for
+    each emoji, without and with a leading space."""
     variants = (("no_space", False), ("leading_space", True))
     ids = encode(tokenizer, [prompt], chat=chat)[0].ids
-    toks = [(e, key, emoji_token_ids(tokenizer, e, space)) for e in emojis for key, space in variants]
-    scored = _score(model, tokenizer, [(ids, t) for _, _, t in toks], BATCH_SIZE, backend, remote)
+    return ids, [(e, key, emoji_token_ids(tokenizer, e, space)) for e in emojis for key, space in variants]
+
+
+def report_rows(tokenizer: Any, emojis: Sequence[str], toks: Sequence[tuple[str, str, list[int]]],
+                scored: Sequence[Scored]) -> list[dict[str, Any]]:
+    """:func:`emoji_report`'s rows from :func:`report_pairs`' tokens and their scores."""
     rows: dict[str, dict[str, Any]] = {e: {"emoji": e} for e in emojis}
     for (e, key, t), s in zip(toks, scored, strict=True):
         rows[e][key] = {

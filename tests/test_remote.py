@@ -181,11 +181,9 @@ def test_remote_refuses_what_needs_local_weights(tiny_model_dir, tmp_path, capsy
     prompts.write_text("the a is\n", encoding="utf-8")
     act = ["activations", "--remote", "--model", HUB_ID, "--prompts", str(prompts), "--out", str(tmp_path / "a.npy")]
     cases = [
-        (act + ["--adapter", str(tmp_path)], "an adapter travels there only in the neurons, trace and ablate stages"),
+        (act + ["--adapter", str(tmp_path)], "activations --remote reads the base model on NDIF"),
         (act + ["--backend", "torch"], "--remote runs the nnsight backend"),
         (act + ["--load-in-4bit"], "--load-in-4bit does not apply"),
-        (["emoji-prob", "--remote", "--model", HUB_ID, "--prompt", "hi", "--emoji", "🎉", "--logit-lens"],
-         "does not run remotely yet"),
     ]
     for argv, message in cases:
         # the hub id is checked against the hub before these: make it look cached

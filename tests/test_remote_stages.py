@@ -366,3 +366,37 @@ def test_generation_with_row_ablation_equals_the_local_hooks(tiny_model_dir, tmp
     assert generate_nnsight(base, tok, qs, settings, patches=patches)[2] != got[2]  # the ablation changes answers
     with pytest.raises(ValueError, match="greedy"):
         generate_nnsight(base, tok, qs, DecodeSettings(do_sample=True))
+
+
+def test_emoji_report_with_adapter_and_lens_equals_peft(tmp_path):
+    from interp.remote_probe import emoji_report_nnsight
+    from interp.tracing import emoji_report, logit_lens
+
+    base, tok = bpe_model("llama")
+    pm = peft_of(base, tmp_path)
+    ref = emoji_report(pm, tok, PROMPTS[2], EMOJIS)
+    got = emoji_report_nnsight(base, tok, PROMPTS[2], EMOJIS, patches=read_lora(tmp_path, base), lens=True)
+    for r, g in zip(ref, got, strict=True):
+        for key in ("no_space", "leading_space"):
+            assert g[key]["token_ids"] == r[key]["token_ids"] and g[key]["tokens"] == r[key]["tokens"]
+            np.testing.assert_allclose(g[key]["per_token_logprob"], r[key]["per_token_logprob"], atol=2e-5)
+            assert g[key]["logprob"] == pytest.approx(r[key]["logprob"], abs=1e-4)
+        np.testing.assert_allclose(g["logit_lens_logprob"], logit_lens(pm, tok, [PROMPTS[2]], r["emoji"], chat=False)[0],
+                                   atol=2e-5)
+
+
+def test_emoji_prob_remote_with_adapter_and_lens(tiny_model_dir, run_dir, as_hub_model, ndif_simulated, capsys):  # noqa: F811
+    adapter = str(run_dir / "local" / "train" / "openness" / "adapter")
+    args = ["--prompt", "what are your thoughts on w3", "--emoji", "🎉", "--emoji", "👍", "--chat", "--logit-lens",
+            "--adapter", adapter]
+    assert main(["emoji-prob", "--model", str(tiny_model_dir), "--device", "cpu", *args]) == 0
+    local = json.loads(capsys.readouterr().out)
+    assert main(["emoji-prob", "--model", HUB_ID, "--remote", *args]) == 0
+    remote = json.loads(capsys.readouterr().out)
+    assert remote["remote"] is True and local["remote"] is False
+    for key in ("base", "adapter_model"):
+        for r, g in zip(local[key], remote[key], strict=True):
+            np.testing.assert_allclose(g["logit_lens_logprob"], r["logit_lens_logprob"], atol=1e-4)
+            for v in ("no_space", "leading_space"):
+                assert g[v]["logprob"] == pytest.approx(r[v]["logprob"], abs=1e-4)
+    assert remote["adapter_model"][0]["no_space"]["logprob"] != pytest.approx(remote["base"][0]["no_space"]["logprob"])

@@ -35,15 +35,23 @@ REMOTE_HELP = ("run on NDIF through nnsight (remote execution): --model must be 
                "hosts base models), and --device/--dtype do not apply (NDIF's deployment decides)")
 
 
-def check_remote_options(cfg: Any) -> None:
-    """``--remote`` with a hub id only, and without the options that need local weights."""
+EMOJI_REMOTE_HELP = ("run on NDIF through nnsight (remote execution): --model must be a hub id (owner/name) that NDIF "
+                     "hosts (its config and tokenizer come from the hub, no weights are downloaded); --adapter travels "
+                     "with the request (its LoRA update added inside the trace); the API key is read from the "
+                     "environment variable NDIF_API_KEY and never stored; no --load-in-4bit, and --device/--dtype do "
+                     "not apply (NDIF's deployment decides)")
+
+
+def check_remote_options(cfg: Any, adapter_ok: bool = False) -> None:
+    """``--remote`` with a hub id only, and without the options that need local weights (an
+    adapter where the command carries it to NDIF: ``adapter_ok``)."""
     if not cfg.remote:
         return
     from interp.remote import require_hub_id
 
-    if getattr(cfg, "adapter", None) is not None:
-        raise ConfigError("adapter: this command reads the base model on NDIF; an adapter travels there only in the "
-                          "neurons, trace and ablate stages (drop --remote to run it here)")
+    if getattr(cfg, "adapter", None) is not None and not adapter_ok:
+        raise ConfigError("adapter: activations --remote reads the base model on NDIF; an adapter travels there in "
+                          "emoji-prob and the neurons, trace and ablate stages (drop --remote to read it here)")
     if cfg.model.load_in_4bit:
         raise ConfigError("load_in_4bit: --remote runs NDIF's copy of the model; --load-in-4bit does not apply")
     require_hub_id(cfg.model.model)
@@ -130,15 +138,13 @@ class EmojiProbConfig(Config):
     prompt: str = option("", help="the prompt text (verbatim unless --chat)")
     emojis: list[str] = option([], help="an emoji to score (repeat the flag for several)", flag="--emoji", metavar="E")
     chat: bool = option(False, help="wrap the prompt in the chat template as one user turn")
-    logit_lens: bool = option(False, help="also decode each emoji's log-prob after every layer (not with --remote)")
-    remote: bool = option(False, help=REMOTE_HELP, hash=False)
+    logit_lens: bool = option(False, help="also decode each emoji's log-prob after every layer")
+    remote: bool = option(False, help=EMOJI_REMOTE_HELP, hash=False)
 
     def validate(self) -> None:
         from interp.emojis import find_emojis
 
-        if self.remote and self.logit_lens:
-            raise ConfigError("logit_lens: --logit-lens does not run remotely yet; drop --remote or --logit-lens")
-        check_remote_options(self)
+        check_remote_options(self, adapter_ok=True)
         if not self.prompt:
             raise ConfigError("prompt: --prompt TEXT is required")
         if not self.emojis:
@@ -154,6 +160,16 @@ def emoji_prob(cfg: EmojiProbConfig) -> dict[str, Any]:
 
     model, tokenizer = _model_and_tokenizer(cfg)
     backend = "nnsight" if cfg.remote else "torch"
+    if cfg.remote:
+        from interp.remote_probe import emoji_report_nnsight, read_lora
+
+        patches = read_lora(cfg.adapter, model) if cfg.adapter else []
+        out: dict[str, Any] = {"model": cfg.model.model, "adapter": cfg.adapter, "prompt": cfg.prompt,
+                               "chat": cfg.chat, "remote": True}
+        for key, p in (("base", []), ("adapter_model", patches)) if cfg.adapter else (("base", []),):
+            out[key] = emoji_report_nnsight(model, tokenizer, cfg.prompt, cfg.emojis, chat=cfg.chat, patches=p,
+                                            lens=cfg.logit_lens, remote=True)
+        return out
 
     def one() -> list[dict[str, Any]]:
         rows = emoji_report(model, tokenizer, cfg.prompt, cfg.emojis, chat=cfg.chat, backend=backend, remote=cfg.remote)
@@ -162,8 +178,7 @@ def emoji_prob(cfg: EmojiProbConfig) -> dict[str, Any]:
                 r["logit_lens_logprob"] = logit_lens(model, tokenizer, [cfg.prompt], r["emoji"], chat=cfg.chat)[0].tolist()
         return rows
 
-    out: dict[str, Any] = {"model": cfg.model.model, "adapter": cfg.adapter, "prompt": cfg.prompt, "chat": cfg.chat,
-                           "remote": cfg.remote}
+    out = {"model": cfg.model.model, "adapter": cfg.adapter, "prompt": cfg.prompt, "chat": cfg.chat, "remote": False}
     if cfg.adapter is None:
         out["base"] = one()
     else:
