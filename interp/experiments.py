@@ -9,7 +9,7 @@ which holds the hooks and the cached last-layer scorer they use.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -145,12 +145,26 @@ def ablation_experiment(
     base, run = ablation_runner(model, tokenizer, prompts, emojis, scorer, mode=mode, means=means, chat=chat,
                                 site=site, batch_size=batch_size)
 
+    shape = (len(prompts), len(emojis))
+    many = getattr(scorer, "ablated_many", None)
+    chunk = int(getattr(scorer, "chunk", 1))
+
+    def draws(sets: Sequence[Sequence[int]]) -> Iterator[float]:
+        """Each random set's mean effect when asked; a scorer with ``ablated_many`` (a remote
+        one) computes ``chunk`` sets per call (those the control does not ask for are spare)."""
+        if many is None or chunk <= 1:
+            yield from (float(run(r).mean()) for r in sets)
+            return
+        for start in range(0, len(sets), chunk):
+            for lp in many([ablation_patch(r, mode, means) for r in sets[start:start + chunk]]):
+                yield float((any_emoji_logprob(lp.reshape(shape)) - base).mean())
+
     def test(ns: Sequence[int], draw_seed: int) -> tuple[list[int], np.ndarray, RandomControl | None, list[dict[str, Any]]]:
         skip = unmatched(magnitude, ns) if n_random > 0 else []  # no control, nothing to match
         tested = [int(n) for n in ns if n not in skip]
         effect = run(tested) if tested else np.zeros(len(prompts))
         sets = matched_draws(magnitude, tested, n_random if tested else 0, draw_seed)
-        control = RandomControl.sequential(float(effect.mean()), (run(r).mean() for r in sets), n_random, matched_on)
+        control = RandomControl.sequential(float(effect.mean()), draws(sets), n_random, matched_on)
         alone = [{"neuron": n, "size": float(magnitude[n]), "delta": float(run([n]).mean())} for n in skip]
         return tested, effect, control, alone
 

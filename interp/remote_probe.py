@@ -8,16 +8,19 @@ layer computes at inference (no dropout), here as an edit of the base model's fo
 Tests hold it to the PEFT model itself (locally through nnsight, and through nnsight's
 simulation of the server).
 
-One trace (:func:`trace_batch`) serves the stages: it walks the model's modules in the order
-they run (nnsight 0.8 reads and writes them in that order), applies the adapter's edits, reads
-the neuron site's input (and may overwrite neurons there, as an ablation does), reads every
-layer's residual output for the logit lens, and gathers the log-probabilities of the given
-target tokens where the model runs: only ``[batch, positions]`` numbers come back, never
-logits over the vocabulary. The block uses envoys, tensors and their methods only: the server
-does not have this package.
+One trace body (:func:`trace_batches`) serves the stages: it walks the model's modules in the
+order they run (nnsight 0.8 reads and writes them in that order), applies the adapter's edits,
+reads the neuron site's input (and may overwrite neurons there, as an ablation does), reads
+every layer's residual output for the logit lens, and gathers the log-probabilities of the
+given target tokens where the model runs: only ``[batch, positions]`` numbers come back, never
+logits over the vocabulary. The block uses envoys, tensors, their methods and nnsight only: the
+server does not have this package.
 
 The cost of an adapter is its size per request: the paper's r = 64 on seven projections of a
-7B Llama is about 160 M parameters (320 MB in bf16) per trace, so batches should be large.
+7B Llama is about 160 M parameters (640 MB as float32, as PEFT keeps them). So every batch of
+one call runs in one nnsight session, one request (per adapter, ``trace`` sends two and
+``neurons`` two), and a remote ablation sends its random sets :attr:`RemoteScorer.chunk` at a
+time.
 """
 
 from __future__ import annotations
@@ -160,69 +163,93 @@ class Traced:
     resid: Tensor | None  # [batch, keep - 1, d_model]: the last layer's output (the final norm's input)
 
 
-def trace_batch(model: Any, tokenizer: Any, ids: Tensor, mask: Tensor, pos: Tensor, *, keep: int,
-                patches: Sequence[LoraPatch] = (), site: str | None = None, site_keep: int = 1,
-                read_site: bool = True, edit: Edit | None = None, lens: bool = False, resid: bool = False,
-                remote: bool = False) -> Traced:
-    """One nnsight trace of a left-padded batch (on NDIF when ``remote``).
+@dataclass(frozen=True)
+class Spec:
+    """One left-padded batch for :func:`trace_batches`: the last ``keep`` positions' logits are
+    kept (position ``k`` of them predicts ``ids[:, W - keep + 1 + k]``), the site is read at
+    the last ``site_keep`` positions, and ``edit`` (if any) is written there."""
 
-    The last ``keep`` positions' logits are kept; position ``k`` of them predicts the token
-    after it, ``ids[:, W - keep + 1 + k]``. ``patches``: the adapter's edits (none: the base
-    model). ``site``: an MLP ``hook_post`` site whose input is read at the last ``site_keep``
-    positions (unless not ``read_site``; before ``edit``, which then overwrites its neurons at
-    every position). ``lens``:
-    also the log-probs of the same targets decoded after every layer (final norm, unembedding).
-    ``resid``: the last layer's output at the positions that predict the targets.
+    ids: Tensor
+    mask: Tensor
+    pos: Tensor
+    keep: int
+    site_keep: int = 1
+    edit: Edit | None = None
+
+
+def trace_batches(model: Any, tokenizer: Any, specs: Sequence[Spec], *, patches: Sequence[LoraPatch] = (),
+                  site: str | None = None, read_site: bool = True, lens: bool = False, resid: bool = False,
+                  remote: bool = False) -> list[Traced]:
+    """One nnsight trace per batch, all in one session: one request to NDIF when ``remote``,
+    so the adapter's ``patches`` travel once for all of them.
+
+    ``patches``: the adapter's edits (none: the base model). ``site``: an MLP ``hook_post``
+    site whose input is read (unless not ``read_site``) before a batch's ``edit`` overwrites
+    its neurons at every position. ``lens``: also the log-probs of the targets decoded after
+    every layer (final norm, unembedding). ``resid``: the last layer's output at the positions
+    that predict the targets.
     """
-    from interp.capture import check_remote, nnsight_model
+    import nnsight
+
+    from interp.capture import _envoy, check_remote, nnsight_model
     from interp.hooks import final_norm, n_layers, unembed
     from interp.remote import remote_errors
 
     check_remote(model, "nnsight", remote)
-    if edit is not None and site is None:
+    if any(s.edit is not None for s in specs) and site is None:
         raise ValueError("an edit needs the site it writes")
+    if not specs:
+        return []
     lm = nnsight_model(model, tokenizer)
     n = n_layers(model)
     steps = _steps(model, lm, patches, site, range(n) if lens else [n - 1] if resid else [])
     paths = _paths(model)
-    from interp.capture import _envoy
-
     norm_env = _envoy(lm, paths[id(final_norm(model))])
     head_env = _envoy(lm, paths[id(unembed(model))])
-    targets = ids[:, ids.shape[1] - keep + 1:]
-    batch = {"input_ids": ids, "attention_mask": mask, "position_ids": pos}
-    neurons = edit.neurons if edit is not None else None
-    values = edit.values if edit is not None else None
-    got_site = got_lens = got_resid = None  # nnsight brings back only what the block .save()s
-    # the block below is what NDIF runs when remote: envoys, tensors and methods only
+    plain = [(s.ids, s.mask, s.pos, s.keep, s.site_keep, None if s.edit is None else s.edit.neurons,
+              None if s.edit is None else s.edit.values) for s in specs]
+    results = None
+    # the block below is what NDIF runs when remote: envoys, tensors, methods and nnsight only
     with torch.no_grad(), remote_errors(remote):
-        with lm.trace(batch, remote=remote, logits_to_keep=keep, use_cache=False):
-            hs = []
-            for env, a, b, scale, is_site, is_layer in steps:
-                if is_layer:
-                    h = env.output
-                    h = h[0] if isinstance(h, tuple) else h
-                    hs.append(h[:, h.shape[1] - keep:h.shape[1] - 1])
-                    continue
-                x = env.input
-                if is_site and read_site:
-                    # a copy: the edit below writes into x (and .float() of float32 is x itself)
-                    got_site = x[:, x.shape[1] - site_keep:].float().clone().save()
-                if is_site:
-                    if neurons is not None:
-                        x[:, :, neurons.to(x.device)] = values.to(x)
-                if a is not None:
-                    env.output = env.output + (x @ a.to(x).T) @ b.to(x).T * scale
-            tgt = targets.to(lm.output.logits.device)
-            logp = lm.output.logits[:, :-1].float().log_softmax(-1)
-            got_logp = logp.gather(-1, tgt[..., None])[..., 0].save()
-            if resid:
-                got_resid = hs[-1].float().save()
-            if lens:
-                stacked = torch.stack(hs)  # [layers, batch, keep - 1, d]
-                ll = head_env(norm_env(stacked)).float().log_softmax(-1)
-                got_lens = ll.gather(-1, tgt.expand(ll.shape[0], -1, -1)[..., None])[..., 0].save()
-    return Traced(*(None if t is None else t.detach().cpu() for t in (got_logp, got_site, got_lens, got_resid)))
+        with lm.session(remote=remote):
+            results = nnsight.save([])
+            for ids, mask, pos, keep, site_keep, neurons, values in plain:
+                with lm.trace({"input_ids": ids, "attention_mask": mask, "position_ids": pos}, logits_to_keep=keep,
+                              use_cache=False):
+                    got_site = got_lens = got_resid = None
+                    hs = []
+                    for env, a, b, scale, is_site, is_layer in steps:
+                        if is_layer:
+                            h = env.output
+                            h = h[0] if isinstance(h, tuple) else h
+                            hs.append(h[:, h.shape[1] - keep:h.shape[1] - 1])
+                            continue
+                        x = env.input
+                        if is_site and read_site:
+                            # a copy: the edit below writes into x (and .float() of float32 is x itself)
+                            got_site = x[:, x.shape[1] - site_keep:].float().clone().cpu()
+                        if is_site and neurons is not None:
+                            x[:, :, neurons.to(x.device)] = values.to(x)
+                        if a is not None:
+                            env.output = env.output + (x @ a.to(x).T) @ b.to(x).T * scale
+                    logits = lm.output.logits
+                    tgt = ids[:, ids.shape[1] - keep + 1:].to(logits.device)
+                    logp = logits[:, :-1].float().log_softmax(-1)
+                    got_logp = logp.gather(-1, tgt[..., None])[..., 0].cpu()
+                    if resid:
+                        got_resid = hs[-1].float().cpu()
+                    if lens:
+                        stacked = torch.stack(hs)  # [layers, batch, keep - 1, d]
+                        ll = head_env(norm_env(stacked)).float().log_softmax(-1)
+                        got_lens = ll.gather(-1, tgt.expand(ll.shape[0], -1, -1)[..., None])[..., 0].cpu()
+                    results.append([got_logp, got_site, got_lens, got_resid])
+    return [Traced(*(None if t is None else t.detach().cpu() for t in r)) for r in results]
+
+
+def trace_batch(model: Any, tokenizer: Any, ids: Tensor, mask: Tensor, pos: Tensor, *, keep: int,
+                site_keep: int = 1, edit: Edit | None = None, **kw: Any) -> Traced:
+    """:func:`trace_batches` of one batch."""
+    return trace_batches(model, tokenizer, [Spec(ids, mask, pos, keep, site_keep, edit)], **kw)[0]
 
 
 def _batches(model: Any, tokenizer: Any, pairs: Sequence[tuple[Sequence[int], Sequence[int]]],
@@ -241,28 +268,49 @@ def _batches(model: Any, tokenizer: Any, pairs: Sequence[tuple[Sequence[int], Se
         yield idx, pad_left(seqs, pad_id(tokenizer), input_device(model)), max(len(pairs[i][1]) for i in idx) + 1
 
 
+Scores = tuple[list[list[float]], list[np.ndarray | None], list[Tensor | None], list[Tensor | None]]
+
+
+def score_pairs_many(model: Any, tokenizer: Any, pairs: Sequence[tuple[Sequence[int], Sequence[int]]],
+                     edits: Sequence[Edit | None], *, patches: Sequence[LoraPatch] = (), site: str | None = None,
+                     lens: bool = False, resid: bool = False, read_site: bool = True, batch_size: int = BATCH_SIZE,
+                     remote: bool = False) -> list[Scores]:
+    """:func:`score_pairs` of the same pairs under each of ``edits`` (None: no edit), all in
+    one session (one request when ``remote``)."""
+    batches = list(_batches(model, tokenizer, pairs, batch_size))
+    specs = [Spec(ids, mask, pos, keep, keep, e) for e in edits for _, (ids, mask, pos), keep in batches]
+    got = iter(trace_batches(model, tokenizer, specs, patches=patches, site=site, read_site=read_site, lens=lens,
+                             resid=resid, remote=remote))
+    out = []
+    for _ in edits:
+        per_token: list[list[float]] = [[] for _ in pairs]
+        per_layer: list[np.ndarray | None] = [None for _ in pairs]
+        at_site: list[Tensor | None] = [None for _ in pairs]
+        at_resid: list[Tensor | None] = [None for _ in pairs]
+        for idx, _, keep in batches:
+            t = next(got)
+            for row, i in enumerate(idx):
+                first = keep - 1 - len(pairs[i][1])  # a continuation of m tokens: the last m kept positions but one
+                per_token[i] = t.logp[row, first:].tolist()
+                if t.lens is not None:
+                    per_layer[i] = t.lens[:, row, first:].double().numpy()
+                if t.site is not None:
+                    at_site[i] = t.site[row, first:keep - 1].clone()
+                if t.resid is not None:
+                    at_resid[i] = t.resid[row, first:].clone()
+        out.append((per_token, per_layer, at_site, at_resid))
+    return out
+
+
 def score_pairs(model: Any, tokenizer: Any, pairs: Sequence[tuple[Sequence[int], Sequence[int]]], *,
-                patches: Sequence[LoraPatch] = (), site: str | None = None, edit: Edit | None = None,
-                lens: bool = False, read_site: bool = True, batch_size: int = BATCH_SIZE, remote: bool = False,
-                ) -> tuple[list[list[float]], list[np.ndarray | None], list[Tensor | None]]:
-    """Per ``(prompt ids, continuation ids)`` pair: the continuation's per-token log-probs;
-    with ``lens``, ``[layers, tokens]`` the same read after every layer; with ``site`` (and
-    ``read_site``), the site's input ``[tokens, d]`` at the positions that predict the tokens
-    (read before ``edit``). Each pair is one whole sequence, left-padded; batches of ``batch_size`` by length."""
-    per_token: list[list[float]] = [[] for _ in pairs]
-    per_layer: list[np.ndarray | None] = [None for _ in pairs]
-    at_site: list[Tensor | None] = [None for _ in pairs]
-    for idx, (ids, mask, pos), keep in _batches(model, tokenizer, pairs, batch_size):
-        got = trace_batch(model, tokenizer, ids, mask, pos, keep=keep, patches=patches, site=site, site_keep=keep,
-                          read_site=read_site, edit=edit, lens=lens, remote=remote)
-        for row, i in enumerate(idx):
-            first = keep - 1 - len(pairs[i][1])  # a continuation of m tokens: the last m kept positions but one
-            per_token[i] = got.logp[row, first:].tolist()
-            if got.lens is not None:
-                per_layer[i] = got.lens[:, row, first:].double().numpy()
-            if got.site is not None:
-                at_site[i] = got.site[row, first:keep - 1].clone()
-    return per_token, per_layer, at_site
+                edit: Edit | None = None, **kw: Any) -> Scores:
+    """Per ``(prompt ids, continuation ids)`` pair (each one whole sequence, left-padded, in
+    batches of ``batch_size`` by length, all in one session): the continuation's per-token
+    log-probs; with ``lens``, ``[layers, tokens]`` the same read after every layer; with
+    ``site`` (and ``read_site``), the site's input ``[tokens, d]`` at the positions that predict
+    the tokens (read before ``edit``); with ``resid``, the last layer's output ``[tokens,
+    d_model]`` there. Keywords as :func:`score_pairs_many`'s."""
+    return score_pairs_many(model, tokenizer, pairs, [edit], **kw)[0]
 
 
 def emoji_trace_nnsight(model: Any, tokenizer: Any, prompts: Sequence[str], emojis: Sequence[str], *,
@@ -284,12 +332,12 @@ def emoji_trace_nnsight(model: Any, tokenizer: Any, prompts: Sequence[str], emoj
     plain = [(p, k, j) for p in range(len(enc)) for k, v in variants.items() for j in range(len(v))
              if not (k == "no_space" and emojis[j] in lens_emojis)]
     lensed = [(p, j) for p in range(len(enc)) for j in range(len(lens_emojis))]
-    lp, _, _ = score_pairs(model, tokenizer, [(enc[p].ids, variants[k][j]) for p, k, j in plain], patches=patches,
+    lp, _, _, _ = score_pairs(model, tokenizer, [(enc[p].ids, variants[k][j]) for p, k, j in plain], patches=patches,
                         batch_size=batch_size, remote=remote)
     for (p, k, j), v in zip(plain, lp, strict=True):
         out[k][p, j] = sum(v)
-    lp, layers, _ = score_pairs(model, tokenizer, [(enc[p].ids, lens_toks[j]) for p, j in lensed], patches=patches,
-                                lens=True, batch_size=batch_size, remote=remote)
+    lp, layers, _, _ = score_pairs(model, tokenizer, [(enc[p].ids, lens_toks[j]) for p, j in lensed], patches=patches,
+                                   lens=True, batch_size=batch_size, remote=remote)
     for (p, j), v, per_layer in zip(lensed, lp, layers, strict=True):
         out["lens"][p, j] = per_layer.sum(-1)
         if lens_emojis[j] in emojis:  # its no-space score is this sequence's
@@ -321,15 +369,12 @@ def emoji_passes_nnsight(model: Any, tokenizer: Any, texts: Sequence[str], emoji
     from interp.tracing import emoji_pairs
 
     pairs = emoji_pairs(tokenizer, texts, emojis, chat=True)
+    _, _, acts, resid = score_pairs(model, tokenizer, pairs, patches=patches, site=DLA_SITE, resid=True,
+                                    batch_size=batch_size, remote=remote)
     out = {}
-    for idx, (ids, mask, pos), keep in _batches(model, tokenizer, pairs, batch_size):
-        got = trace_batch(model, tokenizer, ids, mask, pos, keep=keep, patches=patches, site=DLA_SITE, site_keep=keep,
-                          resid=True, remote=remote)
-        assert got.site is not None and got.resid is not None
-        for row, i in enumerate(idx):
-            first = keep - 1 - len(pairs[i][1])
-            p, e = divmod(i, len(emojis))
-            out[(p, emojis[e])] = (got.site[row, first:keep - 1].clone(), got.resid[row, first:].clone())
+    for i in range(len(pairs)):  # emojis vary fastest
+        p, e = divmod(i, len(emojis))
+        out[(p, emojis[e])] = (acts[i], resid[i])
     return out
 
 
@@ -395,13 +440,14 @@ class RemoteScorer:
     applicable = True  # the intact scores come from this scorer's own pass
     exact = True  # ablated() gives the model's own numbers (full forward passes, nothing rebuilt)
     method = "full forward passes through nnsight (remote)"
+    chunk = 32  # ablated sets per request (a sequential control may use fewer: the rest are spare)
 
     def __init__(self, model: Any, tokenizer: Any, pairs: Sequence[tuple[Sequence[int], Sequence[int]]], *,
                  patches: Sequence[LoraPatch] = (), site: str, batch_size: int = BATCH_SIZE, remote: bool = False):
         self._args = (model, tokenizer, pairs)
         self._kw: dict[str, Any] = {"patches": patches, "site": site, "batch_size": batch_size, "remote": remote}
         self.n_pairs = len(pairs)
-        per_token, _, at_site = score_pairs(model, tokenizer, pairs, **self._kw)
+        per_token, _, at_site, _ = score_pairs(model, tokenizer, pairs, **self._kw)
         self.reference = np.array([float(sum(v)) for v in per_token])
         self.x = torch.cat([a for a in at_site if a is not None])  # [rows, d_mlp], pair by pair
 
@@ -411,8 +457,12 @@ class RemoteScorer:
 
     def ablated(self, patch: Any) -> np.ndarray:
         """Per pair log P(continuation) with ``patch`` (neurons and ``[k]`` values) written at the site."""
-        per_token, _, _ = score_pairs(*self._args, edit=Edit(patch.neurons, patch.values), read_site=False, **self._kw)
-        return np.array([float(sum(v)) for v in per_token])
+        return self.ablated_many([patch])[0]
+
+    def ablated_many(self, patches: Sequence[Any]) -> list[np.ndarray]:
+        """:meth:`ablated` of each of ``patches``, all in one request."""
+        got = score_pairs_many(*self._args, [Edit(p.neurons, p.values) for p in patches], read_site=False, **self._kw)
+        return [np.array([float(sum(v)) for v in per_token]) for per_token, _, _, _ in got]
 
 
 def generate_nnsight(model: Any, tokenizer: Any, prompts: Sequence[str], settings: Any, *,
@@ -469,7 +519,7 @@ def emoji_report_nnsight(model: Any, tokenizer: Any, prompt: str, emojis: Sequen
     from interp.tracing import Scored, report_pairs, report_rows
 
     ids, toks = report_pairs(tokenizer, prompt, emojis, chat=chat)
-    per_token, per_layer, _ = score_pairs(model, tokenizer, [(ids, t) for _, _, t in toks], patches=patches,
+    per_token, per_layer, _, _ = score_pairs(model, tokenizer, [(ids, t) for _, _, t in toks], patches=patches,
                                           lens=lens, remote=remote)
     rows = report_rows(tokenizer, emojis, toks, [Scored(float(sum(v)), v) for v in per_token])
     if lens:

@@ -89,11 +89,11 @@ def test_site_read_and_edit_equal_torch_hooks(tmp_path):
         patch = ablation_patch(neurons, mode, values)
         with intervention(pm, patch, site):
             ref = [s.per_token for s in score_continuations(pm, pairs)]
-        got, _, _ = score_pairs(base, tok, pairs, patches=patches, site=site, edit=Edit(patch.neurons, patch.values),
-                             batch_size=4)
+        got = score_pairs(base, tok, pairs, patches=patches, site=site, edit=Edit(patch.neurons, patch.values),
+                          batch_size=4)[0]
         for r, g in zip(ref, got, strict=True):
             np.testing.assert_allclose(g, r, atol=2e-5)
-    intact, _, _ = score_pairs(base, tok, pairs, patches=patches, batch_size=4)
+    intact = score_pairs(base, tok, pairs, patches=patches, batch_size=4)[0]
     assert max(abs(a - b) for r, g in zip(ref, intact, strict=True) for a, b in zip(r, g, strict=True)) > 1e-3
     # the site's value at the last position of each prompt alone = capture's
     from interp.capture import encode, pad_left
@@ -289,6 +289,20 @@ def test_remote_scorer_equals_the_last_layer_cache(tmp_path):
         patch = ablation_patch([1, 7, 99], mode, means)
         np.testing.assert_allclose(got.ablated(patch), ref.ablated(patch), atol=2e-5)
         assert np.abs(got.ablated(patch) - got.reference).max() > 1e-4
+    # several ablated sets in one request = one request each
+    patches = [ablation_patch(ns, "mean", means) for ns in ([1, 7, 99], [5], [0, 1, 2, 3])]
+    for one, many in zip([got.ablated(p) for p in patches], got.ablated_many(patches), strict=True):
+        np.testing.assert_array_equal(one, many)
+    # the sequential control drawn in chunks of 3 sets per request = drawn one by one
+    from interp.experiments import ablation_experiment
+
+    got.chunk = 3
+    kw = dict(mode="mean", n_random=8, seed=4, n_boot=50, placebo=False, site="blocks.-1.mlp.hook_post")
+    a = ablation_experiment(pm, tok, PROMPTS, EMOJIS[:3], [1, 7, 99], scorer=ref, **kw)
+    b = ablation_experiment(base, tok, PROMPTS, EMOJIS[:3], [1, 7, 99], scorer=got, **kw)
+    assert a.random_control.n_draws == b.random_control.n_draws > 3 and a.random_control.p == b.random_control.p
+    np.testing.assert_allclose(b.random_control.mean, a.random_control.mean, atol=1e-5)
+    np.testing.assert_allclose(b.per_prompt_delta, a.per_prompt_delta, atol=1e-5)
 
 
 def test_ablate_remote_writes_the_local_numbers(tiny_model_dir, run_dir, as_hub_model, ndif_simulated, capsys):  # noqa: F811
