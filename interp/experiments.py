@@ -8,7 +8,6 @@ which holds the hooks and the cached last-layer scorer they use.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from typing import Any
@@ -48,7 +47,8 @@ from interp.results import (
 from interp.tracing import emoji_logprobs, emoji_pairs, score_continuations
 from text2emoji.core.presets import BATCH_SIZE, PRESETS
 
-RowDecode = Callable[[list[str], torch.Tensor, torch.Tensor, DecodeSettings], list[str]]
+# batches of (questions, mask, fill, settings) -> each batch's answers
+RowDecode = Callable[[list[tuple[list[str], torch.Tensor, torch.Tensor, DecodeSettings]]], list[list[str]]]
 
 # library defaults = what `text2emoji ablate` / `patch` use in the quick preset
 QUICK = PRESETS["quick"]["analysis"]
@@ -204,9 +204,9 @@ def ablation_generation(
     size), else drawn uniformly from the layer.
 
     All conditions share batches: each row of a batch carries its own ablation (a row-wise
-    hook), so the intact, ablated and random answers decode together. ``decode(questions, mask,
-    fill, settings)``: one batch decoded elsewhere with those row ablations
-    (:func:`interp.remote_probe.generate_nnsight`; default: ``model`` here).
+    hook), so the intact, ablated and random answers decode together. ``decode(batches)``: every
+    batch ``(questions, mask, fill, settings)`` decoded elsewhere with those row ablations, in one
+    call (:func:`interp.remote_probe.generate_nnsight`; default: ``model`` here).
     """
     d = n_neurons(model, site)
     settings = settings or DecodeSettings(max_new_tokens=48)
@@ -228,18 +228,23 @@ def ablation_generation(
             patch = ablation_patch(s, mode, means)
             mask[r, patch.neurons] = True
             fill[r, patch.neurons] = patch.values  # type: ignore[index]
-    texts: list[str] = []
-    with contextlib.ExitStack() as stack:
-        if decode is None:
-            current = stack.enter_context(row_ablation(model, site))
+    # each batch its own sampling seed (generate seeds a call from settings.seed)
+    batches = [([q for _, q in rows[start:start + batch_size]], mask[start:start + batch_size],
+                fill[start:start + batch_size], replace(settings, seed=settings.seed + start))
+               for start in range(0, len(rows), batch_size)]
+    if decode is None:
+        with row_ablation(model, site) as current:
+            def decode(todo: list[tuple[list[str], torch.Tensor, torch.Tensor, DecodeSettings]]) -> list[list[str]]:
+                out = []
+                for qs, m, f, s in todo:
+                    current(m, f)
+                    out.append(generate(model, tokenizer, qs, s, batch_size=batch_size))
+                return out
 
-            def decode(qs: list[str], m: torch.Tensor, f: torch.Tensor, s: DecodeSettings) -> list[str]:
-                current(m, f)
-                return generate(model, tokenizer, qs, s, batch_size=batch_size)
-        for start in range(0, len(rows), batch_size):
-            chunk = slice(start, start + batch_size)
-            # each batch its own sampling seed (generate seeds a call from settings.seed)
-            texts += decode([q for _, q in rows[chunk]], mask[chunk], fill[chunk], replace(settings, seed=settings.seed + start))
+            answers = decode(batches)
+    else:
+        answers = decode(batches)
+    texts: list[str] = [a for batch in answers for a in batch]
     per_set = [texts[i * len(questions):(i + 1) * len(questions)] for i in range(len(sets))]
     intact, ablated = per_set[0], per_set[1]
 

@@ -195,9 +195,7 @@ def load_model(config: ModelConfig, adapter: str | Path | None = None) -> Loaded
         raise UserError(f"cannot load model {config.model} from {path}: {e}") from e
     if not config.load_in_4bit:
         model.to(device)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = "left"
+    prepare_tokenizer(tokenizer)
     if adapter is not None:
         from peft import PeftModel
 
@@ -205,6 +203,15 @@ def load_model(config: ModelConfig, adapter: str | Path | None = None) -> Loaded
     model.eval()
     return LoadedModel(model=model, tokenizer=tokenizer, config=config, path=path,
                        adapter=None if adapter is None else str(adapter))
+
+
+def prepare_tokenizer(tokenizer: Any) -> Any:
+    """``tokenizer`` as generation and batching here expect it: padding on the left, with a pad
+    token (EOS where the model has none)."""
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return tokenizer
 
 
 def load_peft_adapter(adapter: str | Path, load: Any) -> Any:

@@ -4,9 +4,9 @@ NDIF hosts base models; a trait's adapter exists only on this machine. So the ad
 with each request as an *intervention*: for every adapted projection ``y = W x`` with LoRA
 matrices ``A [r, d_in]``, ``B [d_out, r]`` and scale ``s`` (``lora_alpha / r``, or
 ``lora_alpha / sqrt(r)`` with rsLoRA), the trace sets ``y <- y + s (x Aᵀ) Bᵀ``: what PEFT's LoRA
-layer computes at inference (no dropout), here as an edit of the base model's forward pass.
-Tests hold it to the PEFT model itself (locally through nnsight, and through nnsight's
-simulation of the server).
+layer computes at inference (no dropout; the update in float32, rounded once), here as an edit
+of the base model's forward pass. Tests hold it to the PEFT model itself in float32 (locally
+through nnsight, and through nnsight's simulation of the server).
 
 One trace body (:func:`trace_batches`) serves the stages: it walks the model's modules in the
 order they run (nnsight 0.8 reads and writes them in that order), applies the adapter's edits,
@@ -81,6 +81,10 @@ def read_lora(adapter_dir: str | Path, model: Any) -> list[LoraPatch]:
         "fan_in_fan_out": bool(cfg.get("fan_in_fan_out")),
         "rank_pattern": bool(cfg.get("rank_pattern")),
         "alpha_pattern": bool(cfg.get("alpha_pattern")),
+        "layer_replication": bool(cfg.get("layer_replication")),
+        # these initialisations change the base weights too: NDIF's base is not the adapter's
+        "init_lora_weights": str(cfg.get("init_lora_weights", True)).lower().startswith(("pissa", "olora", "corda",
+                                                                                        "loftq")),
     }
     if bad := [k for k, v in unsupported.items() if v]:
         raise UserError(f"{cfg_file}: field {bad[0]}={cfg.get(bad[0])!r}: remote runs apply plain LoRA on linear "
@@ -107,9 +111,12 @@ def read_lora(adapter_dir: str | Path, model: Any) -> list[LoraPatch]:
         mod = modules.get(path)
         if mod is None or not isinstance(mod, torch.nn.Linear):
             raise UserError(f"{weights}: key {PREFIX}{path}: the model has no linear layer {path}")
+        if mod is model.get_output_embeddings():
+            raise UserError(f"{weights}: key {PREFIX}{path}: an adapter on the unembedding is not applied remotely "
+                            "(the logit lens and DLA read the unembedding directly)")
         if set(ab) != {"lora_A", "lora_B"}:
             raise UserError(f"{weights}: {path} has {', '.join(ab)} but not both lora_A and lora_B")
-        a, b = ab["lora_A"].float(), ab["lora_B"].float()
+        a, b = ab["lora_A"], ab["lora_B"]  # as saved; the trace computes the update in float32
         if a.shape[1] != mod.in_features or b.shape[0] != mod.out_features or a.shape[0] != b.shape[1]:
             raise UserError(f"{weights}: {path}: lora_A {tuple(a.shape)} and lora_B {tuple(b.shape)} do not fit "
                             f"a {mod.in_features} -> {mod.out_features} layer")
@@ -213,16 +220,18 @@ def trace_batches(model: Any, tokenizer: Any, specs: Sequence[Spec], *, patches:
     with torch.no_grad(), remote_errors(remote):
         with lm.session(remote=remote):
             results = nnsight.save([])
+            moved = {}  # each adapted module's A and B on its device, float32: moved once per session
             for ids, mask, pos, keep, site_keep, neurons, values in plain:
                 with lm.trace({"input_ids": ids, "attention_mask": mask, "position_ids": pos}, logits_to_keep=keep,
                               use_cache=False):
                     got_site = got_lens = got_resid = None
+                    head_device = head_env.weight.device
                     hs = []
-                    for env, a, b, scale, is_site, is_layer in steps:
+                    for i, (env, a, b, scale, is_site, is_layer) in enumerate(steps):
                         if is_layer:
                             h = env.output
                             h = h[0] if isinstance(h, tuple) else h
-                            hs.append(h[:, h.shape[1] - keep:h.shape[1] - 1])
+                            hs.append(h[:, h.shape[1] - keep:h.shape[1] - 1].to(head_device))
                             continue
                         x = env.input
                         if is_site and read_site:
@@ -231,7 +240,12 @@ def trace_batches(model: Any, tokenizer: Any, specs: Sequence[Spec], *, patches:
                         if is_site and neurons is not None:
                             x[:, :, neurons.to(x.device)] = values.to(x)
                         if a is not None:
-                            env.output = env.output + (x @ a.to(x).T) @ b.to(x).T * scale
+                            if i not in moved:
+                                moved[i] = (a.to(x.device, torch.float32), b.to(x.device, torch.float32))
+                            a32, b32 = moved[i]
+                            # as PEFT: the update in float32, added to the base output, rounded once
+                            y = env.output
+                            env.output = (y.float() + (x.float() @ a32.T) @ b32.T * scale).to(y.dtype)
                     logits = lm.output.logits
                     tgt = ids[:, ids.shape[1] - keep + 1:].to(logits.device)
                     logp = logits[:, :-1].float().log_softmax(-1)
@@ -350,12 +364,13 @@ def open_remote(model_id: str) -> tuple[Any, Any]:
     nnsight wrapper's, so that the nnsight paths trace that wrapper) and its tokenizer, after
     the API key is read (:func:`interp.remote.remote_key`: without a key nothing else is tried)."""
     from interp.capture import register_nnsight
+    from interp.models import prepare_tokenizer
     from interp.remote import remote_key, remote_model
 
     remote_key()
     lm = remote_model(model_id)
     register_nnsight(lm.pipeline.model, lm)
-    return lm.pipeline.model, lm.tokenizer
+    return lm.pipeline.model, prepare_tokenizer(lm.tokenizer)
 
 
 def emoji_passes_nnsight(model: Any, tokenizer: Any, texts: Sequence[str], emojis: Sequence[str], *,
@@ -385,8 +400,8 @@ def dla_token_weights_nnsight(model: Any, tokenizer: Any, tokens: Sequence[int],
     :func:`interp.neurons.neuron_token_dla` computes it locally, from the weights where the
     model runs: ``W_out`` by running the last ``down_proj`` on the identity (plus the adapter's
     ``s A^T B^T`` where it adapts that projection), ``γ`` by the final norm of a constant
-    vector, the unembedding of ``chunk`` neurons' rows at a time (only the tokens' columns come
-    back)."""
+    vector, and the tokens' rows of the unembedding, multiplied in float32 ``chunk`` neurons at
+    a time; only ``[d_mlp, tokens]`` comes back."""
     from interp.capture import _envoy, check_remote, input_device, nnsight_model
     from interp.hooks import final_norm, resolve_site, unembed
     from interp.models import base_config
@@ -414,18 +429,20 @@ def dla_token_weights_nnsight(model: Any, tokenizer: Any, tokens: Sequence[int],
     # forward pass (one token) is only the occasion, the weights are read after it
     with torch.no_grad(), remote_errors(remote):
         with lm.trace(torch.tensor([[0]], device=input_device(model)), remote=remote, logits_to_keep=1, use_cache=False):
-            ref = lm.output.logits
-            gamma = norm_env(torch.full((1, d_model), c, device=ref.device, dtype=ref.dtype))[0].float() * rescale
+            lm.output.logits  # noqa: B018 (after the forward pass)
+            down_w, head_w = down_env.weight, head_env.weight
+            dtype, device = down_w.dtype, down_w.device
+            const = torch.full((1, d_model), c, device=head_w.device, dtype=dtype)
+            gamma = norm_env(const)[0].float() * rescale  # the final norm's scale as applied
+            w_u = head_w[toks.to(head_w.device)].float()  # [tokens, d_model]: only the tokens' rows
             parts = []
             for start in range(0, d_mlp, chunk):
-                rows = torch.arange(start, min(start + chunk, d_mlp), device=ref.device)
-                eye = torch.nn.functional.one_hot(rows, d_mlp).to(ref.dtype)  # these neurons at 1
-                w = (down_env(eye) - down_env(torch.zeros_like(eye[:1]))).float()
+                rows = torch.arange(start, min(start + chunk, d_mlp), device=device)
+                eye = torch.nn.functional.one_hot(rows, d_mlp).to(dtype)  # these neurons at 1
+                w = (down_env(eye) - down_env(torch.zeros_like(eye[:1]))).float()  # [chunk, d_model]
                 for a, b, scale in lora:
                     w = w + (eye.float() @ a.to(w).T) @ b.to(w).T * scale
-                zero = torch.zeros((1, d_model), device=ref.device, dtype=ref.dtype)
-                logits = head_env((w * gamma).to(ref.dtype)) - head_env(zero)
-                parts.append(logits[:, toks.to(ref.device)].float())
+                parts.append(((w.to(w_u.device) * gamma) @ w_u.T).cpu())
             got = torch.cat(parts).save()
     return got.detach().cpu()
 
@@ -465,15 +482,18 @@ class RemoteScorer:
         return [np.array([float(sum(v)) for v in per_token]) for per_token, _, _, _ in got]
 
 
-def generate_nnsight(model: Any, tokenizer: Any, prompts: Sequence[str], settings: Any, *,
-                     patches: Sequence[LoraPatch] = (), site: str | None = None, mask: Tensor | None = None,
-                     fill: Tensor | None = None, remote: bool = False) -> list[str]:
-    """Greedy answers to ``prompts`` (one batch, chat template) through nnsight's ``generate``,
-    with the adapter's ``patches`` and, at ``site``, row ``r``'s neurons where ``mask[r]`` set
-    to ``fill[r]`` (``[batch, d_mlp]`` each) at every position of every step: what
+def generate_nnsight(model: Any, tokenizer: Any, batches: Sequence[tuple[Sequence[str], Tensor | None, Tensor | None]],
+                     settings: Any, *, patches: Sequence[LoraPatch] = (), site: str | None = None,
+                     remote: bool = False) -> list[list[str]]:
+    """Greedy answers to each batch of prompts (chat template) through nnsight's ``generate``,
+    all batches in one session (one request when ``remote``), with the adapter's ``patches``
+    and, at ``site``, a batch's row ``r`` neurons where ``mask[r]`` set to ``fill[r]``
+    (``[batch, d_mlp]`` each; None: no ablation) at every position of every step: what
     :func:`interp.intervene.row_ablation` around :func:`interp.behaviour.generation.generate`
     does to a local model. ``settings``: a :class:`interp.behaviour.generation.DecodeSettings`
     (greedy only: a server's sampling cannot be seeded from here)."""
+    import nnsight
+
     from interp.capture import check_remote, input_device, nnsight_model
     from interp.chat import format_chat
     from interp.remote import remote_errors
@@ -481,33 +501,51 @@ def generate_nnsight(model: Any, tokenizer: Any, prompts: Sequence[str], setting
     check_remote(model, "nnsight", remote)
     if settings.do_sample:
         raise ValueError("generation through nnsight is greedy here (a server's sampling cannot be seeded)")
-    if (mask is None) != (fill is None) or (mask is not None and site is None):
+    if tokenizer.padding_side != "left" or tokenizer.pad_token_id is None:
+        raise ValueError("generation needs a tokenizer that pads on the left, with a pad token "
+                         "(interp.models.prepare_tokenizer)")
+    if any((m is None) != (f is None) for _, m, f in batches) or (any(m is not None for _, m, _ in batches)
+                                                                 and site is None):
         raise ValueError("a row ablation needs mask, fill and the site")
     lm = nnsight_model(model, tokenizer)
-    steps = _steps(model, lm, patches, site if mask is not None else None, [])
-    texts = [format_chat(tokenizer, p) for p in prompts]
-    enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-    batch = {"input_ids": enc["input_ids"].to(input_device(model)),
-             "attention_mask": enc["attention_mask"].to(input_device(model))}
-    ids = None
-    # the block below is what NDIF runs when remote: envoys, tensors and methods only
+    ablating = any(m is not None for _, m, _ in batches)
+    steps = _steps(model, lm, patches, site if ablating else None, [])
+    device = input_device(model)
+    plain, widths = [], []
+    for prompts, mask, fill in batches:
+        enc = tokenizer([format_chat(tokenizer, p) for p in prompts], return_tensors="pt", padding=True,
+                        add_special_tokens=False)
+        plain.append(({"input_ids": enc["input_ids"].to(device), "attention_mask": enc["attention_mask"].to(device)},
+                      mask, fill))
+        widths.append(enc["input_ids"].shape[1])
+    kwargs = {**settings.generate_kwargs(), "pad_token_id": tokenizer.pad_token_id}
+    results = None
+    # the block below is what NDIF runs when remote: envoys, tensors, methods and nnsight only
     with torch.no_grad(), remote_errors(remote), warnings.catch_warnings():
-        # the open loop ends by asking for one step more than the run makes: by design
+        # an open loop ends by asking for one step more than the run makes: by design
         warnings.filterwarnings("ignore", message=".*was never reached: the loop asked for a step")
-        with lm.generate(remote=remote, **settings.generate_kwargs(), pad_token_id=tokenizer.pad_token_id) as tracer:
-            with tracer.invoke(batch):
-                for _ in tracer.all():  # every step: the prompt's pass, then each new token's
-                    for env, a, b, scale, is_site, _layer in steps:
-                        x = env.input
-                        if is_site:
-                            m = mask.to(x.device)[:, None]
-                            x.copy_(torch.where(m, fill.to(x)[:, None], x))
-                        if a is not None:
-                            env.output = env.output + (x @ a.to(x).T) @ b.to(x).T * scale
-            with tracer.invoke():  # the whole batch, after the open loop above
-                ids = tracer.result.save()
-    new = ids[:, batch["input_ids"].shape[1]:].cpu()
-    return tokenizer.batch_decode(new, skip_special_tokens=True)
+        with lm.session(remote=remote):
+            results = nnsight.save([])
+            moved = {}  # each adapted module's A and B on its device, float32: moved once per session
+            for batch, mask, fill in plain:
+                with lm.generate(**kwargs) as tracer:
+                    with tracer.invoke(batch):
+                        for _ in tracer.all():  # every step: the prompt's pass, then each new token's
+                            for i, (env, a, b, scale, is_site, _layer) in enumerate(steps):
+                                x = env.input
+                                if is_site and mask is not None:
+                                    m = mask.to(x.device)[:, None]
+                                    x.copy_(torch.where(m, fill.to(x)[:, None], x))
+                                if a is not None:  # the adapter's edit, as in trace_batches (written out
+                                    # again: a shipped block cannot call a function of this package)
+                                    if i not in moved:
+                                        moved[i] = (a.to(x.device, torch.float32), b.to(x.device, torch.float32))
+                                    a32, b32 = moved[i]
+                                    y = env.output
+                                    env.output = (y.float() + (x.float() @ a32.T) @ b32.T * scale).to(y.dtype)
+                    with tracer.invoke():  # the whole batch, after the open loop above
+                        results.append(tracer.result.cpu())
+    return [tokenizer.batch_decode(ids[:, w:], skip_special_tokens=True) for ids, w in zip(results, widths, strict=True)]
 
 
 def emoji_report_nnsight(model: Any, tokenizer: Any, prompt: str, emojis: Sequence[str], *, chat: bool = False,

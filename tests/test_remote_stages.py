@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from interp.remote_probe import Edit, LoraPatch, emoji_trace_nnsight, read_lora, score_pairs
+from interp.remote_probe import Edit, emoji_trace_nnsight, read_lora, score_pairs
 from interp.tracing import emoji_trace
 from tests.test_remote import (  # noqa: F401
     EMOJIS,
@@ -131,11 +131,35 @@ def test_read_lora_refuses_what_it_cannot_apply(tmp_path):
     cfg_file = tmp_path / "adapter_config.json"
     good = json.loads(cfg_file.read_text())
     for field, value in (("use_dora", True), ("bias", "lora_only"), ("modules_to_save", ["lm_head"]),
-                         ("rank_pattern", {"q_proj": 8})):
+                         ("rank_pattern", {"q_proj": 8}), ("alpha_pattern", {"q_proj": 8}), ("fan_in_fan_out", True),
+                         ("peft_type", "IA3"), ("layer_replication", [[0, 2]]), ("init_lora_weights", "pissa_niter_4"),
+                         ("init_lora_weights", "loftq")):
         cfg_file.write_text(json.dumps({**good, field: value}))
         with pytest.raises(UserError, match=f"{cfg_file}: field {field}="):
             read_lora(tmp_path, base)
+    cfg_file.write_text(json.dumps({**good, "init_lora_weights": "gaussian"}))  # initialisation alone: applies
+    assert len(read_lora(tmp_path, base)) == 14
     cfg_file.write_text(json.dumps(good))
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(tmp_path / "adapter_model.safetensors")
+    for extra, message in (({"base_model.model.lm_head.lora_A.weight": torch.zeros(4, 64),
+                             "base_model.model.lm_head.lora_B.weight": torch.zeros(300, 4)},
+                            "an adapter on the unembedding"),
+                           ({"base_model.model.model.layers.0.mlp.up_proj.lora_A.weight": torch.zeros(4, 63)},
+                            "do not fit"),
+                           ({"base_model.model.model.layers.0.mlp.up_proj.lora_A.weight": None}, "not both"),
+                           ({"base_model.model.model.norm.weight": torch.zeros(64)}, "no LoRA matrix")):
+        changed = dict(tensors)
+        for k, v in extra.items():
+            if v is None:
+                changed.pop(k)
+            else:
+                changed[k] = v
+        save_file(changed, tmp_path / "adapter_model.safetensors")
+        with pytest.raises(UserError, match=message):
+            read_lora(tmp_path, base)
+    save_file(tensors, tmp_path / "adapter_model.safetensors")
     other, _ = bpe_model("qwen3")
     other.model.layers = other.model.layers[:1]  # the adapter names layer 1, which this model lacks
     with pytest.raises(UserError, match=r"adapter_model.safetensors: key base_model.model.model.layers.1"):
@@ -143,7 +167,6 @@ def test_read_lora_refuses_what_it_cannot_apply(tmp_path):
     (tmp_path / "adapter_model.safetensors").unlink()
     with pytest.raises(UserError, match="adapter_model.safetensors: not found"):
         read_lora(tmp_path, base)
-    assert isinstance(LoraPatch("x", torch.zeros(1, 1), torch.zeros(1, 1), 1.0).scale, float)
 
 
 # --- the stages, end to end ------------------------------------------------------------------------
@@ -283,8 +306,14 @@ def test_remote_scorer_equals_the_last_layer_cache(tmp_path):
     got = RemoteScorer(base, tok, pairs, patches=read_lora(tmp_path, base), site="blocks.-1.mlp.hook_post", batch_size=4)
     assert ref.exact and got.n_pairs == ref.n_pairs
     np.testing.assert_allclose(got.reference, ref.reference, atol=2e-5)
-    np.testing.assert_allclose(got.activations().mean(0).numpy(), ref.activations().mean(0).numpy(), atol=1e-5)
+    # what matching reads off the activations: each neuron's size, both ways (rows may come in
+    # another order: the sizes are means over rows)
+    from interp.experiments import _magnitude
+
+    assert got.activations().shape == ref.activations().shape
     means = ref.activations().mean(0).numpy()
+    for m in (None, means):
+        np.testing.assert_allclose(_magnitude(got.activations(), m)[0], _magnitude(ref.activations(), m)[0], atol=1e-5)
     for mode in ("zero", "mean"):
         patch = ablation_patch([1, 7, 99], mode, means)
         np.testing.assert_allclose(got.ablated(patch), ref.ablated(patch), atol=2e-5)
@@ -374,12 +403,16 @@ def test_generation_with_row_ablation_equals_the_local_hooks(tiny_model_dir, tmp
     with row_ablation(pm, site) as current:
         current(mask, fill)
         ref = generate(pm, tok, qs, settings)
-    got = generate_nnsight(base, tok, qs, settings, patches=patches, site=site, mask=mask, fill=fill)
+    # two batches (the second without ablation) in one call
+    got, plain = generate_nnsight(base, tok, [(qs, mask, fill), (qs, None, None)], settings, patches=patches, site=site)
     assert got == ref
-    assert generate_nnsight(base, tok, qs, settings, patches=patches) == generate(pm, tok, qs, settings)
-    assert generate_nnsight(base, tok, qs, settings, patches=patches)[2] != got[2]  # the ablation changes answers
+    assert plain == generate(pm, tok, qs, settings)
+    assert plain[2] != got[2]  # the ablation changes answers
     with pytest.raises(ValueError, match="greedy"):
-        generate_nnsight(base, tok, qs, DecodeSettings(do_sample=True))
+        generate_nnsight(base, tok, [(qs, None, None)], DecodeSettings(do_sample=True))
+    tok.padding_side = "right"
+    with pytest.raises(ValueError, match="pads on the left"):
+        generate_nnsight(base, tok, [(qs, None, None)], settings)
 
 
 def test_emoji_report_with_adapter_and_lens_equals_peft(tmp_path):
@@ -414,3 +447,73 @@ def test_emoji_prob_remote_with_adapter_and_lens(tiny_model_dir, run_dir, as_hub
             for v in ("no_space", "leading_space"):
                 assert g[v]["logprob"] == pytest.approx(r[v]["logprob"], abs=1e-4)
     assert remote["adapter_model"][0]["no_space"]["logprob"] != pytest.approx(remote["base"][0]["no_space"]["logprob"])
+
+
+def test_one_request_per_pass(tiny_model_dir, tmp_path, monkeypatch):
+    """What goes to NDIF: every batch of a pass in one request (one session), 3 ablated sets in
+    one request, every generation batch in one request."""
+    from nnsight.intervention.backends.local import LocalSimulationBackend
+    from nnsight.modeling.language import LanguageModel
+
+    from interp.behaviour.generation import DecodeSettings
+    from interp.intervene import ablation_patch
+    from interp.remote_probe import RemoteScorer, generate_nnsight
+    from interp.tracing import emoji_pairs
+
+    requests = []
+
+    def backend(self, *a, **k):
+        requests.append(1)
+        return LocalSimulationBackend(self)
+
+    monkeypatch.setattr(LanguageModel, "_remote_backend", backend)
+    base, tok = bpe_model("llama")
+    tok.chat_template = "{% for m in messages %}{{ m['content'] }} {% endfor %}"
+    tok.padding_side = "left"
+    peft_of(base, tmp_path)
+    patches = read_lora(tmp_path, base)
+    pairs = emoji_pairs(tok, PROMPTS, EMOJIS)
+    score_pairs(base, tok, pairs, patches=patches, batch_size=4, remote=True)  # 7 batches
+    assert len(requests) == 1
+    scorer = RemoteScorer(base, tok, pairs, patches=patches, site="blocks.-1.mlp.hook_post", batch_size=8, remote=True)
+    scorer.ablated_many([ablation_patch([n], "zero") for n in (1, 2, 3)])
+    assert len(requests) == 3
+    generate_nnsight(base, tok, [(PROMPTS[:2], None, None), (PROMPTS[2:], None, None)], DecodeSettings(max_new_tokens=2),
+                     patches=patches, remote=True)
+    assert len(requests) == 4
+
+
+def test_open_remote_prepares_the_tokenizer(monkeypatch, tiny_model_dir):
+    """A hub tokenizer as loaded (right padding, maybe no pad token) is made to pad on the left
+    with a pad token, as load_model does for local models."""
+    import types
+
+    import interp.remote
+    from interp.models import load_tokenizer
+    from interp.remote_probe import open_remote
+
+    tok = load_tokenizer(str(tiny_model_dir))
+    tok.padding_side, tok.pad_token = "right", None
+    module = torch.nn.Linear(1, 1)
+    monkeypatch.setattr(interp.remote, "remote_key", lambda: "k")
+    monkeypatch.setattr(interp.remote, "remote_model",
+                        lambda model_id: types.SimpleNamespace(pipeline=types.SimpleNamespace(model=module), tokenizer=tok))
+    got_model, got_tok = open_remote(HUB_ID)
+    assert got_model is module and got_tok.padding_side == "left" and got_tok.pad_token == got_tok.eos_token
+
+
+def test_adapter_in_bfloat16_rounds_as_peft(tmp_path):
+    """On a bfloat16 base (as NDIF serves models) the update is computed in float32 and rounded
+    once, as PEFT's LoRA layer does: the same numbers as the PEFT model on the same path, exactly."""
+    from peft import PeftModel
+
+    base, tok = bpe_model("llama")
+    peft_of(base, tmp_path)
+    base16 = base.to(torch.bfloat16)
+    pm16 = PeftModel.from_pretrained(copy.deepcopy(base16), tmp_path).eval()
+    assert {p.dtype for n, p in pm16.named_parameters() if "lora_" in n} == {torch.float32}
+    got = emoji_trace_nnsight(base16, tok, PROMPTS, EMOJIS, chat=False, patches=read_lora(tmp_path, base16),
+                              batch_size=3)
+    ref = emoji_trace_nnsight(pm16, tok, PROMPTS, EMOJIS, chat=False, batch_size=3)  # PEFT's own layers
+    for key in ("no_space", "leading_space"):
+        np.testing.assert_array_equal(got[key], ref[key])

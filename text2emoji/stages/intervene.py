@@ -70,8 +70,9 @@ class AblateConfig(InterveneConfig):
     n_generation_questions: int | None = option(None, help="questions answered intact and ablated (0 = all "
                                                 "--n-questions; default: the preset's)", low=0)
     max_new_tokens: int | None = option(None, help="tokens per generated answer (default: the preset's)", low=1)
-    remote: bool = option(False, help=REMOTE_HELP + "; each ablated set is one more request over all the questions' "
-                          "emoji sequences (no cache of the last layer there), and generation is greedy on the server")
+    remote: bool = option(False, help=REMOTE_HELP + "; each ablated set is one more pass over all the questions' emoji "
+                          "sequences on the server (no cache of the last layer there), 32 sets per request; generation "
+                          "is greedy, all its batches in one request")
 
     def validate(self) -> None:
         super().validate()
@@ -119,9 +120,9 @@ def _ablate(cfg: AblateConfig, out: Path) -> None:
             scorer = RemoteScorer(model, tok, emoji_pairs(tok, qs, suite.trait_emojis[t]), patches=patches,
                                   site=cfg.site, batch_size=cfg.batch_size, remote=True)
 
-            def decode(prompts: list[str], mask: Any, fill: Any, settings: Any) -> list[str]:
-                return generate_nnsight(model, tok, prompts, settings, patches=patches, site=cfg.site, mask=mask,
-                                        fill=fill, remote=True)
+            def decode(batches: list[tuple[list[str], Any, Any, Any]]) -> list[list[str]]:
+                return generate_nnsight(model, tok, [(qs, m, f) for qs, m, f, _ in batches], batches[0][3],
+                                        patches=patches, site=cfg.site, remote=True)
         return ablate_trait(model, tok, qs, suite.trait_emojis[t], cand, modes=cfg.modes, n_random=cfg.n_random,
                             seed=cfg.seed, site=cfg.site, n_boot=cfg.n_boot, batch_size=cfg.batch_size,
                             generation=settings, n_random_generation=cfg.n_random_generation,

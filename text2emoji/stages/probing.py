@@ -69,7 +69,8 @@ def probe_inputs(cfg: ProbeConfig) -> dict[str, str]:
 REMOTE_HELP = ("run on NDIF through nnsight (remote execution): --model must be a hub id (owner/name) that NDIF "
                "hosts (no weights are downloaded here); each trait's adapter travels with every request as an "
                "intervention (its LoRA update added to each adapted projection); the API key is read from the "
-               "environment variable NDIF_API_KEY and never stored")
+               "environment variable NDIF_API_KEY and never stored; --device and --dtype do not apply (NDIF's "
+               "deployment decides)")
 
 
 def check_remote_probe(cfg: Any) -> None:
