@@ -33,10 +33,9 @@ from text2emoji.stages.probing import (
     REMOTE_HELP,
     ProbeConfig,
     check_remote_probe,
-    load_peft,
     load_suite,
+    open_models,
     probe_inputs,
-    remote_peft,
 )
 
 
@@ -191,19 +190,14 @@ def _per_trait(cfg: InterveneConfig, path: Path, what: str, one: Any) -> dict[st
     trait, and traits already in it are kept (an interrupted stage resumes)."""
     results = read_json(path) or {}
     todo = [t for t in cfg.trait_list() if t not in results]
-    remote = getattr(cfg, "remote", False)
     if todo:
-        if remote:
-            model, tokenizer, patches = remote_peft(cfg)
-        else:
-            lm = load_peft(cfg)
-            model, tokenizer = lm.model, lm.tokenizer
+        model, tokenizer, patches = open_models(cfg)
         questions = held_out_questions(cfg)
     prog = Progress(what, len(cfg.trait_list()))
     for t in cfg.trait_list():
         if t in todo:
-            extra = (patches[t],) if remote else ()
-            if not remote:
+            extra = () if patches is None else (patches[t],)
+            if patches is None:
                 model.set_adapter(t)
             results[t] = one(model, tokenizer, t, questions[t], _candidates(cfg, t), *extra)
             atomic_write_json(path, results)

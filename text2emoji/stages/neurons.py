@@ -17,10 +17,9 @@ from text2emoji.stages.probing import (
     REMOTE_HELP,
     ProbeConfig,
     check_remote_probe,
-    load_peft,
     load_suite,
+    open_models,
     probe_inputs,
-    remote_peft,
     write_csv,
 )
 
@@ -51,11 +50,10 @@ def _neurons(cfg: NeuronsConfig, out: Path) -> None:
 
     suite = load_suite(cfg)
     traits = cfg.trait_list()
+    model, tokenizer, patches = open_models(cfg)
     elsewhere: dict[str, Any] = {}
-    if cfg.remote:
+    if patches is not None:  # --remote
         from interp.remote_probe import dla_token_weights_nnsight, emoji_passes_nnsight
-
-        model, tokenizer, patches = remote_peft(cfg)
 
         def passes(adapter: str | None, emojis: list[str]) -> Any:
             return emoji_passes_nnsight(model, tokenizer, suite.texts, emojis, patches=patches[adapter] if adapter else (),
@@ -65,9 +63,6 @@ def _neurons(cfg: NeuronsConfig, out: Path) -> None:
             return dla_token_weights_nnsight(model, tokenizer, tokens, patches=patches[adapter], remote=True)
 
         elsewhere = {"passes": passes, "token_weights": token_weights}
-    else:
-        lm = load_peft(cfg)
-        model, tokenizer = lm.model, lm.tokenizer
     atomic_write_json(out / "prompts.json", [vars(p) for p in suite.prompts])
     prog = Progress("neurons: capture", 1 + len(traits))
     res = analyse_neurons(model, tokenizer, suite, traits, site=cfg.site, k=cfg.k, n_perm=cfg.n_perm,

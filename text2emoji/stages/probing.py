@@ -98,6 +98,17 @@ def remote_peft(cfg: ProbeConfig) -> tuple[Any, Any, dict[str, Any]]:
     return model, tokenizer, {t: read_lora(p, model) for t, p in paths.items()}
 
 
+def open_models(cfg: ProbeConfig) -> tuple[Any, Any, dict[str, Any] | None]:
+    """The model and tokenizer a mechanistic stage measures, and how it holds the adapters: here,
+    one PEFT model with every trait's adapter (named by trait; ``None`` for the third item); with
+    ``--remote`` (:func:`remote_peft`), the hub model's meta-device module and each trait's
+    adapter as patches."""
+    if getattr(cfg, "remote", False):
+        return remote_peft(cfg)
+    lm = load_peft(cfg)
+    return lm.model, lm.tokenizer, None
+
+
 def load_peft(cfg: ProbeConfig) -> Any:
     """The base model with every trait's adapter loaded (named by trait)."""
     from interp.behaviour.evaluate import load_adapters

@@ -16,10 +16,9 @@ from text2emoji.stages.probing import (
     REMOTE_HELP,
     ProbeConfig,
     check_remote_probe,
-    load_peft,
     load_suite,
+    open_models,
     probe_inputs,
-    remote_peft,
 )
 
 
@@ -43,19 +42,15 @@ def _trace(cfg: TraceConfig, out: Path) -> None:
     suite = load_suite(cfg)
     traits = cfg.trait_list()
     texts = suite.texts
+    model, tokenizer, patches = open_models(cfg)
     measure = None
-    if cfg.remote:
+    if patches is not None:  # --remote
         from interp.remote_probe import emoji_trace_nnsight
-
-        model, tokenizer, patches = remote_peft(cfg)
 
         def measure(adapter: str | None, emojis: list[str], lens: list[str]) -> dict[str, Any]:
             return emoji_trace_nnsight(model, tokenizer, texts, emojis, lens_emojis=lens, chat=True,
                                        patches=patches[adapter] if adapter else (), batch_size=cfg.batch_size,
                                        remote=True)
-    else:
-        lm = load_peft(cfg)
-        model, tokenizer = lm.model, lm.tokenizer
     prog = Progress("trace", len(traits) + 1)
     res = trace_emojis(model, tokenizer, suite, traits, lens_emojis=cfg.lens_emojis, batch_size=cfg.batch_size,
                        n_boot=cfg.n_boot, seed=cfg.seed, progress=lambda note: prog.step(note=note), measure=measure)
