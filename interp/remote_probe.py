@@ -201,6 +201,7 @@ def trace_batches(model: Any, tokenizer: Any, specs: Sequence[Spec], *, patches:
     from interp.capture import _envoy, check_remote, nnsight_model
     from interp.hooks import final_norm, n_layers, unembed
     from interp.remote import remote_errors
+    from interp.sites import logit_softcap
 
     check_remote(model, "nnsight", remote)
     if any(s.edit is not None for s in specs) and site is None:
@@ -213,6 +214,7 @@ def trace_batches(model: Any, tokenizer: Any, specs: Sequence[Spec], *, patches:
     paths = _paths(model)
     norm_env = _envoy(lm, paths[id(final_norm(model))])
     head_env = _envoy(lm, paths[id(unembed(model))])
+    cap = logit_softcap(model)  # the model's final logit soft-capping (Gemma 2), which the lens applies too
     plain = [(s.ids, s.mask, s.pos, s.keep, s.site_keep, None if s.edit is None else s.edit.neurons,
               None if s.edit is None else s.edit.values) for s in specs]
     results = None
@@ -254,7 +256,10 @@ def trace_batches(model: Any, tokenizer: Any, specs: Sequence[Spec], *, patches:
                         got_resid = hs[-1].float().cpu()
                     if lens:
                         stacked = torch.stack(hs)  # [layers, batch, keep - 1, d]
-                        ll = head_env(norm_env(stacked)).float().log_softmax(-1)
+                        ll = head_env(norm_env(stacked)).float()
+                        if cap is not None:
+                            ll = cap * torch.tanh(ll / cap)
+                        ll = ll.log_softmax(-1)
                         got_lens = ll.gather(-1, tgt.expand(ll.shape[0], -1, -1)[..., None])[..., 0].cpu()
                     results.append([got_logp, got_site, got_lens, got_resid])
     return [Traced(*(None if t is None else t.detach().cpu() for t in r)) for r in results]

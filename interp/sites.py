@@ -256,6 +256,13 @@ def final_norm(model: Any) -> nn.Module:
     return _root(model).get_submodule(_final_norm_path(model))
 
 
+def logit_softcap(model: Any) -> float | None:
+    """The cap of the model's final logit soft-capping (``cap · tanh(logits / cap)``, Gemma 2's
+    ``final_logit_softcapping``), or None where the logits are the unembedding's output."""
+    cap = getattr(base_config(model).get_text_config(), "final_logit_softcapping", None)
+    return float(cap) if cap else None
+
+
 def unembed(model: Any) -> nn.Module:
     """The unembedding (``get_output_embeddings()``: ``lm_head`` and its kin)."""
     out = _root(model).get_output_embeddings()

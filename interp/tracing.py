@@ -6,8 +6,9 @@ Emojis are tokenized on their own (``add_special_tokens=False``), with and witho
 space, and appended to the prompt's ids, so the prompt's tokens never merge with the emoji's.
 
 The logit lens decodes the same quantity from the residual stream after every layer: the final
-norm, then the unembedding, at the positions that predict the emoji's tokens. After the last
-layer it is exactly the model's own log-probability.
+norm, then the unembedding (and the model's final logit soft-capping, where it has one: Gemma 2),
+at the positions that predict the emoji's tokens. After the last layer it is exactly the
+model's own log-probability.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from jaxtyping import Float
 
 from interp.capture import encode, pad_id, pad_left
 from interp.hooks import final_norm, n_layers, record_activations, unembed
+from interp.sites import logit_softcap
 from text2emoji.core.presets import BATCH_SIZE
 
 
@@ -335,6 +337,7 @@ class _Lens:
     def __init__(self, model: Any):
         self.norm = final_norm(model)
         self.unembed = unembed(model)
+        self.cap = logit_softcap(model)  # the model's own final step, where it has one
         self.sites = [f"blocks.{i}.hook_resid_post" for i in range(n_layers(model))]
 
     def __call__(self, acts: dict[str, torch.Tensor], targets: Sequence[int]) -> np.ndarray:
@@ -342,7 +345,10 @@ class _Lens:
         ``acts`` (each site's ``[m, d]`` at the positions predicting the ``m`` targets)."""
         resid = torch.stack([acts[s] for s in self.sites])  # [layers, m, d]
         # one unembedding for all layers: reading its weights dominates the cost
-        logp = torch.log_softmax(self.unembed(self.norm(resid)).float(), -1)
+        logits = self.unembed(self.norm(resid)).float()
+        if self.cap is not None:
+            logits = self.cap * torch.tanh(logits / self.cap)
+        logp = torch.log_softmax(logits, -1)
         t = torch.tensor(list(targets), device=logp.device)
         return logp.gather(-1, t.expand(logp.shape[0], -1)[..., None])[..., 0].sum(-1).cpu().numpy()
 

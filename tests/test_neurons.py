@@ -412,3 +412,23 @@ def test_interventions_at_an_earlier_layer_run_full_forward_passes(tiny_model_di
     np.testing.assert_allclose(res.per_prompt_delta, any_lp(slow) - any_lp(base), atol=1e-4)
     pat = patching_experiment(model, tok, PROMPTS, EMOJIS, [3, 7], n_random=2, chat=False, site=site, n_boot=20)
     assert pat.method == "full forward passes" and pat.reverse.control.n_draws == 2
+
+
+def test_logit_lens_applies_the_models_softcap():
+    """Gemma 2 soft-caps its final logits (cap · tanh(logits / cap)): the lens does too, so its
+    last layer is the model's own log-probability (a cap of 0.5 makes the difference large)."""
+    from transformers import AutoModelForCausalLM
+
+    from interp.tracing import emoji_trace
+    from tests.conftest import tiny_config, tiny_tokenizer
+
+    cfg = tiny_config("gemma2")
+    cfg.final_logit_softcapping = 0.5
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).eval()
+    tok = tiny_tokenizer()
+    got = emoji_trace(model, tok, PROMPTS, EMOJIS, lens_emojis=EMOJIS[:2], chat=False)
+    np.testing.assert_allclose(got["lens"][:, :, -1], got["no_space"][:, :2], atol=1e-5)
+    cfg.final_logit_softcapping = None  # the same weights without the cap: other numbers
+    assert np.abs(emoji_trace(model, tok, PROMPTS, EMOJIS, lens_emojis=EMOJIS[:2], chat=False)["lens"][:, :, -1]
+                  - got["lens"][:, :, -1]).max() > 1e-2  # far above the 1e-5 the lens is held to
