@@ -162,7 +162,7 @@ def _steps(model: Any, lm: Any, patches: Sequence[LoraPatch], site: str | None,
 
 @dataclass
 class Traced:
-    """What :func:`trace_batch` brings back for one batch (on the CPU, float32)."""
+    """What :func:`trace_batches` brings back for one batch (on the CPU, float32)."""
 
     logp: Tensor  # [batch, keep - 1]: log P(target) at the last keep - 1 positions
     site: Tensor | None  # [batch, site_keep, d_mlp]: the site's input at the last positions

@@ -81,13 +81,18 @@ def build_jobs(
     return jobs
 
 
+def require_adapters(adapters: dict[str, Path]) -> None:
+    """Every trait's adapter directory holds an adapter config, or one error line naming the first that does not."""
+    for name, path in adapters.items():
+        if not (path / "adapter_config.json").is_file():
+            raise UserError(f"adapter for {name} not found at {path}; run `text2emoji train --all-traits` first")
+
+
 def load_adapters(model: Any, adapters: dict[str, Path]) -> Any:
     """Load every trait's adapter onto one base (PeftModel with one named adapter per trait)."""
     from peft import PeftModel
 
-    for name, path in adapters.items():
-        if not (path / "adapter_config.json").is_file():
-            raise UserError(f"adapter for {name} not found at {path}; run `text2emoji train --all-traits` first")
+    require_adapters(adapters)
     peft_model = None
     for name, path in adapters.items():
         if peft_model is None:

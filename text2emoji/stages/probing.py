@@ -17,7 +17,6 @@ from typing import Any
 from interp.hooks import DEFAULT_SITE
 from interp.models import ModelConfig
 from text2emoji.core.config import Config, ConfigError, member, option
-from text2emoji.core.errors import UserError
 from text2emoji.core.files import atomic_write_text, file_hash
 from text2emoji.core.runs import RunDir, batch_option, seed_option
 from text2emoji.stages.base import adapter_dirs, adapter_hashes, check_traits
@@ -88,12 +87,11 @@ def remote_peft(cfg: ProbeConfig) -> tuple[Any, Any, dict[str, Any]]:
     """With ``--remote``: the hub model's meta-device module, its tokenizer, and each trait's
     adapter as :class:`interp.remote_probe.LoraPatch` es (read and checked here, before any
     request)."""
+    from interp.behaviour.evaluate import require_adapters
     from interp.remote_probe import open_remote, read_lora
 
     paths = cfg.adapter_paths()
-    for name, path in paths.items():
-        if not (path / "adapter_config.json").is_file():
-            raise UserError(f"adapter for {name} not found at {path}; run `text2emoji train --all-traits` first")
+    require_adapters(paths)  # before the key and the hub are asked
     model, tokenizer = open_remote(cfg.model.model)
     return model, tokenizer, {t: read_lora(p, model) for t, p in paths.items()}
 
